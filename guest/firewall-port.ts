@@ -18,6 +18,7 @@ export interface FirewallCounters {
   arpDrops: number | null;
   flowLimitDrops: number;
   flowRateDrops: number;
+  fragmentDrops: number;
   /** Packets toward a client gone, or from the gateway address, that would have left by an uplink. */
   leakDrops: number;
 }

@@ -31,6 +31,11 @@ export interface FirewallCounters {
    */
   readonly flowRateDrops: number;
   /**
+   * IPv4 fragments from a client past its fragment rate (FRAGMENT_RATE_SET), dropped before the
+   * kernel queued them for reassembly.
+   */
+  readonly fragmentDrops: number;
+  /**
    * Packets that would have left by an uplink toward a client address no link serves (a client
    * gone), or from the gateway address (the agent's answers to a client gone).
    */
@@ -83,6 +88,8 @@ export function parseInetCountersJson(text: string): InetCounters {
     antispoofDrops: read(inet, TABLE_FAMILY, COUNTERS.antispoofDrops),
     isolationDrops: read(inet, TABLE_FAMILY, COUNTERS.isolationDrops),
     inputDrops: read(inet, TABLE_FAMILY, COUNTERS.inputDrops),
+    // Before the flow drops, which status shows next to the flow limits.
+    fragmentDrops: read(inet, TABLE_FAMILY, COUNTERS.fragmentDrops),
     flowLimitDrops: read(inet, TABLE_FAMILY, COUNTERS.flowLimitDrops),
     flowRateDrops: read(inet, TABLE_FAMILY, COUNTERS.flowRateDrops),
     leakDrops: read(inet, TABLE_FAMILY, COUNTERS.leakDrops),
@@ -96,6 +103,6 @@ export function parseArpDropsJson(text: string): number {
 
 /** Read `nft -j list counters table inet spectrum_netd` output, and the same of `arp spectrum_netd`. */
 export function parseCountersJson(text: string, arpText: string): FirewallCounters {
-  const { antispoofDrops, isolationDrops, inputDrops, flowLimitDrops, flowRateDrops, leakDrops } = parseInetCountersJson(text);
-  return { antispoofDrops, isolationDrops, inputDrops, arpDrops: parseArpDropsJson(arpText), flowLimitDrops, flowRateDrops, leakDrops };
+  const { antispoofDrops, isolationDrops, inputDrops, flowLimitDrops, flowRateDrops, fragmentDrops, leakDrops } = parseInetCountersJson(text);
+  return { antispoofDrops, isolationDrops, inputDrops, arpDrops: parseArpDropsJson(arpText), flowLimitDrops, flowRateDrops, fragmentDrops, leakDrops };
 }

@@ -31,6 +31,7 @@ export const COUNTERS = {
   inputDrops: 'input_drops',
   flowLimitDrops: 'flow_limit_drops',
   flowRateDrops: 'flow_rate_drops',
+  fragmentDrops: 'fragment_drops',
   leakDrops: 'leak_drops',
 } as const;
 
@@ -79,6 +80,34 @@ const FLOW_SET_SIZE = 65_535;
  */
 const FLOW_RATE_TIMEOUT = '5s';
 
+/**
+ * The set that rate-limits each client address's IPv4 fragments (an nft `limit` per element),
+ * before the kernel queues them for reassembly: traffic's like FLOW_SET, the same key and size.
+ * Fragments are counted whole or not: the kernel frees a complete datagram's at once, and holds an
+ * incomplete one's until ipfrag_time (30 s by default) runs out, so a client holds at most
+ * CLIENT_FRAGMENT_BURST + CLIENT_FRAGMENT_RATE x 30 s = 400 incomplete fragments: about 1 MB at
+ * the 2.5 KB a full-size fragment takes there (measured on a veth), a quarter of the
+ * namespace's pool (ipfrag_high_thresh, 4 MiB), which once full drops every fragment, everyone's.
+ * What that leaves a client: 10 fragments a second, 100 at once (a `ping -s 3000` is 3 fragments,
+ * a 4 KB UDP datagram 3): enough for the odd large datagram (a DNS query over UDP that does
+ * not fit, a large ping), not for bulk traffic the client's own stack fragments, which only a
+ * path without path MTU discovery makes, as DF-less UDP above the link's MTU.
+ */
+export const FRAGMENT_RATE_SET = 'client_fragments';
+/** IPv4 fragments one client address may send a second, on average (FRAGMENT_RATE_SET). */
+export const CLIENT_FRAGMENT_RATE = 10;
+/** IPv4 fragments one client address may send at once (FRAGMENT_RATE_SET). */
+export const CLIENT_FRAGMENT_BURST = 100;
+/**
+ * A FRAGMENT_RATE_SET element goes this long after its client's last fragment: longer than its
+ * bucket takes to fill again (CLIENT_FRAGMENT_BURST / CLIENT_FRAGMENT_RATE, 10 s), so expiring
+ * gives no client more than its rate (as FLOW_RATE_TIMEOUT).
+ */
+const FRAGMENT_RATE_TIMEOUT = '15s';
+/** IPv4's fragment offset and more-fragments bits (frag-off & 0x3fff, which nft -n prints in decimal): non-zero on every fragment. */
+const IP_FRAGMENT_BITS = 0x3fff;
+const fragmentRateExpression = `limit rate over ${CLIENT_FRAGMENT_RATE}/second burst ${CLIENT_FRAGMENT_BURST} packets`;
+
 /** The ct timeout policy clients' TCP flows get (TableSettings.clientTcpTimeouts). */
 export const CLIENT_TCP_TIMEOUT = 'client_tcp';
 
@@ -94,7 +123,11 @@ const ARP_COMMENT = 'spectrum-netd ARP guard v1: owned by spectrum-netd, edits a
  * protocol's from /etc/protocols), so a listing with names would differ from one system to the
  * next, and an audit would find every table changed and replace it forever.
  */
-const PRIORITY = { raw: -300, filter: 0, srcnat: 100 } as const;
+/**
+ * beforeDefrag: NF_IP_PRI_RAW_BEFORE_DEFRAG, ahead of conntrack's defragmentation
+ * (NF_IP_PRI_CONNTRACK_DEFRAG, -400) and of conntrack itself (-200).
+ */
+const PRIORITY = { beforeDefrag: -450, filter: 0, srcnat: 100 } as const;
 /** Conntrack state bits: invalid, then 1 << (IP_CT_* + 1), as the kernel matches them. */
 const CT_STATE = { invalid: '0x1', established: '0x2', related: '0x4' } as const;
 /** Conntrack status bits (IPS_*): an entry is confirmed, in the table, once its first packet got through. */
@@ -128,11 +161,21 @@ const OWN_FLOW = ['iifname . ct original ip saddr @client_sources', 'iifname . c
  *   everything received (input and forward); forward also guards what is routed toward such a
  *   link. The group is a number here and in the listings the audit reads, whatever name
  *   /etc/iproute2/group gives it.
- * - prerouting at raw priority, before conntrack, so spoofed packets never create state. From a
- *   provider link only `link . own client IP` passes, plus a DHCP client's first packets
+ * - prerouting before defragmentation (priority -450, below conntrack's defrag at -400 and
+ *   conntrack at -200), so spoofed packets never create state, and spoofed fragments never take
+ *   reassembly memory: the kernel queues every fragment it is handed for reassembly, in one pool
+ *   per namespace (ipfrag_high_thresh, 4 MiB), and once the pool is full it drops every fragment,
+ *   everyone's, until incomplete queues time out (ipfrag_time, 30 s). So the rules see each
+ *   fragment as it came, not the datagram; they look at addresses only, which every fragment
+ *   carries (a DHCP packet is never fragmented). From a provider link only
+ *   `link . own client IP` passes, plus a DHCP client's first packets
  *   (0.0.0.0:68 -> 255.255.255.255:67); everything else from it, IPv6 included (no `ip saddr`
  *   matches it), is counted and dropped. A client address arriving on any other interface is
  *   spoofed too (Qubes' `downstream` rule).
+ * - a client's own fragments, there too, before it is accepted: at most its fragment rate
+ *   (FRAGMENT_RATE_SET), so one client can take at most a quarter of the reassembly pool from the
+ *   others; past it they are counted (`fragmentDrops`) and dropped. A whole datagram costs the
+ *   one compare that tells it is no fragment.
  * - related packets (ICMP errors mostly) from a provider link, in input and forward: conntrack
  *   ties an ICMP error to whichever flow the header embedded in it names, and a client writes that
  *   header as it likes. So one passes only when the link's own client is an endpoint of the flow
@@ -171,7 +214,7 @@ const OWN_FLOW = ['iifname . ct original ip saddr @client_sources', 'iifname . c
  *   confirmed yet (`ct status ! confirmed`), the one about to add it to the table; not `ct state
  *   new`, which a UDP flow stays until its first reply: each of its packets would walk the
  *   count list again (and before conncount's late-2025 fix be counted again within a jiffy). An
- *   invalid packet has no entry to count, nor has any packet at raw priority. A dropped flow's
+ *   invalid packet has no entry to count, nor has any packet in prerouting (before conntrack). A dropped flow's
  *   entry is never confirmed and leaves the count. Connlimit leaves out TCP connections already
  *   closed (TIME_WAIT, CLOSE), though they stay in the table: see the TCP timeouts below.
  * - the new-flow rate, just before the cap, on the same packets (TableSettings.clientNewFlowRate
@@ -241,6 +284,7 @@ export function staticTableText(settings: TableSettings): string {
     ...counter(COUNTERS.inputDrops),
     ...counter(COUNTERS.flowLimitDrops),
     ...counter(COUNTERS.flowRateDrops),
+    ...counter(COUNTERS.fragmentDrops),
     ...counter(COUNTERS.leakDrops),
     `\tct timeout ${CLIENT_TCP_TIMEOUT} {`,
     '\t\tprotocol tcp',
@@ -251,13 +295,15 @@ export function staticTableText(settings: TableSettings): string {
     ...SET_NAMES.flatMap(set),
     ...capped(dynamicSet(FLOW_SET, ['\t\tflags dynamic'])),
     ...rated(dynamicSet(FLOW_RATE_SET, ['\t\tflags dynamic,timeout', `\t\ttimeout ${FLOW_RATE_TIMEOUT}`])),
+    ...dynamicSet(FRAGMENT_RATE_SET, ['\t\tflags dynamic,timeout', `\t\ttimeout ${FRAGMENT_RATE_TIMEOUT}`]),
     ...chain('prerouting', [
-      `type filter hook prerouting priority ${PRIORITY.raw}; policy accept;`,
+      `type filter hook prerouting priority ${PRIORITY.beforeDefrag}; policy accept;`,
       `iifgroup ${PROVIDER_LINK_GROUP} iifname != @client_links ${drop(COUNTERS.antispoofDrops)}`,
       'iifname @client_links jump from_client_link',
       `ip saddr @client_ips ${drop(COUNTERS.antispoofDrops)}`,
     ]),
     ...chain('from_client_link', [
+      `ip frag-off & ${IP_FRAGMENT_BITS} != 0 iifname . ip saddr @client_sources update @${FRAGMENT_RATE_SET} { ip saddr ${fragmentRateExpression} } ${drop(COUNTERS.fragmentDrops)}`,
       'iifname . ip saddr @client_sources accept',
       'ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 accept',
       drop(COUNTERS.antispoofDrops),
@@ -408,6 +454,8 @@ export interface TableListing {
   readonly flowElements: readonly string[];
   /** FLOW_RATE_SET's elements as listed (`100.64.0.7 limit rate over 500/second burst 1000 packets`), likewise. */
   readonly rateElements: readonly string[];
+  /** FRAGMENT_RATE_SET's elements as listed, likewise. */
+  readonly fragmentElements: readonly string[];
   /** Elements listed in sets this module does not know: the structure differs then anyway. */
   readonly unknownSets: readonly string[];
 }
@@ -464,14 +512,16 @@ export function parseTableListing(text: string): TableListing {
   const elements: Record<SetName, readonly string[]> = { ...emptyElements() };
   let flowElements: readonly string[] = [];
   let rateElements: readonly string[] = [];
+  let fragmentElements: readonly string[] = [];
   const unknownSets: string[] = [];
   for (const [name, list] of found) {
     if (isSetName(name)) elements[name] = uniqueSorted(list);
     else if (name === FLOW_SET) flowElements = uniqueSorted(list);
     else if (name === FLOW_RATE_SET) rateElements = uniqueSorted(list);
+    else if (name === FRAGMENT_RATE_SET) fragmentElements = uniqueSorted(list);
     else unknownSets.push(name);
   }
-  return { structure: kept.join('\n'), elements, flowElements, rateElements, unknownSets };
+  return { structure: kept.join('\n'), elements, flowElements, rateElements, fragmentElements, unknownSets };
 }
 
 const FLOW_ELEMENT = /^(\S+)(.*)$/;
@@ -505,6 +555,11 @@ function flowRateExpression(settings: TableSettings): string {
  */
 export function strayRateKeys(rateElements: readonly string[], settings: TableSettings): string[] {
   return strayKeys(rateElements, ` ${flowRateExpression(settings)}`);
+}
+
+/** The keys of FRAGMENT_RATE_SET elements whose expression is not the rule's limit: deleted like strayRateKeys'. */
+export function strayFragmentKeys(fragmentElements: readonly string[]): string[] {
+  return strayKeys(fragmentElements, ` ${fragmentRateExpression}`);
 }
 
 function isSetName(name: string): name is SetName {
@@ -642,9 +697,10 @@ export function planFirewall(listings: FirewallListings, model: ValidFirewallMod
     if (current.structure !== staticTableText(settings) || current.unknownSets.length > 0) return { replace: 'structure' };
     const stray = strayFlowKeys(current.flowElements, settings);
     const strayRate = strayRateKeys(current.rateElements, settings);
+    const strayFragment = strayFragmentKeys(current.fragmentElements);
     const diff = diffElements(current.elements, desired);
     const deleteStray = (set: string, keys: readonly string[]): string => (keys.length > 0 ? `delete element ${TABLE} ${set} { ${keys.join(', ')} }\n` : '');
-    const script = `${deleteStray(FLOW_SET, stray)}${deleteStray(FLOW_RATE_SET, strayRate)}${tableElementCommands(TABLE, SET_NAMES, diff)}`;
+    const script = `${deleteStray(FLOW_SET, stray)}${deleteStray(FLOW_RATE_SET, strayRate)}${deleteStray(FRAGMENT_RATE_SET, strayFragment)}${tableElementCommands(TABLE, SET_NAMES, diff)}`;
     return { replace: null, diff, strayFlowKeys: stray, strayRateKeys: strayRate, script };
   })();
   const arp = ((): TableStep => {

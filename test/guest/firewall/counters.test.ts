@@ -12,7 +12,8 @@ const printed = (antispoof: number): string =>
       { counter: { family: 'inet', name: 'input_drops', table: 'spectrum_netd', handle: 11, packets: 3, bytes: 0 } },
       { counter: { family: 'inet', name: 'flow_limit_drops', table: 'spectrum_netd', handle: 12, packets: 4, bytes: 232 } },
       { counter: { family: 'inet', name: 'flow_rate_drops', table: 'spectrum_netd', handle: 13, packets: 5, bytes: 290 } },
-      { counter: { family: 'inet', name: 'leak_drops', table: 'spectrum_netd', handle: 14, packets: 7, bytes: 476 } },
+      { counter: { family: 'inet', name: 'fragment_drops', table: 'spectrum_netd', handle: 14, packets: 7, bytes: 8960 } },
+      { counter: { family: 'inet', name: 'leak_drops', table: 'spectrum_netd', handle: 15, packets: 8, bytes: 476 } },
       { counter: { family: 'inet', name: 'input_drops', table: 'someone_else', handle: 1, packets: 99, bytes: 0 } },
     ],
   });
@@ -27,8 +28,8 @@ const printedArp = (arp: number): string =>
   });
 
 describe('parseCountersJson', () => {
-  it('reads packet counts of the seven drop counters of our tables only, each from its own family', () => {
-    expect(parseCountersJson(printed(1), printedArp(6))).toEqual({ antispoofDrops: 1, isolationDrops: 2, inputDrops: 3, arpDrops: 6, flowLimitDrops: 4, flowRateDrops: 5, leakDrops: 7 });
+  it('reads packet counts of the eight drop counters of our tables only, each from its own family', () => {
+    expect(parseCountersJson(printed(1), printedArp(6))).toEqual({ antispoofDrops: 1, isolationDrops: 2, inputDrops: 3, arpDrops: 6, flowLimitDrops: 4, flowRateDrops: 5, fragmentDrops: 7, leakDrops: 8 });
     // Both tables have our name: a counter of the other family is not the one asked for.
     expect(() => parseCountersJson(printed(1), printed(1))).toThrow(expect.objectContaining({ kind: 'table-changed', message: expect.stringMatching(/^counter arp_drops is missing from table arp spectrum_netd/) }));
     expect(() => parseCountersJson(printedArp(6), printedArp(6))).toThrow(expect.objectContaining({ kind: 'table-changed' }));

@@ -20,12 +20,12 @@ export const TEST_FLOW_LIMIT = 4096;
 export const TEST_NEW_FLOW_RATE = MAX_DEFAULT_CLIENT_NEW_FLOW_RATE;
 
 /**
- * An nft listing (of the table or the ruleset) less the elements traffic put in the flow set and
- * the new-flow rate set: they come and go with the clients' flows, so listings compared byte for
+ * An nft listing (of the table or the ruleset) less the elements traffic put in the flow set, the
+ * new-flow rate set and the fragment rate set: they come and go with the clients' flows, so listings compared byte for
  * byte across a test's steps leave them out, as the audit does.
  */
 export function withoutFlowElements(listing: string): string {
-  return listing.replace(/^(\tset (?:client_flows|client_new_flows) \{\n(?:\t\t(?!elements = )[^\n]*\n)*)\t\telements = \{[^}]*\}\n/gm, '$1');
+  return listing.replace(/^(\tset (?:client_flows|client_new_flows|client_fragments) \{\n(?:\t\t(?!elements = )[^\n]*\n)*)\t\telements = \{[^}]*\}\n/gm, '$1');
 }
 
 export interface WorldClient {

@@ -10,6 +10,9 @@ import {
   CLIENT_TCP_TIMEOUT,
   COUNTERS,
   FLOW_RATE_SET,
+  FRAGMENT_RATE_SET,
+  CLIENT_FRAGMENT_BURST,
+  CLIENT_FRAGMENT_RATE,
   FLOW_SET,
   SET_NAMES,
   TABLE,
@@ -24,13 +27,14 @@ import {
   staticArpTableText,
   staticTableText,
   strayFlowKeys,
+  strayFragmentKeys,
   strayRateKeys,
 } from '../../../guest/firewall/ruleset.js';
 import { DEFAULT_CLIENT_TCP_TIMEOUTS, KERNEL_TCP_TIMEOUTS, clientTcpTimeouts } from '../../../guest/firewall/client-tcp-timeouts.js';
 import type { TableSettings } from '../../../guest/firewall/table-settings.js';
 import { PROVIDER_LINK_GROUP } from '../../../shared/scheme.js';
 import { anyClientIp, anyFirewallModel, anyFlowElements, anyRateElements, anyTableSettings } from './arbitraries.js';
-import { type SimulatedFirewall, applyScript, arpGuardMatches, arpTableOf, elementsOf, flowElementsOf, listingsOf, rateElementsOf, renderListing, tableOf } from './simulated-table.js';
+import { type SimulatedFirewall, applyScript, arpGuardMatches, arpTableOf, elementsOf, flowElementsOf, fragmentElementsOf, listingsOf, rateElementsOf, renderListing, tableOf } from './simulated-table.js';
 
 /** A cap as the agent derives it for a 2 GB VM (nf_conntrack_max 65536), and a rate given. */
 const SETTINGS: TableSettings = { clientFlowLimit: 4096, clientNewFlowRate: 500 };
@@ -148,6 +152,7 @@ describe('a listing captured from nft 1.0.6 with traffic in both dynamic sets', 
     expect(parsed.elements).toEqual(desiredElements(model));
     expect(parsed.flowElements).toEqual(['100.64.1.55 ct count over 4096', '100.64.1.56 ct count over 4096']);
     expect(parsed.rateElements).toEqual(['100.64.1.55 limit rate over 20/second burst 40 packets', '100.64.1.56 limit rate over 20/second burst 40 packets']);
+    expect(parsed.fragmentElements).toEqual(['100.64.1.55 limit rate over 10/second burst 100 packets']);
     expect(planFirewall(captured(), model, settings)).toEqual({ kind: 'unchanged' });
   });
 
@@ -244,6 +249,22 @@ describe('planFirewall', () => {
     expect(plan).toMatchObject({ kind: 'update-elements', strayFlowKeys: [], strayRateKeys: ['100.64.0.2', '100.64.0.3', '100.64.0.4'] });
     const result = applyScript(current, plan.kind === 'unchanged' ? '' : plan.script);
     expect(result && rateElementsOf(result)).toEqual([`100.64.0.1 ${limit}`]);
+  });
+
+  it("deletes from the fragment rate set only elements whose limit is not the rule's, keeping traffic's, whatever the settings", () => {
+    const model = validateFirewallModel({ providerLinks: [{ ifname: 'snp1', clientIp: '100.64.0.1' }], uplinks: ['eth0'], allowedPairs: [] });
+    const limit = `limit rate over ${CLIENT_FRAGMENT_RATE}/second burst ${CLIENT_FRAGMENT_BURST} packets`;
+    const listed = [`100.64.0.1 ${limit}`, '100.64.0.2', `100.64.0.3 ${limit.replace('burst', 'burst 1')}`];
+    expect(strayFragmentKeys(listed)).toEqual(['100.64.0.2', '100.64.0.3']);
+    for (const settings of [SETTINGS, NO_RATE]) {
+      const current = tableOf(staticTableText(settings), desiredElements(model), [], [], listed);
+      const plan = planFirewall(listingsOf(current), model, settings);
+      expect(plan).toMatchObject({ kind: 'update-elements' });
+      const result = applyScript(current, plan.kind === 'unchanged' ? '' : plan.script);
+      expect(result && fragmentElementsOf(result)).toEqual([`100.64.0.1 ${limit}`]);
+      // Traffic's elements alone are no change.
+      expect(planFirewall(listingsOf(tableOf(staticTableText(settings), desiredElements(model), [], [], [`100.64.0.1 ${limit}`])), model, settings)).toEqual({ kind: 'unchanged' });
+    }
   });
 
   it('creates the whole table when there is none', () => {
@@ -511,7 +532,7 @@ describe('the static part', () => {
     // The group is the provider link MAC prefix 0A:B3:EC:80 as a number; nft prints it in decimal.
     expect(PROVIDER_LINK_GROUP).toBe(0x0ab3ec80);
     expect(chainRules('prerouting').slice(0, 2)).toEqual([
-      'type filter hook prerouting priority -300; policy accept;',
+      'type filter hook prerouting priority -450; policy accept;',
       'iifgroup 179563648 iifname != @client_links counter name "antispoof_drops" drop',
     ]);
     // Before replies are let through: nothing reaches a link the sets do not name.
@@ -519,6 +540,35 @@ describe('the static part', () => {
       'type filter hook forward priority 0; policy accept;',
       'oifgroup 179563648 oifname != @client_links counter name "isolation_drops" drop',
     ]);
+  });
+
+  it('checks sources in prerouting before the kernel defragments (conntrack defrag is at -400), so a forged fragment takes no reassembly memory', () => {
+    const priority = Number(/^type filter hook prerouting priority (-?\d+); policy accept;$/.exec(chainRules('prerouting')[0] ?? '')?.[1]);
+    expect(priority).toBeLessThan(-400);
+    // Every rule there holds for a fragment as for a whole datagram: addresses, which every fragment carries.
+    expect(chainRules('from_client_link')[1]).toBe('iifname . ip saddr @client_sources accept');
+  });
+
+  it("holds each client's own fragments to its fragment rate before they are accepted, counted, so one client takes at most a quarter of the reassembly pool", () => {
+    const limit = `limit rate over ${CLIENT_FRAGMENT_RATE}/second burst ${CLIENT_FRAGMENT_BURST} packets`;
+    for (const settings of [SETTINGS, NO_CAP, NO_RATE, { clientFlowLimit: 0, clientNewFlowRate: 0 }]) {
+      // Fragments only (offset or more-fragments set, 0x3fff), from the link's own client: a forged one is left to the antispoof drop.
+      expect(chainRules('from_client_link', settings)).toEqual([
+        `ip frag-off & 16383 != 0 iifname . ip saddr @client_sources update @${FRAGMENT_RATE_SET} { ip saddr ${limit} } counter name "fragment_drops" drop`,
+        'iifname . ip saddr @client_sources accept',
+        'ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 accept',
+        'counter name "antispoof_drops" drop',
+      ]);
+      expect(staticTableText(settings)).toContain(`\tset ${FRAGMENT_RATE_SET} {\n\t\ttype ipv4_addr\n\t\tsize 65535\n\t\tflags dynamic,timeout\n\t\ttimeout 15s\n\t}\n`);
+      expect(staticTableText(settings)).toContain('\tcounter fragment_drops {\n');
+    }
+    // The pool: 4 MiB; a full-size fragment takes about 2.5 KB of it (measured on a veth); an
+    // incomplete datagram's stay ipfrag_time, 30 s by default.
+    const heldFragments = CLIENT_FRAGMENT_BURST + CLIENT_FRAGMENT_RATE * 30;
+    expect(heldFragments * 2504).toBeLessThanOrEqual((4 * 1024 * 1024) / 4);
+    // The odd large datagram passes: a `ping -s 3000` a second (3 fragments), 30 of them at once.
+    expect(CLIENT_FRAGMENT_RATE).toBeGreaterThanOrEqual(3);
+    expect(CLIENT_FRAGMENT_BURST).toBeGreaterThanOrEqual(90);
   });
 
   it('drops, ahead of the established accept, whatever would leave by an uplink toward the client range, and in output whatever would leave one from the gateway address, counted', () => {
@@ -632,7 +682,7 @@ describe('the static part', () => {
 
   it('declares the policy as nft lists it: only the states that differ from the kernel default', () => {
     const declared = (policy: string): string => `\tct timeout client_tcp {\n\t\tprotocol tcp\n\t\tl3proto ip\n\t\tpolicy = { ${policy} }\n\t}\n\n`;
-    expect(staticTableText(SETTINGS)).toContain(`\tcounter leak_drops {\n\t}\n\n${declared('time_wait : 10')}\tset client_links {`);
+    expect(staticTableText(SETTINGS)).toContain(`\tcounter fragment_drops {\n\t}\n\n\tcounter leak_drops {\n\t}\n\n${declared('time_wait : 10')}\tset client_links {`);
     expect(staticTableText({ ...SETTINGS, clientTcpTimeouts: DEFAULT_CLIENT_TCP_TIMEOUTS })).toBe(staticTableText(SETTINGS));
     const tuned = clientTcpTimeouts({ ...KERNEL_TCP_TIMEOUTS, established: 3600, close: 5, time_wait: 60 });
     expect(staticTableText({ ...SETTINGS, clientTcpTimeouts: tuned })).toContain(declared('established : 3600, time_wait : 10, close : 5'));
@@ -641,10 +691,10 @@ describe('the static part', () => {
   it('with no rate limit (0), has neither the rate set nor its rules, but keeps its counter', () => {
     const text = staticTableText(NO_RATE);
     expect(text).not.toContain(FLOW_RATE_SET);
-    expect(text).not.toContain('limit rate');
+    expect(text).not.toContain('@client_new_flows');
     expect(text).toContain(`\tcounter ${COUNTERS.flowRateDrops} {\n`);
     const rated = staticTableText(SETTINGS).replace(RATE_SET_DECLARED, '');
-    expect(rated.split('\n').filter((line) => !line.includes('limit rate')).join('\n')).toBe(text);
+    expect(rated.split('\n').filter((line) => !line.includes('@client_new_flows')).join('\n')).toBe(text);
   });
 
   it('with no cap (0), has neither the set nor its rules, but keeps the counter that status reads', () => {

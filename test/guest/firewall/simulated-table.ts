@@ -9,6 +9,7 @@ import {
   ARP_TABLE,
   FLOW_RATE_SET,
   FLOW_SET,
+  FRAGMENT_RATE_SET,
   type FirewallElements,
   type FirewallListings,
   type FirewallTable,
@@ -42,9 +43,16 @@ export function arpTableOf(elements: FirewallElements, structure = staticArpTabl
 
 /**
  * The firewall with an inet table of `structure` and `elements`, and the ARP guard as made for
- * those elements. `flowElements`, `rateElements`: what traffic put in the flow set and the rate set, as listed.
+ * those elements. `flowElements`, `rateElements`, `fragmentElements`: what traffic put in the flow
+ * set, the rate set and the fragment rate set, as listed.
  */
-export function tableOf(structure: string, elements: FirewallElements, flowElements: readonly string[] = [], rateElements: readonly string[] = []): SimulatedFirewall {
+export function tableOf(
+  structure: string,
+  elements: FirewallElements,
+  flowElements: readonly string[] = [],
+  rateElements: readonly string[] = [],
+  fragmentElements: readonly string[] = [],
+): SimulatedFirewall {
   return {
     inet: {
       structure,
@@ -52,6 +60,7 @@ export function tableOf(structure: string, elements: FirewallElements, flowEleme
         ...Object.fromEntries(SET_NAMES.map((name) => [name, new Set(elements[name])])),
         ...(flowElements.length > 0 && { [FLOW_SET]: new Set(flowElements) }),
         ...(rateElements.length > 0 && { [FLOW_RATE_SET]: new Set(rateElements) }),
+        ...(fragmentElements.length > 0 && { [FRAGMENT_RATE_SET]: new Set(fragmentElements) }),
       },
     },
     arp: arpTableOf(elements),
@@ -61,6 +70,11 @@ export function tableOf(structure: string, elements: FirewallElements, flowEleme
 function inetOf(firewall: SimulatedFirewall): SimulatedTable {
   if (firewall.inet === undefined) throw new Error('no inet table');
   return firewall.inet;
+}
+
+/** The fragment rate set's elements as listed, sorted. */
+export function fragmentElementsOf(firewall: SimulatedFirewall): string[] {
+  return [...(inetOf(firewall).elements[FRAGMENT_RATE_SET] ?? [])].sort();
 }
 
 /** The rate set's elements as listed, sorted. */
@@ -88,7 +102,7 @@ export function withRateElements(firewall: SimulatedFirewall, rateElements: read
 /** The element of `set` that `element` names: itself, or in a traffic set the one with that key. */
 function elementNamed(set: ReadonlySet<string>, setName: string, element: string): string | undefined {
   if (set.has(element)) return element;
-  if (setName !== FLOW_SET && setName !== FLOW_RATE_SET) return undefined;
+  if (setName !== FLOW_SET && setName !== FLOW_RATE_SET && setName !== FRAGMENT_RATE_SET) return undefined;
   return [...set].find((listed) => listed.split(' ')[0] === element);
 }
 

@@ -320,7 +320,7 @@ describeNetns('spectrum-netd firewall status and settings in provider namespaces
       const wrap = ['unshare', '--mount', '--propagation', 'private', 'sh', '-c', `mount --bind ${sysctl} ${MAX} && exec "$@"`, 'sh'];
       const agent = await startAgent(provider, socket, ['--firewall-audit', String(AUDIT_SECONDS)], { limits: ['auto', 'auto'], wrap });
       const rules = async (): Promise<string[]> =>
-        parseTableListing((await provider.exec(['nft', '-s', 'list', 'table', 'inet', 'spectrum_netd'])).stdout).structure.match(/ct count over \d+ |limit rate over \d+\/second/g) ?? [];
+        parseTableListing((await provider.exec(['nft', '-s', 'list', 'table', 'inet', 'spectrum_netd'])).stdout).structure.match(/ct count over \d+ |(?<=@client_new_flows \{ ip saddr )limit rate over \d+\/second/g) ?? [];
       try {
         const first = await status(provider, socket);
         expect(first.flowLimits).toEqual({ clientFlowLimit: 1024, clientNewFlowRate: 46 });

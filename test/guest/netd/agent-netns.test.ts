@@ -18,7 +18,7 @@ const mac = (role: 0x80 | 0x00, id: number): string =>
 interface StatusJson {
   links: { name: string; role: string; id: number | null; ip: string | null; state: string }[];
   counters: { initialChanges: number | null; changesApplied: number; reconciles: number; firewallRepairs: number; fullSyncs: number };
-  firewall: { antispoofDrops: number; isolationDrops: number; inputDrops: number; flowLimitDrops: number; flowRateDrops: number; leakDrops: number; arpDrops: number };
+  firewall: { antispoofDrops: number; isolationDrops: number; inputDrops: number; flowLimitDrops: number; flowRateDrops: number; fragmentDrops: number; leakDrops: number; arpDrops: number };
   flowLimits: { clientFlowLimit: number; clientNewFlowRate: number } | null;
   model: { providerLinks: { ifname: string; clientIp: string }[]; uplinks: string[] } | null;
   reaper: { threshold: number | null; thresholdOption: string | number; count: number | null; reaps: number; reaped: number; failures: number; lastError: string | null } | null;
@@ -135,7 +135,7 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     expect(byName.get('vm1')).toMatchObject({ role: 'provider', id: 1, ip: '100.64.0.1', state: 'configured' });
     expect(byName.get('wan')).toMatchObject({ role: 'uplink', state: 'unmanaged' });
     expect(byName.get('lo')?.role).toBe('ignored');
-    expect(report.firewall).toEqual({ antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, arpDrops: 0, flowLimitDrops: 0, flowRateDrops: 0, leakDrops: 0 });
+    expect(report.firewall).toEqual({ antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, arpDrops: 0, fragmentDrops: 0, flowLimitDrops: 0, flowRateDrops: 0, leakDrops: 0 });
     // The cap the agent derived: an eighth of the kernel's conntrack table (nf_conntrack_max is machine-wide), at most 4096.
     const conntrackMax = Number((await provider.exec(['cat', '/proc/sys/net/netfilter/nf_conntrack_max'])).stdout);
     // The rules (the flow set's elements, which traffic adds, say it too).
@@ -144,7 +144,7 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     expect(rules.match(/ct count over (\d+) /g)).toEqual(Array(2).fill(`ct count over ${cap} `));
     // And the default new-flow rate before it: an eighth of the table per 22 s, at most 100 a second.
     const rate = Math.min(100, Math.max(1, Math.floor(conntrackMax / 176)));
-    expect(rules.match(/limit rate over \S+ burst \d+ packets/g)).toEqual(Array(2).fill(`limit rate over ${rate}/second burst ${2 * rate} packets`));
+    expect(rules.match(/(?<=@client_new_flows \{ ip saddr )limit rate over \S+ burst \d+ packets/g)).toEqual(Array(2).fill(`limit rate over ${rate}/second burst ${2 * rate} packets`));
     // Both in status, `auto` resolved, where the start-up log alone said them.
     expect(report.flowLimits).toEqual({ clientFlowLimit: cap, clientNewFlowRate: rate });
     // Clients' TCP flows: the namespace's timeouts (the kernel's defaults here), TIME_WAIT 10 s.
@@ -159,6 +159,7 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     // The DNS forwarder's state, where an operator looks first when names do not resolve.
     expect(text.stdout).toMatch(/^flowLimitDrops: 0$/m);
     expect(text.stdout).toMatch(/^flowRateDrops: 0$/m);
+    expect(text.stdout).toMatch(/^fragmentDrops: 0$/m);
     expect(text.stdout).toContain(`\nflow limits per client: ${cap} conntrack entries, 100 new flows a second (200 at once)\n`);
     expect(text.stdout).toMatch(/^dns: listening; upstreams(?: in use)?: /m);
     // The counts of the forwarder's queries and client TCP connections, idle closes included (once in the JSON alone).
@@ -401,11 +402,13 @@ describeNetns('spectrum-netd run in a provider namespace', () => {
     }
     expect(await table()).toContain('\t\tpolicy = { established : 3600, time_wait : 10 }\n');
     expect((await table()).match(/ct count over \d+ /g)).toEqual(['ct count over 300 ', 'ct count over 300 ']);
-    expect((await table()).match(/limit rate over \S+ burst \d+ packets/g)).toEqual(['limit rate over 40/second burst 80 packets', 'limit rate over 40/second burst 80 packets']);
+    expect((await table()).match(/(?<=@client_new_flows \{ ip saddr )limit rate over \S+ burst \d+ packets/g)).toEqual(['limit rate over 40/second burst 80 packets', 'limit rate over 40/second burst 80 packets']);
     expect((await status(socket)).flowLimits).toEqual({ clientFlowLimit: 300, clientNewFlowRate: 40 });
     await agent.kill('SIGTERM', 3000);
     agent = await startAgent(provider, socket, ['--client-flow-limit', '0', '--client-new-flow-rate', '0']);
-    expect(await table()).not.toMatch(/ct count|client_flows|limit rate|client_new_flows/);
+    expect(await table()).not.toMatch(/ct count|client_flows|client_new_flows/);
+    // The fragment rate alone is left: it is no flow limit.
+    expect((await table()).match(/limit rate/g)).toHaveLength(1);
     expect((await status(socket)).firewall).toMatchObject({ flowLimitDrops: 0, flowRateDrops: 0, leakDrops: 0 });
     expect((await status(socket)).flowLimits).toEqual({ clientFlowLimit: 0, clientNewFlowRate: 0 });
   });

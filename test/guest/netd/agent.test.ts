@@ -104,7 +104,7 @@ class RecordingFirewall implements FirewallPort {
   }
 
   counters(): Promise<FirewallReading> {
-    return Promise.resolve({ counters: { antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, arpDrops: 0, flowLimitDrops: 0, flowRateDrops: 0, leakDrops: 0 }, inetGone: false, arpGuard: 'in-force' });
+    return Promise.resolve({ counters: { antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, arpDrops: 0, fragmentDrops: 0, flowLimitDrops: 0, flowRateDrops: 0, leakDrops: 0 }, inetGone: false, arpGuard: 'in-force' });
   }
 
   flowLimits(): FlowLimits | null {

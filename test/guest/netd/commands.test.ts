@@ -446,7 +446,7 @@ describe('spectrum-netd status, as text', () => {
   const quietStatus = {
     links: [],
     counters: { reconciles: 1, changesApplied: 0, initialChanges: 0, failedChanges: 0, fullSyncs: 1, lastReconcileMs: 1, firewallRepairs: 0, conntrackPurged: 0, conntrackPurgeFailures: 0, lastPurgeMs: 0 },
-    firewall: { antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, arpDrops: 0, flowLimitDrops: 0, flowRateDrops: 0, leakDrops: 0 },
+    firewall: { antispoofDrops: 0, isolationDrops: 0, inputDrops: 0, arpDrops: 0, fragmentDrops: 0, flowLimitDrops: 0, flowRateDrops: 0, leakDrops: 0 },
     flowLimits: null,
     firewallError: null,
     model: null,
@@ -457,7 +457,7 @@ describe('spectrum-netd status, as text', () => {
     const text = formatStatus({
       links: [{ ifindex: 3, name: 'snp7', role: 'provider', id: 7, ip: '100.64.0.7', state: 'configured', note: null, error: null }],
       counters: { reconciles: 5, changesApplied: 9, initialChanges: 1, failedChanges: 0, fullSyncs: 1, lastReconcileMs: 0.44982300000037867, firewallRepairs: 0, conntrackPurged: 0, conntrackPurgeFailures: 0, lastPurgeMs: 0 },
-      firewall: { antispoofDrops: 2, isolationDrops: 2, inputDrops: 0, arpDrops: 1, flowLimitDrops: 5, flowRateDrops: 3, leakDrops: 4 },
+      firewall: { antispoofDrops: 2, isolationDrops: 2, inputDrops: 0, arpDrops: 1, fragmentDrops: 0, flowLimitDrops: 5, flowRateDrops: 3, leakDrops: 4 },
       flowLimits: { clientFlowLimit: 4096, clientNewFlowRate: 100 },
       firewallError: null,
       model: null,

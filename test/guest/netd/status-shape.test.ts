@@ -55,7 +55,7 @@ const full: AgentStatus & { reaper: ReaperStatus; services: ServicesStatus } = {
   ],
   counters: { reconciles: 5, changesApplied: 9, initialChanges: null, failedChanges: 1, fullSyncs: 1, lastReconcileMs: 0.4498, firewallRepairs: 0, conntrackPurged: 3, conntrackPurgeFailures: 0, lastPurgeMs: 1.5 },
   firewallEnabled: true,
-  firewall: { antispoofDrops: 2, isolationDrops: 2, inputDrops: 0, arpDrops: 1, flowLimitDrops: 5, flowRateDrops: 3, leakDrops: 4 },
+  firewall: { antispoofDrops: 2, isolationDrops: 2, inputDrops: 0, arpDrops: 1, fragmentDrops: 0, flowLimitDrops: 5, flowRateDrops: 3, leakDrops: 4 },
   arpGuard: 'in-force',
   flowLimits: { clientFlowLimit: 4096, clientNewFlowRate: 100 },
   firewallError: 'nft -f - failed (exit 1): Error: Could not process rule: Operation not permitted',
