@@ -154,6 +154,11 @@ export interface DeviceAddress {
   /** Dotted (IPv4) or RFC 5952 (IPv6) form. */
   readonly address: string;
   readonly prefixLength: number;
+  /**
+   * An IPv4 address the kernel holds as secondary (IFA_F_SECONDARY: another of its subnet came
+   * first): deleting that one deletes it too (or makes it the primary).
+   */
+  readonly secondary?: true;
 }
 
 /** An address as `ip addr` shows it: 198.51.100.1/24. */
@@ -415,7 +420,10 @@ function fixDevice(
  */
 function foreignOnBridge(bridge: ObservedDevice, sideDevices: ReadonlySet<string>): DeviceStep[] {
   const ports = (bridge.ports ?? []).filter((port) => !sideDevices.has(port.name));
-  const addresses = (bridge.addresses ?? []).filter((address) => address.family === 4);
+  // Secondaries first: a primary's delete takes its subnet's secondaries with it, whose own
+  // delete after it would fail (EADDRNOTAVAIL), the run with it.
+  const ipv4 = (bridge.addresses ?? []).filter((address) => address.family === 4);
+  const addresses = [...ipv4.filter((address) => address.secondary === true), ...ipv4.filter((address) => address.secondary !== true)];
   const changed = settingsChanged(BRIDGE_SETTINGS, bridge.settings);
   return [
     ...ports.map((port): DeviceStep => ({ netns: null, op: 'release', name: port.name, index: port.index })),

@@ -70,6 +70,8 @@ const AF_INET6 = 10;
 const IFADDRMSG_LEN = 8;
 const IFA_ADDRESS = 1;
 const IFA_LOCAL = 2;
+/** ifa_flags: an IPv4 address after the first of its subnet on its device. */
+const IFA_F_SECONDARY = 0x01;
 const IFLA_INET6_CONF = 2;
 /** DEVCONF_FORWARDING and DEVCONF_DISABLE_IPV6 in <linux/ipv6.h>: their places among IFLA_INET6_CONF's s32 values. */
 const DEVCONF_FORWARDING = 0;
@@ -491,11 +493,30 @@ function settingsOf(data: Uint8Array | undefined, table: Readonly<Record<string,
   return found;
 }
 
+/** IFLA_BR_ROOT_PORT (u16): the port toward STP's root bridge; 0 where the bridge takes itself for root. */
+const IFLA_BR_ROOT_PORT = 12;
+/** The STP timers a bridge reports as its root gives them (the kernel's in-use values), not as they are set on it. */
+const ROOT_TIMERS = ['forward_delay', 'hello_time', 'max_age'] as const;
+
+/**
+ * A bridge's settings from its IFLA_INFO_DATA. Its timers are the root's, which it learnt with
+ * STP on: with STP off and a root port still (another bridge, a VM's, was root), they are not the
+ * ones set on it, which no answer gives; they are left out (no setting put back changes them, and
+ * the bridge takes itself for root again, its own timers with it, within max_age).
+ */
+function ownBridgeSettingsOf(data: Uint8Array | undefined): Record<string, number> | null {
+  const settings = settingsOf(data, BRIDGE_ATTRIBUTES);
+  if (settings === null || data === undefined || settings.stp_state !== 0) return settings;
+  const rootPort = attributesOf(data, 0, data.length).get(IFLA_BR_ROOT_PORT);
+  if (rootPort === undefined || rootPort.length < 2 || (rootPort[0] ?? 0) + (rootPort[1] ?? 0) === 0) return settings;
+  return Object.fromEntries(Object.entries(settings).filter(([name]) => !(ROOT_TIMERS as readonly string[]).includes(name)));
+}
+
 /** A bridge's settings (its IFLA_INFO_DATA), or a bridge port's (its IFLA_INFO_SLAVE_DATA), from its IFLA_LINKINFO; null for another device. */
 function bridgeSettingsOf(info: Uint8Array | undefined): Record<string, number> | null {
   if (info === undefined) return null;
   const attributes = attributesOf(info, 0, info.length);
-  if (stringOf(attributes.get(IFLA_INFO_KIND)) === 'bridge') return settingsOf(attributes.get(IFLA_INFO_DATA), BRIDGE_ATTRIBUTES);
+  if (stringOf(attributes.get(IFLA_INFO_KIND)) === 'bridge') return ownBridgeSettingsOf(attributes.get(IFLA_INFO_DATA));
   if (stringOf(attributes.get(IFLA_INFO_SLAVE_KIND)) === 'bridge') return settingsOf(attributes.get(IFLA_INFO_SLAVE_DATA), PORT_ATTRIBUTES);
   return null;
 }
@@ -662,7 +683,9 @@ export function decodeAddresses(bytes: Uint8Array): AddressInfo[] {
       const raw = attributes.get(IFA_LOCAL) ?? attributes.get(IFA_ADDRESS);
       const index = view.getUint32(body + 4, true);
       const prefixLength = bytes[body + 1] ?? 0;
-      if (family === AF_INET && raw?.length === 4) found.push({ index, family: 4, address: [...raw].join('.'), prefixLength });
+      // IFA_F_SECONDARY is among ifa_flags' low 8 bits (IFA_FLAGS repeats them, and more).
+      const secondary = ((bytes[body + 2] ?? 0) & IFA_F_SECONDARY) !== 0;
+      if (family === AF_INET && raw?.length === 4) found.push({ index, family: 4, address: [...raw].join('.'), prefixLength, ...(secondary && { secondary: true as const }) });
       else if (family === AF_INET6 && raw?.length === 16) found.push({ index, family: 6, address: ipv6Text(raw), prefixLength });
     }
     offset += align4(length);

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { BRIDGE_SETTINGS, type DesiredConnection, type DeviceStep, type ObservedDevice, PORT_SETTINGS, TUN_MODE_KIND, createdKinds, isEmptyPlan, mtuRestorePlan, planDevices, replacedDevices, stepText } from '../../host/device-plan.js';
+import { BRIDGE_SETTINGS, type DesiredConnection, type DeviceAddress, type DeviceStep, type ObservedDevice, PORT_SETTINGS, TUN_MODE_KIND, createdKinds, isEmptyPlan, mtuRestorePlan, planDevices, replacedDevices, stepText } from '../../host/device-plan.js';
 
 const tap = { kind: 'tap' } as const;
 
@@ -95,7 +95,10 @@ function simulate(start: ReadonlyMap<string, ObservedDevice>, steps: readonly De
       case 'delete-address': {
         const device = devices.get(name);
         expect(device?.addresses?.some((address) => address.address === step.address && address.prefixLength === step.prefixLength)).toBe(true);
-        if (device !== undefined) devices.set(name, { ...device, addresses: (device.addresses ?? []).filter((address) => address.address !== step.address) });
+        // As the kernel (promote_secondaries off): a primary's delete takes its subnet's secondaries (same prefix here) with it.
+        const primary = device?.addresses?.find((address) => address.address === step.address)?.secondary !== true;
+        const taken = (address: DeviceAddress): boolean => address.address === step.address || (primary && address.secondary === true && address.prefixLength === step.prefixLength);
+        if (device !== undefined) devices.set(name, { ...device, addresses: (device.addresses ?? []).filter((address) => !taken(address)) });
         break;
       }
       case 'bridge-settings':
@@ -469,6 +472,19 @@ describe('planDevices, what is on a link\'s bridge that is none of the link\'s',
     const after = simulate(new Map(devices.map((d) => [d.name, d])), plan.hostSteps.flat(), PLAIN_HOST);
     expect(after.get('intruder0')).toMatchObject({ master: null });
     expect(isEmptyPlan(planDevices([connection(7)], observedHost([...after.values()].map((d) => (d.name === 'snb7' ? { ...d, addresses: [] } : d)))))).toBe(true);
+  });
+
+  it("removes a subnet's secondary IPv4 addresses before its primary, whose delete would take them with it (their own delete then failing the run)", () => {
+    const addresses = [
+      { family: 4 as const, address: '198.51.100.1', prefixLength: 24 },
+      { family: 4 as const, address: '203.0.113.5', prefixLength: 32 },
+      { family: 4 as const, address: '198.51.100.2', prefixLength: 24, secondary: true as const },
+    ];
+    const devices = [bridge('snb7', ['snc7', 'snp7'], addresses), port('snc7', 'snb7'), port('snp7', 'snb7')];
+    const plan = planDevices([connection(7)], observedHost(devices));
+    expect(plan.hostSteps.flat().map(stepText)).toEqual(['ip addr del 198.51.100.2/24 dev snb7', 'ip addr del 198.51.100.1/24 dev snb7', 'ip addr del 203.0.113.5/32 dev snb7']);
+    const after = simulate(new Map(devices.map((d) => [d.name, d])), plan.hostSteps.flat(), PLAIN_HOST);
+    expect(after.get('snb7')?.addresses).toEqual([]);
   });
 
   it("leaves a side device of another connection of the plan found on the bridge to its own steps (a release after them would take it off its bridge), and a bridge whose ports and addresses were not looked at", () => {

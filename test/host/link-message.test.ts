@@ -237,6 +237,20 @@ describe('decodeLinks', () => {
     expect(decodeLinks(answerWith('lo', []))[0]?.kind).toBeNull();
   });
 
+  it("reads a bridge's settings, leaving out the STP timers where STP is off but a root port is left (another bridge was root: they are that root's, not the bridge's own)", () => {
+    const u32 = (value: number): Buffer => Buffer.from(new Uint32Array([value]).buffer);
+    const settingsOf = (stp: number, rootPort: number) => {
+      // IFLA_BR_FORWARD_DELAY 1, HELLO_TIME 2, MAX_AGE 3, AGEING_TIME 4, STP_STATE 5 (u32 each), ROOT_PORT 12 (u16).
+      const data = [attribute(1, u32(400)), attribute(2, u32(100)), attribute(3, u32(600)), attribute(4, u32(30000)), attribute(5, u32(stp)), attribute(12, Buffer.from([rootPort, 0]))];
+      return decodeLinks(answerWith('snb1', [attribute(18, Buffer.concat([attribute(1, Buffer.from('bridge\0')), attribute(2, Buffer.concat(data))]))]))[0]?.settings;
+    };
+    const all = { forward_delay: 400, hello_time: 100, max_age: 600, ageing_time: 30000 };
+    expect(settingsOf(0, 1)).toEqual({ ageing_time: 30000, stp_state: 0 });
+    expect(settingsOf(0, 0)).toEqual({ ...all, stp_state: 0 });
+    // STP on: the timers in use are the bridge's to put back (with STP off).
+    expect(settingsOf(1, 1)).toEqual({ ...all, stp_state: 1 });
+  });
+
   it("reads a device's peer: its index (IFLA_LINK) and the id of its namespace where that is another (IFLA_LINK_NETNSID)", () => {
     const u32 = (value: number): Buffer => Buffer.from(new Uint32Array([value]).buffer);
     const [elsewhere] = decodeLinks(answerWith('snc1', [attribute(5, u32(4)), attribute(37, u32(2))]));
@@ -308,7 +322,7 @@ describe('namespace ids', () => {
 
 describe('decodeAddresses', () => {
   /** An RTM_NEWADDR message: family, prefix length, device index, IFA_LOCAL. */
-  const newAddr = (family: number, prefixLength: number, index: number, address: readonly number[]): Uint8Array => {
+  const newAddr = (family: number, prefixLength: number, index: number, address: readonly number[], flags = 0): Uint8Array => {
     const attribute = 4 + address.length;
     const length = 16 + 8 + ((attribute + 3) & ~3);
     const bytes = new Uint8Array(length);
@@ -317,6 +331,7 @@ describe('decodeAddresses', () => {
     view.setUint16(4, 20, true);
     bytes[16] = family;
     bytes[17] = prefixLength;
+    bytes[18] = flags;
     view.setUint32(20, index, true);
     view.setUint16(24, attribute, true);
     view.setUint16(26, 2, true);
@@ -337,6 +352,15 @@ describe('decodeAddresses', () => {
       { index: 7, family: 6, address: 'fe80::99', prefixLength: 64 },
       { index: 8, family: 6, address: '2001:db8:0:0:1::', prefixLength: 128 },
       { index: 8, family: 6, address: '2001:db8:1:2:3:4:0:5', prefixLength: 128 },
+    ]);
+  });
+
+  it('marks an IPv4 address the kernel holds as secondary (IFA_F_SECONDARY), which goes with its primary', () => {
+    // IFA_F_SECONDARY (0x01), with IFA_F_PERMANENT (0x80) as `ip addr add` gives it.
+    const bytes = Buffer.concat([newAddr(2, 24, 7, [198, 51, 100, 1], 0x80), newAddr(2, 24, 7, [198, 51, 100, 2], 0x81)]);
+    expect(decodeAddresses(bytes)).toEqual([
+      { index: 7, family: 4, address: '198.51.100.1', prefixLength: 24 },
+      { index: 7, family: 4, address: '198.51.100.2', prefixLength: 24, secondary: true },
     ]);
   });
 });

@@ -8,7 +8,7 @@
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, expect, it } from 'vitest';
-import { describeNetns } from '../harness/index.js';
+import { describeNetns, eventually } from '../harness/index.js';
 import { LINK_BIN, type LinkJson, devices, lynxDeviceNames } from './link-fixture.js';
 import { linkWorldPerSuite } from './link-world-suite.js';
 
@@ -266,6 +266,36 @@ describeNetns('list, show, unlink and link tell a link\'s devices by kind', () =
       expect(await shown(['list'], link.id)).toEqual({ json: up, lines: [lineOf(link, 'netns', 'netns', 'up')] });
     } finally {
       await world().host.ip(['link', 'del', 'dev', 'intruder0']);
+    }
+  });
+
+  it('link removes every IPv4 address of a subnet on a link\'s bridge, its secondaries (which the primary\'s delete takes with it) first: it failed on them, the addresses gone', async () => {
+    const link = await linkJson(['link', 'appvm-lynx', '--attach', 'netns']);
+    for (const address of ['198.51.100.1/24', '198.51.100.2/24', '203.0.113.5/32']) await world().host.ip(['address', 'add', address, 'dev', names.bridge]);
+    expect((await shown(['list'], link.id)).json).toMatchObject({ bridgeAddresses: ['198.51.100.1/24', '203.0.113.5/32', '198.51.100.2/24'] });
+    const result = await world().link(['link', 'appvm-lynx']);
+    expect([result.code, result.stderr]).toEqual([0, '']);
+    expect((await world().host.ip(['-4', 'addr', 'show', 'dev', names.bridge])).stdout).toBe('');
+  });
+
+  it("a link whose bridge learnt a VM's bridge for STP root is up once link turned STP off: its timers, the root's until it takes itself for root again, are none to put back", async () => {
+    const link = await linkJson(['link', 'appvm-lynx', '--attach', 'netns']);
+    const up = { ...link, attachRecorded: true, present: true, linked: true, foreign: [] };
+    // The VM runs a bridge with STP, root over the link's (priority 0), with timers of its own.
+    const vm = world().vmNetns('appvm-lynx');
+    await vm.ip(['link', 'add', 'vmroot', 'type', 'bridge', 'stp_state', '1', 'priority', '0', 'forward_delay', '400', 'hello_time', '100', 'max_age', '4000']);
+    try {
+      await vm.ip(['link', 'set', names.client, 'master', 'vmroot']);
+      await vm.ip(['link', 'set', 'vmroot', 'up']);
+      await world().host.ip(['link', 'set', 'dev', names.bridge, 'type', 'bridge', 'stp_state', '1']);
+      await eventually('the VM\'s bridge root of the link\'s', async () => (await world().host.ip(['-d', 'link', 'show', 'dev', names.bridge])).stdout.includes('max_age 4000'));
+      expect((await shown(['list'], link.id)).json).toMatchObject({ changedSettings: expect.arrayContaining([{ device: names.bridge, setting: 'stp_state', value: 1, expected: 0 }]) });
+      expect(await linkJson(['link', 'appvm-lynx'])).toEqual(link);
+      // The bridge still says the root's timers (for up to the VM's max_age, 40 s); list and link take it as up.
+      expect((await world().host.ip(['-d', 'link', 'show', 'dev', names.bridge])).stdout).toContain('stp_state 0');
+      expect(await shown(['list'], link.id)).toEqual({ json: up, lines: [lineOf(link, 'netns', 'netns', 'up')] });
+    } finally {
+      await vm.ip(['link', 'del', 'vmroot']);
     }
   });
 
