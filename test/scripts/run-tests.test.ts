@@ -197,3 +197,46 @@ describeNetns('scripts/run-tests: its cleanup never changes its exit status', ()
     }
   });
 });
+
+// In a PID namespace of its own, where the next PID is set (/proc/sys/kernel/ns_last_pid).
+describeNetns('scripts/run-tests stopped by a signal stops only what runs under vitest', () => {
+  it('a process under vitest that ended while the run stops, its PID reused by an unrelated process: that process\'s child is left running', { timeout: 120_000 }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'spectrum-run-tests-'));
+    try {
+      // Its child, found at the signal; at the SIGTERM it ends that child and reaps it, then
+      // waits until its PID is another's (the file reused) before it exits.
+      const tree = fakeVitestTree(dir, [
+        `sleep 600 & child=$!; echo "$child" >${dir}/child`,
+        `trap 'kill "$child"; wait "$child"; touch ${dir}/child-gone; until [[ -e ${dir}/reused ]]; do sleep 0.05; done; exit 0' TERM`,
+        `touch ${dir}/ready`,
+        'wait',
+      ].join('\n'));
+      const { exit, output } = await sandboxRun(['--pid', '--fork', '--mount-proc'], [
+        waitForFile,
+        `${tree}/scripts/run-tests & run=$!`,
+        `wait_for ${dir}/ready; kill -TERM "$run"; wait_for ${dir}/child-gone`,
+        `pid=$(<${dir}/child)`,
+        // The next process forked here gets the PID, unless another (the script's sleep) took it first.
+        'for ((i = 0; i < 100; i++)); do',
+        '  echo "$((pid - 1))" >/proc/sys/kernel/ns_last_pid',
+        `  bash -c 'sleep 600 & echo "$!" >${dir}/unrelated; wait' & reuser=$!`,
+        '  [[ $reuser != "$pid" ]] || break',
+        '  kill -KILL "$reuser"; wait "$reuser" 2>/dev/null',
+        'done',
+        'echo "reused: $([[ $reuser == "$pid" ]] && echo yes || echo no)"',
+        `wait_for ${dir}/unrelated; touch ${dir}/reused`,
+        'wait "$run"; echo "run-tests: $?"',
+        `state=$(awk '{print $3}' "/proc/$(<${dir}/unrelated)/stat" 2>/dev/null)`,
+        'echo "unrelated child: ${state:-gone}"',
+      ].join('\n'), dir);
+      expect(exit).toEqual({ code: 0, signal: null });
+      expect(output.split('\n').filter((line) => /^(reused|run-tests|unrelated child):/.test(line))).toEqual([
+        'reused: yes',
+        `run-tests: ${String(signalExitCode('SIGTERM'))}`,
+        'unrelated child: S',
+      ]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
