@@ -4,7 +4,7 @@
 // number. Its run: test/harness/fixtures/stopped-run.config.ts, whose one test leaves a
 // namespace of the run's and waits.
 import { execFileSync, spawn } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -134,14 +134,20 @@ describeNetns("scripts/run-tests at its end kills what runs in the run's namespa
 
 /**
  * A copy of scripts/run-tests in a tree of its own (it runs from its parent dir), whose vitest
- * (node_modules/.bin, first on the script's PATH) is the bash script `vitest`.
+ * (node_modules/.bin, first on the script's PATH) is the bash script `vitest`. `afterStart`: a
+ * line put in the copy right after the line that starts vitest in the background.
  */
-function fakeVitestTree(dir: string, vitest: string): string {
+function fakeVitestTree(dir: string, vitest: string, afterStart?: string): string {
   const tree = join(dir, 'tree');
   mkdirSync(join(tree, 'scripts'), { recursive: true });
   mkdirSync(join(tree, 'node_modules/.bin'), { recursive: true });
-  copyFileSync(join(repoRoot, 'scripts/run-tests'), join(tree, 'scripts/run-tests'));
-  chmodSync(join(tree, 'scripts/run-tests'), 0o755);
+  let script = readFileSync(join(repoRoot, 'scripts/run-tests'), 'utf8');
+  if (afterStart !== undefined) {
+    const start = /^vitest run .*&\n/m;
+    if (!start.test(script)) throw new Error("scripts/run-tests has no line that starts vitest in the background");
+    script = script.replace(start, (line) => `${line}${afterStart}\n`);
+  }
+  writeFileSync(join(tree, 'scripts/run-tests'), script, { mode: 0o755 });
   writeFileSync(join(tree, 'node_modules/.bin/vitest'), `#!/bin/bash\n${vitest}\n`, { mode: 0o755 });
   return tree;
 }
@@ -235,6 +241,22 @@ describeNetns('scripts/run-tests stopped by a signal stops only what runs under 
         `run-tests: ${String(signalExitCode('SIGTERM'))}`,
         'unrelated child: S',
       ]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+  // In a PID namespace of its own: what is left of the run there is seen.
+  it('a signal in the instant after vitest started (before any command after it) stops vitest too', { timeout: 120_000 }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'spectrum-run-tests-'));
+    try {
+      const tree = fakeVitestTree(dir, 'exec sleep 600', 'kill -TERM $$');
+      const { exit, output } = await sandboxRun(['--pid', '--fork', '--mount-proc'], [
+        `${tree}/scripts/run-tests; echo "run-tests: $?"`,
+        'for stat in /proc/[0-9]*/stat; do read -r line <"$stat" && ((${line%% *} != 1)) && echo "left: $line"; done 2>/dev/null; true',
+      ].join('\n'), dir);
+      expect(exit).toEqual({ code: 0, signal: null });
+      expect(output).toContain('test run: stopped by SIGTERM');
+      expect(output.split('\n').filter((line) => /^(run-tests|left):/.test(line))).toEqual([`run-tests: ${String(signalExitCode('SIGTERM'))}`]);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
