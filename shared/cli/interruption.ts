@@ -3,6 +3,7 @@
 // checks) and undo what it did; a second, sent by an operator who will not wait for that, exits at
 // once (128 + the signal's number), saying so.
 import { constants } from 'node:os';
+import { exitProcess } from './exit.js';
 
 const ALL_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
 type StopSignal = (typeof ALL_SIGNALS)[number];
@@ -55,7 +56,7 @@ export function interruptOnSignals(program: string, onSecond: string, stderr: Li
     }
     if (signal === 'SIGHUP') return;
     stderr.write(`${stderr.isTTY === true ? '\n' : ''}${program}: ${signal} again: exiting at once; ${onSecond}\n`);
-    process.exit(signalExitCode(received));
+    exitProcess(signalExitCode(received));
   };
   const signals = signalsOf(options);
   for (const signal of signals) process.on(signal, handler);
@@ -79,7 +80,7 @@ export function interruptOnSignals(program: string, onSecond: string, stderr: Li
 export function exitOnSignals(program: string, line: (signal: StopSignal) => string, stderr: LineSink = process.stderr, options: StopSignals = {}): { dispose(): void } {
   const handler = (signal: StopSignal): void => {
     stderr.write(`${stderr.isTTY === true ? '\n' : ''}${program}: ${line(signal)}\n`);
-    process.exit(signalExitCode(signal));
+    exitProcess(signalExitCode(signal));
   };
   const signals = signalsOf(options);
   for (const signal of signals) process.on(signal, handler);

@@ -15,6 +15,7 @@ import { ScriptedQemu } from './vmm/scripted-qemu.js';
 
 const CLIENTS = 300;
 const HOLD_FIXTURE = join(import.meta.dirname, '..', '..', 'dist', 'test', 'host', 'fixtures', 'allocate.js');
+const RECORDER_FIXTURE = join(import.meta.dirname, '..', '..', 'dist', 'test', 'host', 'fixtures', 'exit-recorder.js');
 
 /**
  * Run `args` while another process holds the state lock (after linking appvm-lynx, a state to keep:
@@ -132,6 +133,35 @@ describeNetns('link --all interrupted', () => {
     if (exit === 'timeout') await run.kill('SIGKILL', 5_000);
     expect(exit).toEqual({ code: 129, signal: null });
     await run.waitClosed();
+    expect(await readFile(statePath(), 'utf8')).toBe(stateBefore);
+    expect(await hostDevices()).toEqual(devicesBefore);
+    expect(await namespaces()).toEqual(namespacesBefore);
+  });
+
+  it('run from a terminal that hangs up (an SSH session dropped): undone all the same, though its line cannot be written (EIO): exit 129, nothing left', async () => {
+    const first = await world().link(['link', 'appvm-lynx', '--attach', 'netns']);
+    expect(first.code, first.stderr).toBe(0);
+    const stateBefore = await readFile(statePath(), 'utf8');
+    const devicesBefore = await hostDevices();
+    const namespacesBefore = await namespaces();
+    const dir = await mkdtemp(join(tmpdir(), 'spectrum-link-hangup-'));
+    trackTempDir(dir);
+    const exitFile = join(dir, 'exit.json');
+    // An interactive shell on a terminal of its own (script's pty), as an SSH login has: link runs
+    // in it as a foreground job, its stderr the terminal (progress lines drawn).
+    const terminal = world().host.spawn(['script', '-qfc', 'bash --norc --noprofile -i', '/dev/null'], { enter: 'nsenter', stdin: 'pipe' });
+    try {
+      const quoted = [process.execPath, RECORDER_FIXTURE, exitFile, process.execPath, LINK_BIN, ...withWorldOptions(['link', '--all', '--attach', 'netns'], world())].map((arg) => `'${arg}'`);
+      terminal.child.stdin?.write(`${quoted.join(' ')}\n`);
+      await eventually('the run to record some links', async () => (await recorded()) > 13, 30_000);
+      // The terminal goes: its shell and the job in its foreground get SIGHUP, and its writes fail (EIO).
+      await terminal.kill('SIGKILL', 0);
+      let ended = '';
+      await eventually('the run to end (its exit written)', async () => (ended = await readFile(exitFile, 'utf8').catch(() => '')).endsWith('}'), 60_000);
+      expect(JSON.parse(ended)).toEqual({ code: 129, signal: null });
+    } finally {
+      await terminal.kill('SIGKILL', 0);
+    }
     expect(await readFile(statePath(), 'utf8')).toBe(stateBefore);
     expect(await hostDevices()).toEqual(devicesBefore);
     expect(await namespaces()).toEqual(namespacesBefore);
