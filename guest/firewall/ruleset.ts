@@ -169,7 +169,9 @@ const OWN_FLOW = ['iifname . ct original ip saddr @client_sources', 'iifname . c
  *   fragment as it came, not the datagram; they look at addresses only, which every fragment
  *   carries (a DHCP packet is never fragmented). From a provider link only
  *   `link . own client IP` passes, plus a DHCP client's first packets
- *   (0.0.0.0:68 -> 255.255.255.255:67); everything else from it, IPv6 included (no `ip saddr`
+ *   (0.0.0.0:68 -> 255.255.255.255:67), whole datagrams only: a first fragment carries the ports
+ *   too, and no fragment rate counts 0.0.0.0, so such fragments filled the pool uncounted (a
+ *   non-first one has no UDP header, which nft then never matches); everything else from it, IPv6 included (no `ip saddr`
  *   matches it), is counted and dropped. A client address arriving on any other interface is
  *   spoofed too (Qubes' `downstream` rule).
  * - a client's own fragments, there too, before it is accepted: at most its fragment rate
@@ -305,7 +307,7 @@ export function staticTableText(settings: TableSettings): string {
     ...chain('from_client_link', [
       `ip frag-off & ${IP_FRAGMENT_BITS} != 0 iifname . ip saddr @client_sources update @${FRAGMENT_RATE_SET} { ip saddr ${fragmentRateExpression} } ${drop(COUNTERS.fragmentDrops)}`,
       'iifname . ip saddr @client_sources accept',
-      'ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 accept',
+      `ip saddr 0.0.0.0 ip daddr 255.255.255.255 ip frag-off & ${IP_FRAGMENT_BITS} == 0 udp sport 68 udp dport 67 accept`,
       drop(COUNTERS.antispoofDrops),
     ]),
     ...chain('input', [

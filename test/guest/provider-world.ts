@@ -144,7 +144,7 @@ export interface AgentStatus {
   /** null while the table cannot be read (nft refused it: firewallError says why). */
   firewall: { antispoofDrops: number; isolationDrops: number; inputDrops: number; flowLimitDrops: number; flowRateDrops: number; leakDrops: number; arpDrops: number } | null;
   firewallError?: string | null;
-  services: { leases: { ifname: string; clientIp: string; state: string }[]; dns: { upstreams: string[]; queries: number; tcpQueries: number; answered: number } | null } | null;
+  services: { leases: { ifname: string; clientIp: string; state: string }[]; dns: { upstreams: string[]; queries: number; tcpQueries: number; answered: number; failed: number } | null } | null;
 }
 
 export class Agent {

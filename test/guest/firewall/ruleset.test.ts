@@ -556,7 +556,7 @@ describe('the static part', () => {
       expect(chainRules('from_client_link', settings)).toEqual([
         `ip frag-off & 16383 != 0 iifname . ip saddr @client_sources update @${FRAGMENT_RATE_SET} { ip saddr ${limit} } counter name "fragment_drops" drop`,
         'iifname . ip saddr @client_sources accept',
-        'ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 accept',
+        'ip saddr 0.0.0.0 ip daddr 255.255.255.255 ip frag-off & 16383 == 0 udp sport 68 udp dport 67 accept',
         'counter name "antispoof_drops" drop',
       ]);
       expect(staticTableText(settings)).toContain(`\tset ${FRAGMENT_RATE_SET} {\n\t\ttype ipv4_addr\n\t\tsize 65535\n\t\tflags dynamic,timeout\n\t\ttimeout 15s\n\t}\n`);
