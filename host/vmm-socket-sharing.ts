@@ -3,7 +3,8 @@
 // same path: both ends of a link attached through it would be hot-plugged into the one VMM there
 // (the client's NIC in the provider's VM, say), exit 0. A fixed path serves one VM of a run alone
 // (--attach VM=qemu), which stays fine. Two paths spelled otherwise that lead to one socket (`//`,
-// `./`, {vm} directories symlinked to one) are one path too (the key the caller gives). So is the
+// `./`, {vm} directories symlinked to one, hard links of one socket) are one path too (the key
+// the caller gives). So is the
 // socket the state records for another VM's side of a link (a later run's fixed path, say, that
 // names the socket a VM already linked was hot-plugged through): that VM's VMM is there.
 import { CliError, EXIT } from '../shared/cli/run-cli.js';

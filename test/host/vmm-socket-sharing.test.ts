@@ -1,4 +1,5 @@
-import { mkdir, mkdtemp, realpath, rm, symlink } from 'node:fs/promises';
+import { link, mkdir, mkdtemp, realpath, rm, symlink } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -8,7 +9,7 @@ import { keptAttach } from '../../host/kept-attach.js';
 import { type Link, type LinkState, emptyState } from '../../host/link-state.js';
 import type { ClientId } from '../../shared/client-id.js';
 import { runSocketSharing } from '../../host/linker.js';
-import { vmmPort } from '../../host/vmm-port.js';
+import { socketKey, vmmPort } from '../../host/vmm-port.js';
 import { type VmmSide, recordedSides, sharedSocketFailures, vmmSidesOf } from '../../host/vmm-socket-sharing.js';
 import { vmName } from '../../host/vm-name.js';
 
@@ -156,6 +157,31 @@ describe('two VMs at one socket however their paths spell it', () => {
       // A directory not there: the text alone says (distinct texts pass; the attach says what it finds).
       expect(refused(`${dir}/none/{vm}/../qmp.sock`, `${dir}/none/{vm}/../ch.sock`, ['qemu'], [lynx, catgirl])).toEqual(new Map());
     } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses two paths that are hard links of one socket (a connect through either reaches its one listener), by its device and inode; another socket passes', async () => {
+    const dir = await realpath(await mkdtemp(join(tmpdir(), 'socket-sharing-')));
+    const server = createServer();
+    const other = createServer();
+    try {
+      await Promise.all([lynx, netvm, catgirl].map((vm) => mkdir(join(dir, vm))));
+      // netvm's socket, hard-linked into appvm-lynx's directory too; appvm-catgirl's a socket of its own.
+      await new Promise<void>((resolve) => server.listen(join(dir, netvm, 'qmp.sock'), resolve));
+      await new Promise<void>((resolve) => other.listen(join(dir, catgirl, 'qmp.sock'), resolve));
+      await link(join(dir, netvm, 'qmp.sock'), join(dir, lynx, 'qmp.sock'));
+      expect(socketKey(join(dir, lynx, 'qmp.sock'))).toBe(socketKey(join(dir, `${netvm}//qmp.sock`)));
+      expect(socketKey(join(dir, catgirl, 'qmp.sock'))).not.toBe(socketKey(join(dir, netvm, 'qmp.sock')));
+      // Nothing there yet: the path with its directory resolved, as before.
+      expect(socketKey(`${dir}/${netvm}/./none.sock`)).toBe(`${dir}/${netvm}/none.sock`);
+      expect(refused(`${dir}/{vm}/qmp.sock`, `${dir}/{vm}/ch.sock`, ['qemu'])).toEqual(
+        new Map([[lynx, expect.stringMatching(new RegExp(`^--qmp-socket gives VMs appvm-lynx and netvm one socket path, ${dir}/appvm-lynx/qmp\\.sock and ${dir}/netvm/qmp\\.sock, which lead to one socket: both would have`))]]),
+      );
+      expect(refused(`${dir}/{vm}/qmp.sock`, `${dir}/{vm}/ch.sock`, ['appvm-catgirl=qemu', 'netvm=qemu'], [catgirl])).toEqual(new Map());
+    } finally {
+      server.close();
+      other.close();
       await rm(dir, { recursive: true, force: true });
     }
   });
