@@ -773,7 +773,7 @@ function keepGoingStopLines(stopped: KeepGoingStop): string[] {
 }
 
 /**
- * Run `unlink` or `gc` so that the first SIGINT or SIGTERM while it waits for another run's state
+ * Run `unlink` or `gc` so that the first SIGINT, SIGTERM or SIGHUP while it waits for another run's state
  * lock stops the wait, saying so in one line (exit 128 + the signal's number). Once the lock is
  * held a signal still ends the process at once (their work is not interruptible: a kernel bulk
  * delete goes on without it), but after one line, `held`'s: what may be partly done, what to run;
@@ -788,13 +788,13 @@ async function interruptibleLockWait<T>(
   run: (wait: { signal: AbortSignal; onLockHeld: () => void; onTakeDownBegun: () => void; onUnlockFailed: (failure: StateStoreError) => void }) => Promise<T>,
   said: (error: unknown) => unknown = (error) => error,
 ): Promise<{ done: T; unreleased: readonly StateStoreError[] }> {
-  const interruption = interruptOnSignals('spectrum-link', nothing);
+  const interruption = interruptOnSignals('spectrum-link', nothing, process.stderr, { hangup: true });
   let exiting: { dispose(): void } | undefined;
   // Under the lock, reading the state and listing devices changes nothing: a signal then says so.
   let begun = false;
   const onLockHeld = (): void => {
     interruption.dispose();
-    exiting ??= exitOnSignals('spectrum-link', (signal) => oneLine(begun ? held(signal) : `${name} interrupted by ${signal} before it changed anything: ${nothing}`));
+    exiting ??= exitOnSignals('spectrum-link', (signal) => oneLine(begun ? held(signal) : `${name} interrupted by ${signal} before it changed anything: ${nothing}`), process.stderr, { hangup: true });
   };
   const unlockFailures: StateStoreError[] = [];
   try {
@@ -1190,9 +1190,10 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       const started = performance.now();
       // A bulk link takes seconds: on a terminal, a line that says how far it has got.
       const progress: Progress = flags.json !== true && (flags.all === true || names.length > 1) ? terminalProgress() : NO_PROGRESS;
-      // The first SIGINT or SIGTERM stops the run at its next safe point and undoes it, as a
-      // failure would; a second exits at once.
-      const interruption = interruptOnSignals('spectrum-link', 'what this run made may be left over: run it again, and it converges');
+      // The first SIGINT, SIGTERM or SIGHUP (its terminal gone: an SSH session dropped) stops the
+      // run at its next safe point and undoes it, as a failure would; a second exits at once (not a
+      // SIGHUP again: a hangup comes twice).
+      const interruption = interruptOnSignals('spectrum-link', 'what this run made may be left over: run it again, and it converges', process.stderr, { hangup: true });
       let outcome: KeepGoingOutcome;
       // `link --all`'s VMs and the config dir as the run linked them.
       let all: AllVms | undefined;
