@@ -54,7 +54,7 @@ import {
   checkNetnsPrefix,
 } from './linker-types.js';
 import { type GivenOptions, linkCommand, shellWord, socketFromAnywhere, unlinkCommand } from './printed-command.js';
-import { recordedPrefixesOf } from './state-prefix.js';
+import { netnsPrefixNotRecordedNote, recordedPrefixesOf } from './state-prefix.js';
 import { DEFAULT_LOCK_TIMEOUT_MS, LOCK_WAIT_ENV, STATE_DIR_ENV, type StateStoreError, requireNamedStateDir, stateDirAbsent, stateDirFrom } from './state-store.js';
 import { type VmName, vmName } from './vm-name.js';
 import {
@@ -226,8 +226,8 @@ async function stateNetnsOptions(
   flags: StateFlags & { netnsPrefix: string },
   env: Env,
   command: Command,
+  state: RecordedPrefixes = recordedPrefixes(),
 ): Promise<Pick<LinkerOptions, 'stateDir' | 'stateDirSource' | 'devicePrefix' | 'devicePrefixSource' | 'netnsPrefix' | 'netnsPrefixSource'>> {
-  const state = recordedPrefixes();
   const options = await stateOptions(flags, env, command, state);
   const source = sourceOf(command, 'netnsPrefix', '--netns-prefix', NETNS_PREFIX_ENV, env);
   const given = netnsPrefixFrom(flags.netnsPrefix, source);
@@ -356,9 +356,39 @@ function foreignLine({ role, device, kind, expected }: ForeignDevice): string {
   return `  ${device} is ${deviceOfKind(kind)}, not this link's ${role === 'bridge' ? 'bridge' : `${role} ${wanted}`}`;
 }
 
-/** What `list` and `show` say, under a link, of a veth of it whose far end is not in its VM's namespace under its name. */
-function farEndLine({ device, netns }: FarEndElsewhere): string {
-  return `  ${device} is a veth whose far end is not ${device} in network namespace ${netns} (link makes the pair anew)`;
+/**
+ * What `list` and `show` say, under a link, of a veth of it whose far end is not in its VM's
+ * namespace under its name; looked for under a netns prefix the state does not record (`stray`),
+ * not that link makes the pair anew (given that prefix, link is refused; given none, it finds it).
+ */
+function farEndLine({ device, netns }: FarEndElsewhere, stray?: StrayNetnsPrefix): string {
+  const hint = stray === undefined ? 'link makes the pair anew' : `looked for under netns prefix ${JSON.stringify(stray.given)}, not the one the state records, ${JSON.stringify(stray.recorded)}`;
+  return `  ${device} is a veth whose far end is not ${device} in network namespace ${netns} (${hint})`;
+}
+
+/** A netns prefix given to `list` or `show` that is not the one the state records for its netns links. */
+interface StrayNetnsPrefix {
+  readonly given: string;
+  readonly recorded: string;
+}
+
+/**
+ * `list` and `show`'s options (stateNetnsOptions), and the netns prefix given where the state
+ * records another for its netns links (said on stderr, one line: netnsPrefixNotRecordedNote), of
+ * the one read of the state that gives the recorded prefixes.
+ */
+async function listingNetnsOptions(
+  flags: StateFlags & { netnsPrefix: string },
+  env: Env,
+  command: Command,
+): Promise<{ options: Awaited<ReturnType<typeof stateNetnsOptions>>; stray?: StrayNetnsPrefix }> {
+  const state = recordedPrefixes();
+  const options = await stateNetnsOptions(flags, env, command, state);
+  if (options.netnsPrefixSource?.from === 'state') return { options };
+  const recorded = (await state(options.stateDir)).netnsPrefix;
+  if (recorded === undefined || recorded === options.netnsPrefix) return { options };
+  process.stderr.write(`spectrum-link: ${oneLine(netnsPrefixNotRecordedNote(options.stateDir, recorded, options.netnsPrefix, options.netnsPrefixSource))}\n`);
+  return { options, stray: { given: options.netnsPrefix, recorded } };
 }
 
 /** What `list` and `show` say, under a link, of a side device of it that is not a port of its bridge (the master a device name from the kernel: escaped where it holds control characters). */
@@ -1465,7 +1495,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
   // modes as its devices show them: unknown for a tap (null, `?`), which gets no VMM arguments.
   // A device under a link's name of another kind than the link makes there is none of its (not
   // present, not linked): `foreign` in JSON, a line under the link in text.
-  const printListed = (listed: ListedLink[], json: boolean): void => {
+  const printListed = (listed: ListedLink[], json: boolean, stray?: StrayNetnsPrefix): void => {
     const mtuOf = (entry: ListedLink): number => entry.mtu ?? DEFAULT_NIC_MTU;
     if (json) {
       const foreign = (entry: ListedLink): Record<string, unknown>[] => foreignJson(entry.foreign);
@@ -1505,7 +1535,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         `${reportLine(entry, entry.linked, true)}  ${state(entry)}`,
         ...(entry.linked && entry.present ? vmmArgumentLines(entry, mtuOf(entry)) : []),
         ...entry.foreign.map(foreignLine),
-        ...entry.farEndsElsewhere.map(farEndLine),
+        ...entry.farEndsElsewhere.map((elsewhere) => farEndLine(elsewhere, stray)),
         ...entry.offBridge.map((off) => offBridgeLine(off, entry.bridge)),
         ...onBridgeLines(entry.onBridge, entry.bridge),
         ...entry.settingsOff.map((off) => settingOffLine(off, entry.bridge)),
@@ -1526,9 +1556,10 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
     .addOption(option.netnsPrefix())
     .addOption(option.json())
     .action(async (flags: ListFlags, command: Command) => {
-      const options = { ...(await stateNetnsOptions(flags, env, command)), attach: DEFAULT_ATTACH };
+      const given = await listingNetnsOptions(flags, env, command);
+      const options = { ...given.options, attach: DEFAULT_ATTACH };
       requireNamedStateDir(options.stateDir, options.stateDirSource);
-      printListed(await listLinks(options), flags.json === true);
+      printListed(await listLinks(options), flags.json === true, given.stray);
     });
 
   const show = new Command('show')
@@ -1540,9 +1571,10 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
     .addOption(option.netnsPrefix())
     .addOption(option.json())
     .action(async (name: string, flags: ShowFlags, command: Command) => {
-      const options = { ...(await stateNetnsOptions(flags, env, command)), ...configOptions(flags.configDir, env), attach: DEFAULT_ATTACH };
+      const given = await listingNetnsOptions(flags, env, command);
+      const options = { ...given.options, ...configOptions(flags.configDir, env), attach: DEFAULT_ATTACH };
       requireNamedStateDir(options.stateDir, options.stateDirSource);
-      printListed(await showLinks(name, options), flags.json === true);
+      printListed(await showLinks(name, options), flags.json === true, given.stray);
     });
 
   const gc = new Command('gc')
