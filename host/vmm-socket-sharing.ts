@@ -78,11 +78,26 @@ function shownPaths(first: Claim, second: Claim): string {
   return `${shownSocket(first.path)} and ${shownSocket(second.path)}, which lead to one socket${named}`;
 }
 
-/** The refusal of a run's side (`claim`) at the socket the state records for another VM's side (`recorded`). */
-function recordedSocketShared(recorded: Claim & { readonly link: Link }, claim: Claim): CliError {
+/**
+ * The refusal of a run's side (`claim`) at the socket the state records for another VM's side
+ * (`recorded`). Where the state records the claiming VM's own side there too (`ownToo`: two VMs at
+ * one socket, written before this check), that socket is its own as much as the other's: it is
+ * not told to take its own path, but that one record is wrong and how to set it right.
+ */
+function recordedSocketShared(recorded: Claim & { readonly link: Link }, claim: Claim, ownToo: boolean): CliError {
   const { side } = claim;
   const other = recorded.side.vm;
   const paths = recorded.path === claim.path ? `${shownSocket(claim.path)}, the socket` : `${shownSocket(claim.path)}, which leads to ${shownSocket(recorded.path)}, the socket`;
+  if (ownToo) {
+    // The link to run again is the recorded one's client's (a provider's side moves with its clients' links).
+    const { client } = recorded.link;
+    const fix = client === other ? `link ${other} first at its own socket path` : `link ${client} first with ${other} at its own socket path`;
+    return new CliError(
+      `${VMM_SOCKET_OPTIONS[side.kind]} gives VM ${side.vm} the socket path ${paths} the state records for VM ${side.vm} and for VM ${other} too (${other}'s side of link ${recorded.link.client} -> ${recorded.link.provider} was hot-plugged there): ` +
+        `one VMM cannot be both VMs', so one record is wrong; ${fix} (its NIC comes out at the socket recorded), or unlink ${client}, then run this link again`,
+      EXIT.usage,
+    );
+  }
   return new CliError(
     `${VMM_SOCKET_OPTIONS[side.kind]} gives VM ${side.vm} the socket path ${paths} the state records for VM ${other} (its side of link ${recorded.link.client} -> ${recorded.link.provider} was hot-plugged there): ` +
       `${side.vm}'s NIC would be hot-plugged into ${other}'s VMM; give ${side.vm} its own socket path (put {vm}, the VM's name, in the template) or attach it another way (--attach ${side.vm}=MODE)`,
@@ -144,9 +159,10 @@ export function sharedSocketFailures(
         failure = sharedSocket(holder, claim);
         break;
       }
-      const other = recordedAt(claim.key).find((at) => at.side.vm !== side.vm);
+      const at = recordedAt(claim.key);
+      const other = at.find((recorded) => recorded.side.vm !== side.vm);
       if (other !== undefined) {
-        failure = recordedSocketShared(other, claim);
+        failure = recordedSocketShared(other, claim, at.some((recorded) => recorded.side.vm === side.vm));
         break;
       }
       own.set(claim.key, claim);

@@ -82,6 +82,24 @@ describe('the socket the state records for another VM', () => {
     expect(atNetvm.get(catgirl)?.message).toMatch(/^--qmp-socket gives VM appvm-catgirl the socket path \/run\/vm\/\/netvm\/ch\.sock, which leads to \/run\/vm\/netvm\/ch\.sock, the socket the state records for VM netvm /);
   });
 
+  it('refuses a VM at its own recorded socket that the state records for another VM too (written before the check) without telling it to take its own path: it says which record to set right', () => {
+    // catgirl hot-plugged into lynx's QEMU by a run before the check: both recorded at lynx's socket.
+    const wrong: Link = { client: catgirl, provider: netvm, id: 38997 as ClientId, attached: { client: 'qemu', provider: 'none', clientSocket: '/run/vm/appvm-lynx/qmp.sock' } };
+    const recorded = recordedSides([wrong, lynxLink]);
+    const failures = sharedSocketFailures([{ client: lynx, sides: [qemu(lynx)] }], perVm, undefined, recorded);
+    expect([...failures.keys()]).toEqual([lynx]);
+    const message = failures.get(lynx)?.message ?? '';
+    expect(message).toMatch(
+      /^--qmp-socket gives VM appvm-lynx the socket path \/run\/vm\/appvm-lynx\/qmp\.sock, the socket the state records for VM appvm-lynx and for VM appvm-catgirl too \(appvm-catgirl's side of link appvm-catgirl -> netvm was hot-plugged there\): .*one record is wrong; link appvm-catgirl first at its own socket path .*or unlink appvm-catgirl, then run this link again$/,
+    );
+    expect(message).not.toContain('give appvm-lynx its own socket path');
+    expect(message).not.toContain('\n');
+    // A provider's side recorded there: the link to run again is its client's.
+    const providerWrong: Link = { client: catgirl, provider: netvm, id: 38997 as ClientId, attached: { client: 'none', provider: 'qemu', providerSocket: '/run/vm/appvm-lynx/qmp.sock' } };
+    const byProvider = sharedSocketFailures([{ client: lynx, sides: [qemu(lynx)] }], perVm, undefined, recordedSides([providerWrong, lynxLink]));
+    expect(byProvider.get(lynx)?.message).toContain('link appvm-catgirl first with netvm at its own socket path');
+  });
+
   it('refuses it in a run (runSocketSharing given the state before it): a later run pinning a VM at a fixed path of another VM\'s socket', () => {
     const vmDir = (name: string, providers: readonly string[] = []): VmDir => ({
       name: vmName(name),
