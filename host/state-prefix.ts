@@ -155,13 +155,19 @@ export async function loadRunState(options: StatePrefixOptions): Promise<{ reado
 // its next write records. `unlink` and `gc` take no netns prefix: deleting a veth's host end
 // deletes its far end, wherever that is.
 
+/** The device and netns prefixes a state records (recordedPrefixesOf): each absent where it records none. */
+export interface StatePrefixes {
+  readonly devicePrefix?: DevicePrefix;
+  readonly netnsPrefix?: string;
+}
+
 /**
  * recordedPrefix and the netns prefix the state records (while a link is up in netns mode), of one
  * read of the state, for a command given none; each undefined where it records none, or the state
  * cannot be read. Read without the lock as recordedPrefix: `link` reads the state again
  * (loadLinkRunState), which refuses a netns prefix recorded meanwhile.
  */
-export async function recordedPrefixesOf(stateDir: string): Promise<{ readonly devicePrefix?: DevicePrefix; readonly netnsPrefix?: string }> {
+export async function recordedPrefixesOf(stateDir: string): Promise<StatePrefixes> {
   try {
     const state = await loadState(stateDir);
     const netnsPrefix = recordedNetnsPrefix(state);
