@@ -1517,10 +1517,18 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       // `changedSettings` only where there are any, as `offBridge`.
       const changedSettings = ({ settingsOff }: ListedLink): Record<string, unknown> =>
         settingsOff.length === 0 ? {} : { changedSettings: settingsOff.map(({ device, setting, value, expected }) => ({ device, setting, value, expected })) };
+      // After the link's fields, linked or not: whether it is there and linked, and what of it is not as link leaves it.
+      const seen = (entry: ListedLink): Record<string, unknown> => ({
+        present: entry.present,
+        linked: entry.linked,
+        foreign: foreign(entry),
+        ...elsewhere(entry),
+        ...offBridge(entry),
+        ...onBridge(entry),
+        ...changedSettings(entry),
+      });
       const entries = listed.map((entry) =>
-        entry.linked
-          ? { ...(entry.present ? linkJson(entry, mtuOf(entry)) : linkFieldsJson(entry)), ...socketsJson(entry), present: entry.present, linked: true, foreign: foreign(entry), ...elsewhere(entry), ...offBridge(entry), ...onBridge(entry), ...changedSettings(entry) }
-          : { ...linkFieldsJson(entry), present: entry.present, linked: false, foreign: foreign(entry), ...elsewhere(entry), ...offBridge(entry), ...onBridge(entry), ...changedSettings(entry) },
+        entry.linked ? { ...(entry.present ? linkJson(entry, mtuOf(entry)) : linkFieldsJson(entry)), ...socketsJson(entry), ...seen(entry) } : { ...linkFieldsJson(entry), ...seen(entry) },
       );
       process.stdout.write(`${JSON.stringify(entries)}\n`);
     } else if (listed.length === 0) process.stdout.write('no links recorded\n');
