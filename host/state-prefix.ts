@@ -1,6 +1,6 @@
 // The device prefix a state's links carry (link-state.ts records it, one per state file): which
 // one a command uses, and its refusal of another. A command given none (no --device-prefix, no
-// $SPECTRUM_DEVICE_PREFIX) uses the one recorded, read by the CLI before the run (recordedPrefix),
+// $SPECTRUM_DEVICE_PREFIX) uses the one recorded, read by the CLI before the run (recordedPrefixesOf),
 // so that the commands its lines print carry it too; one given another is refused before anything
 // is done (loadLinkState, on the state as the run reads it, under the lock where the command takes
 // it): it would look for the links' devices under names that are not theirs, so that `unlink`
@@ -26,18 +26,6 @@ import { LinkerError } from './linker-error.js';
 import type { DevicePrefixSource, LinkerOptions, NetnsPrefixSource } from './linker-types.js';
 import { observeDevices } from './netlink-devices.js';
 import { loadState, stateDirFix, stateFilePath } from './state-store.js';
-
-/**
- * The device prefix the state in `stateDir` records for its links, for a command given none (its
- * links all forgotten too); undefined where it records none (no state, or a file written before it
- * was recorded, or before it was kept without links).
- * Read without the lock: the run reads the state again (loadLinkState), which refuses a prefix
- * recorded meanwhile. A state that cannot be read is left to the run too, which says why where it
- * always has.
- */
-export async function recordedPrefix(stateDir: string): Promise<DevicePrefix | undefined> {
-  return (await recordedPrefixesOf(stateDir)).devicePrefix;
-}
 
 /** Where a run's prefix came from, as the refusal says it after the prefix. */
 function originOf(source: DevicePrefixSource | NetnsPrefixSource | undefined): string {
@@ -162,10 +150,13 @@ export interface StatePrefixes {
 }
 
 /**
- * recordedPrefix and the netns prefix the state records (while a link is up in netns mode), of one
- * read of the state, for a command given none; each undefined where it records none, or the state
- * cannot be read. Read without the lock as recordedPrefix: `link` reads the state again
- * (loadLinkRunState), which refuses a netns prefix recorded meanwhile.
+ * The device prefix the state in `stateDir` records for its links (its links all forgotten too),
+ * and the netns prefix it records (while a link is up in netns mode), of one read of the state,
+ * for a command given none; each undefined where it records none (no state, or a file written
+ * before it was recorded, or, the device prefix, before it was kept without links). Read without
+ * the lock: the run reads the state again (loadLinkState, loadLinkRunState), which refuses a
+ * prefix recorded meanwhile. A state that cannot be read is left to the run too (none), which
+ * says why where it always has.
  */
 export async function recordedPrefixesOf(stateDir: string): Promise<StatePrefixes> {
   try {
