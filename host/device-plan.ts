@@ -91,6 +91,8 @@ export interface BridgeSetting {
   readonly value: number;
   /** Whether `ip` says it as on/off (a port's flags), not as a number. */
   readonly flag?: true;
+  /** The words `ip -d link` says its values as (a port's STP state: `disabled` for 0, ...), where it says words. */
+  readonly words?: readonly string[];
 }
 
 /**
@@ -107,8 +109,21 @@ export const BRIDGE_SETTINGS: readonly BridgeSetting[] = [
   { name: 'vlan_filtering', value: 0 },
 ];
 
-/** The port settings a link's ports keep as the kernel makes a bridge port (`ip link set dev X type bridge_slave ...`). */
+/** A port's STP state (IFLA_BRPORT_STATE) as `ip -d link` says it, by its value (BR_STATE_*). */
+const PORT_STATES = ['disabled', 'listening', 'learning', 'forwarding', 'blocking'] as const;
+
+/**
+ * The port settings a link's ports keep as the kernel makes a bridge port (`ip link set dev X type
+ * bridge_slave ...`). With `state`: the kernel forwards on a port of a bridge that is up, with STP
+ * off, as soon as the port's device runs (up, with a carrier), and holds one that does not run
+ * `disabled`, whatever is set (it refuses any other state then, as it refuses any with STP on): a
+ * port's state is observed only where its device runs (link-message.ts), compared only where its
+ * bridge is up (portSettingsChanged), and put back after the bridge's STP went off (foreignOnBridge
+ * before the ports' steps). `locked` on lets through only senders with an entry in the bridge's
+ * table that no learning makes: the link carries nothing once the ones there age out.
+ */
 export const PORT_SETTINGS: readonly BridgeSetting[] = [
+  { name: 'state', value: 3, words: PORT_STATES },
   { name: 'hairpin', value: 0, flag: true },
   { name: 'guard', value: 0, flag: true },
   { name: 'root_block', value: 0, flag: true },
@@ -120,6 +135,7 @@ export const PORT_SETTINGS: readonly BridgeSetting[] = [
   { name: 'bcast_flood', value: 1, flag: true },
   { name: 'neigh_suppress', value: 0, flag: true },
   { name: 'isolated', value: 0, flag: true },
+  { name: 'locked', value: 0, flag: true },
 ];
 
 /** A setting found other than a new bridge (or port) has it: its name, the value found, the one it gets back. */
@@ -138,9 +154,24 @@ export function settingsChanged(table: readonly BridgeSetting[], settings: Reado
   });
 }
 
-/** A setting's value as `ip` says it: on/off for a flag. */
-export const settingText = (table: readonly BridgeSetting[], name: string, value: number): string =>
-  table.find((setting) => setting.name === name)?.flag === true ? (value === 0 ? 'off' : 'on') : String(value);
+/**
+ * A port's PORT_SETTINGS (as observed) other than a new port's on its bridge: its STP state only
+ * where its bridge is up (a bridge that is down holds every port `disabled`; link brings it up).
+ */
+export function portSettingsChanged(settings: Readonly<Record<string, number>> | undefined, bridgeUp: boolean): SettingChanged[] {
+  return settingsChanged(PORT_SETTINGS, settings).filter(({ name }) => bridgeUp || name !== 'state');
+}
+
+/** A setting's value as `ip -d link` says it: on/off for a flag, a port's STP state by its word. */
+export function settingText(table: readonly BridgeSetting[], name: string, value: number): string {
+  const setting = table.find((entry) => entry.name === name);
+  if (setting?.flag === true) return value === 0 ? 'off' : 'on';
+  return setting?.words?.[value] ?? String(value);
+}
+
+/** A setting's value as `ip link set` takes it: a number but for a flag (on/off; `ip` takes no state word before iproute2 6.2). */
+const settingArgument = (table: readonly BridgeSetting[], name: string, value: number): string =>
+  table.find((entry) => entry.name === name)?.flag === true ? (value === 0 ? 'off' : 'on') : String(value);
 
 /** A port of a bridge, as observed: its name and the ifindex it had. */
 export interface PortSeen {
@@ -257,7 +288,7 @@ export function stepText(step: DeviceStep): string {
     case 'bridge-settings':
     case 'port-settings': {
       const [kind, table] = step.op === 'bridge-settings' ? ['bridge', BRIDGE_SETTINGS] : ['bridge_slave', PORT_SETTINGS];
-      const words = Object.entries(step.settings).flatMap(([name, value]) => [name, settingText(table, name, value)]);
+      const words = Object.entries(step.settings).flatMap(([name, value]) => [name, settingArgument(table, name, value)]);
       return ['ip', 'link', 'set', 'dev', step.name, 'type', kind, ...words].join(' ');
     }
     case 'disable-ipv6':
@@ -441,9 +472,9 @@ function settingsStep(op: 'bridge-settings' | 'port-settings', device: ObservedD
  * A port that stays on its link's bridge (seen there: one joining anew gets a new port's
  * settings) with settings other than a new port's: the step that puts them back.
  */
-function portSettingsSteps(connection: DesiredConnection, seen: ObservedDevice | undefined): DeviceStep[] {
+function portSettingsSteps(connection: DesiredConnection, seen: ObservedDevice | undefined, bridge: ObservedDevice | undefined): DeviceStep[] {
   if (seen?.master !== connection.bridge) return [];
-  const changed = settingsChanged(PORT_SETTINGS, seen.settings);
+  const changed = portSettingsChanged(seen.settings, bridge?.kind === DEVICE_KIND.bridge && bridge.up);
   return changed.length === 0 ? [] : [settingsStep('port-settings', seen, changed)];
 }
 
@@ -490,7 +521,7 @@ function planSide(side: DesiredSide, connection: DesiredConnection, observed: Ob
       steps.push({ netns: null, op: 'add-tap', name: side.device });
       creates.push(side.device);
     }
-    steps.push(...portSteps(connection, side.device, isTap ? seen : undefined, observed), ...portSettingsSteps(connection, isTap ? seen : undefined));
+    steps.push(...portSteps(connection, side.device, isTap ? seen : undefined, observed), ...portSettingsSteps(connection, isTap ? seen : undefined, observed.host.get(connection.bridge)));
     return;
   }
 
@@ -509,7 +540,7 @@ function planSide(side: DesiredSide, connection: DesiredConnection, observed: Ob
     steps.push({ netns: null, op: 'add-veth', name: side.device, peerNetns: attach.netns });
     creates.push(side.device);
   }
-  steps.push(...portSteps(connection, side.device, pairWhole ? seen : undefined, observed), ...portSettingsSteps(connection, pairWhole ? seen : undefined));
+  steps.push(...portSteps(connection, side.device, pairWhole ? seen : undefined, observed), ...portSettingsSteps(connection, pairWhole ? seen : undefined, observed.host.get(connection.bridge)));
   // The far end is the VM's own interface: its IPv6 is the guest's business.
   plan.configureFarEnds.push(
     ...fixDevice(attach.netns, { name: side.device, master: null, mtu: connection.mtu, mac: side.mac }, pairWhole ? far : undefined),

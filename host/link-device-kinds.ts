@@ -10,7 +10,7 @@
 // makes the pair anew. Pure: the devices come in as the kernel reported them.
 import type { AttachMode } from './attach-mode.js';
 import type { DeviceRole, LinkDeviceNames } from './device-names.js';
-import { BRIDGE_SETTINGS, DEVICE_KIND, type ObservedDevice, PORT_SETTINGS, addressText, settingsChanged } from './device-plan.js';
+import { BRIDGE_SETTINGS, DEVICE_KIND, type ObservedDevice, type SettingChanged, addressText, portSettingsChanged, settingsChanged } from './device-plan.js';
 import type { LinkAttachment } from './link-state.js';
 
 /**
@@ -187,10 +187,13 @@ export interface SettingOff {
  * of its ports on it (PORT_SETTINGS) other than a new bridge and port have: as `list` and `show`
  * flag them (`link` puts them back). None where a device is missing or foreign.
  */
-export function settingsOff(names: LinkDeviceNames, seen: Pick<LinkDevicesSeen, 'devicesThere'>, host: ReadonlyMap<string, Pick<ObservedDevice, 'master' | 'settings'>>): SettingOff[] {
+export function settingsOff(names: LinkDeviceNames, seen: Pick<LinkDevicesSeen, 'devicesThere'>, host: ReadonlyMap<string, Pick<ObservedDevice, 'master' | 'settings' | 'up'>>): SettingOff[] {
   if (!seen.devicesThere) return [];
-  const of = (device: string, table: typeof BRIDGE_SETTINGS): SettingOff[] =>
-    settingsChanged(table, host.get(device)?.settings).map(({ name, value, expected }) => ({ device, setting: name, value, expected }));
+  const off = (device: string, changed: readonly SettingChanged[]): SettingOff[] => changed.map(({ name, value, expected }) => ({ device, setting: name, value, expected }));
+  const bridgeUp = host.get(names.bridge)?.up === true;
   const ports = [names.client, names.provider].filter((port) => host.get(port)?.master === names.bridge);
-  return [...of(names.bridge, BRIDGE_SETTINGS), ...ports.flatMap((port) => of(port, PORT_SETTINGS))];
+  return [
+    ...off(names.bridge, settingsChanged(BRIDGE_SETTINGS, host.get(names.bridge)?.settings)),
+    ...ports.flatMap((port) => off(port, portSettingsChanged(host.get(port)?.settings, bridgeUp))),
+  ];
 }

@@ -18,6 +18,7 @@ const BRIDGE_ATTRIBUTES: Readonly<Record<string, { readonly type: number; readon
 };
 /** PORT_SETTINGS in a bridge port's IFLA_INFO_SLAVE_DATA: IFLA_BRPORT_* (u8 each). */
 const PORT_ATTRIBUTES: Readonly<Record<string, { readonly type: number; readonly size: 1 | 4 }>> = {
+  state: { type: 1, size: 1 },
   hairpin: { type: 4, size: 1 },
   guard: { type: 5, size: 1 },
   root_block: { type: 6, size: 1 },
@@ -29,6 +30,8 @@ const PORT_ATTRIBUTES: Readonly<Record<string, { readonly type: number; readonly
   bcast_flood: { type: 30, size: 1 },
   neigh_suppress: { type: 32, size: 1 },
   isolated: { type: 33, size: 1 },
+  /** Linux 5.18 on: an older kernel reports none, and none is compared. */
+  locked: { type: 39, size: 1 },
 };
 import type { Program } from '../shared/rtnl-socket.js';
 
@@ -93,6 +96,8 @@ const NLA_TYPE_MASK = 0x3fff;
 const RTEXT_FILTER_SKIP_STATS = 1 << 3;
 
 const IFF_UP = 0x1;
+/** Up and operationally up (the kernel's netif_running and netif_oper_up: a carrier, say). */
+const IFF_RUNNING = 0x40;
 const IFNAMSIZ = 16;
 
 const align4 = (length: number): number => (length + 3) & ~3;
@@ -512,13 +517,20 @@ function ownBridgeSettingsOf(data: Uint8Array | undefined): Record<string, numbe
   return Object.fromEntries(Object.entries(settings).filter(([name]) => !(ROOT_TIMERS as readonly string[]).includes(name)));
 }
 
-/** A bridge's settings (its IFLA_INFO_DATA), or a bridge port's (its IFLA_INFO_SLAVE_DATA), from its IFLA_LINKINFO; null for another device. */
-function bridgeSettingsOf(info: Uint8Array | undefined): Record<string, number> | null {
+/**
+ * A bridge's settings (its IFLA_INFO_DATA), or a bridge port's (its IFLA_INFO_SLAVE_DATA), from its
+ * IFLA_LINKINFO; null for another device. A port's STP state only where its device runs
+ * (`running`: IFF_RUNNING, up and operationally up): one that does not is `disabled` whatever is
+ * set (a tap no VMM holds open, a veth whose far end is down), which is no setting.
+ */
+function bridgeSettingsOf(info: Uint8Array | undefined, running: boolean): Record<string, number> | null {
   if (info === undefined) return null;
   const attributes = attributesOf(info, 0, info.length);
   if (stringOf(attributes.get(IFLA_INFO_KIND)) === 'bridge') return ownBridgeSettingsOf(attributes.get(IFLA_INFO_DATA));
-  if (stringOf(attributes.get(IFLA_INFO_SLAVE_KIND)) === 'bridge') return settingsOf(attributes.get(IFLA_INFO_SLAVE_DATA), PORT_ATTRIBUTES);
-  return null;
+  if (stringOf(attributes.get(IFLA_INFO_SLAVE_KIND)) !== 'bridge') return null;
+  const settings = settingsOf(attributes.get(IFLA_INFO_SLAVE_DATA), PORT_ATTRIBUTES);
+  if (settings !== null && !running) delete settings.state;
+  return settings;
 }
 
 function attributesOf(bytes: Uint8Array, start: number, end: number): Map<number, Uint8Array> {
@@ -605,7 +617,8 @@ export function decodeLinks(bytes: Uint8Array): LinkInfo[] {
       if (name !== null) {
         const index = view.getInt32(body + 4, true);
         const peerNetnsId = s32Of(attributes.get(IFLA_LINK_NETNSID));
-        const settings = bridgeSettingsOf(attributes.get(IFLA_LINKINFO));
+        const flags = view.getUint32(body + 8, true);
+        const settings = bridgeSettingsOf(attributes.get(IFLA_LINKINFO), (flags & IFF_RUNNING) !== 0);
         links.push({
           index,
           name,
@@ -617,7 +630,7 @@ export function decodeLinks(bytes: Uint8Array): LinkInfo[] {
           peerNetnsId,
           masterIndex: u32Of(attributes.get(IFLA_MASTER)),
           mtu: u32Of(attributes.get(IFLA_MTU)) ?? 0,
-          up: (view.getUint32(body + 8, true) & IFF_UP) !== 0,
+          up: (flags & IFF_UP) !== 0,
           mac: address === undefined ? '' : [...address].map((octet) => octet.toString(16).padStart(2, '0')).join(':'),
           ...ipv6Of(attributes.get(IFLA_AF_SPEC)),
           group: u32Of(attributes.get(IFLA_GROUP)) ?? 0,

@@ -328,6 +328,35 @@ describeNetns('list, show, unlink and link tell a link\'s devices by kind', () =
     expect(await shown(['list'], link.id)).toEqual({ json: up, lines: [lineOf(link, 'netns', 'netns', 'up')] });
   });
 
+  it("a link whose port's STP state is disabled (with STP off) or that is locked, either cutting its traffic, is flagged in list and show (`settings changed`); link puts them back; a tap no VMM holds open (disabled, no carrier) is up", async () => {
+    const link = await linkJson(['link', 'appvm-lynx', '--attach', 'netns']);
+    const up = { ...link, attachRecorded: true, present: true, linked: true, foreign: [] };
+    // The kernel says a port's state as it is only once its device is operationally up (linkwatch).
+    for (const port of [names.client, names.provider]) await world().host.linkActive(port);
+    await world().host.exec(['bridge', 'link', 'set', 'dev', names.provider, 'state', '0']);
+    await world().host.ip(['link', 'set', 'dev', names.client, 'type', 'bridge_slave', 'locked', 'on']);
+    const changed = [
+      { device: names.client, setting: 'locked', value: 1, expected: 0, text: 'on, not off' },
+      { device: names.provider, setting: 'state', value: 0, expected: 3, text: 'disabled, not forwarding' },
+    ];
+    for (const command of [['list'], ['show', 'appvm-lynx']]) {
+      expect(await shown(command, link.id)).toEqual({
+        json: { ...up, changedSettings: changed.map(({ text: _, ...entry }) => entry) },
+        lines: [lineOf(link, 'netns', 'netns', 'settings changed'), ...changed.map(({ device, setting, text }) => `  ${device} has ${setting} ${text} (link puts it back)`)],
+      });
+    }
+    expect(await linkJson(['link', 'appvm-lynx'])).toEqual(link);
+    expect((await world().host.ip(['-d', 'link', 'show', 'dev', names.provider])).stdout).toContain('state forwarding');
+    expect((await world().host.ip(['-d', 'link', 'show', 'dev', names.client])).stdout).toContain('locked off');
+    expect(await shown(['list'], link.id)).toEqual({ json: up, lines: [lineOf(link, 'netns', 'netns', 'up')] });
+    // Its taps with no VMM: no carrier, so the kernel holds their ports disabled; none to put back.
+    const none = await linkJson(['link', 'appvm-lynx', '--attach', 'none']);
+    expect((await world().host.ip(['-d', 'link', 'show', 'dev', names.provider])).stdout).toContain('state disabled');
+    const listed = await shown(['list'], none.id);
+    expect(listed.json).not.toHaveProperty('changedSettings');
+    expect(listed.lines[0]).toBe(lineOf(none, 'none', 'none', 'up'));
+  });
+
   it("a netns link whose VM's namespace holds a veth under its veth's name that is not that veth's peer (another pair's end moved in under it) is not present in list and show, and link makes the pair anew", async () => {
     const link = await linkJson(['link', 'appvm-lynx', '--attach', 'netns']);
     const lynxNs = `${world().netnsPrefix}appvm-lynx`;
