@@ -108,8 +108,9 @@ const KIND_TAP = 2;
 const KIND_ENSLAVE = 3;
 const KIND_DISABLE_IPV6 = 4;
 /**
- * A record kind's flag (rtnl.c's GONE_GOES_ON): refused with ENODEV (its device gone already), the
- * record is said failed so, and the program goes on as after one done.
+ * A record kind's flag (rtnl.c's GONE_GOES_ON): refused with ENODEV (its device gone already), or,
+ * an address's delete, with EADDRNOTAVAIL (that address gone already), the record is said failed
+ * so, and the program goes on as after one done.
  */
 const FLAG_GONE_GOES_ON = 0x100;
 
@@ -285,7 +286,8 @@ export class ProgramWriter {
         this.linkRequest(RTM_NEWLINK, 0, step.index, () => this.u32Attribute(IFLA_MASTER, 0), FLAG_GONE_GOES_ON);
         return this;
       case 'delete-address': {
-        this.beginRecord(KIND_REQUEST);
+        // Found gone (flushed meanwhile: a DHCP client's, another tool's), it is off the device: the program goes on.
+        this.beginRecord(KIND_REQUEST | FLAG_GONE_GOES_ON);
         this.beginMessage(RTM_DELADDR, 0);
         const at = this.reserve(IFADDRMSG_LEN);
         this.bytes[at] = AF_INET;
