@@ -547,6 +547,35 @@ function planSide(side: DesiredSide, connection: DesiredConnection, observed: Ob
   );
 }
 
+/**
+ * What a plan changes of a link's bridge that is not spectrum-link's (foreignOnBridge and the
+ * ports' settings put back): said by `link`, as it touches another tool's configuration.
+ */
+export interface ForeignChanged {
+  readonly bridge: string;
+  /** Ports taken off it (nomaster). */
+  readonly released: readonly string[];
+  /** Its IPv4 addresses removed, as `ip addr` shows them (198.51.100.1/24). */
+  readonly addressesRemoved: readonly string[];
+  /** Each device (the bridge, a side device on it) whose settings went back, with them as `ip -d link` says them (`stp_state 0`, `hairpin off`). */
+  readonly settingsPutBack: readonly { readonly device: string; readonly settings: readonly string[] }[];
+}
+
+/** Of each connection (in plan order), what its plan changes of its bridge that is not spectrum-link's: null where nothing. */
+export function foreignChanged(connections: readonly DesiredConnection[], plan: DevicePlan): (ForeignChanged | null)[] {
+  return connections.map((connection, index) => {
+    const steps = plan.hostSteps[index] ?? [];
+    const released = steps.flatMap((step) => (step.op === 'release' ? [step.name] : []));
+    const addressesRemoved = steps.flatMap((step) => (step.op === 'delete-address' ? [`${step.address}/${step.prefixLength}`] : []));
+    const settingsPutBack = steps.flatMap((step) => {
+      if (step.op !== 'bridge-settings' && step.op !== 'port-settings') return [];
+      const table = step.op === 'bridge-settings' ? BRIDGE_SETTINGS : PORT_SETTINGS;
+      return [{ device: step.name, settings: Object.entries(step.settings).map(([name, value]) => `${name} ${settingText(table, name, value)}`) }];
+    });
+    return released.length + addressesRemoved.length + settingsPutBack.length === 0 ? null : { bridge: connection.bridge, released, addressesRemoved, settingsPutBack };
+  });
+}
+
 /** Whether a plan changes nothing: the kernel already has what is desired. */
 export function isEmptyPlan(plan: DevicePlan): boolean {
   return plan.createNamespaces.length + plan.clearFarEnds.length + plan.hostSteps.flat().length + plan.configureFarEnds.length === 0;

@@ -14,7 +14,7 @@ import { LINK_EXIT_CODES, isLinkBug, isLinkUsageError } from './exit-codes.js';
 import { type AttachChoice, type AttachMode, TAP_MTU_MAX, parseAttachChoice } from './attach-mode.js';
 import { CONFIG_DIR_ENV, type MisnamedVmDir, configDirFrom } from './config.js';
 import { DEFAULT_DEVICE_PREFIX, DeviceNameError, type DevicePrefix, devicePrefix } from './device-names.js';
-import { BRIDGE_SETTINGS, DEVICE_KIND, PORT_SETTINGS, settingText } from './device-plan.js';
+import { BRIDGE_SETTINGS, DEVICE_KIND, type ForeignChanged, PORT_SETTINGS, settingText } from './device-plan.js';
 import type { BridgeForeign, FarEndElsewhere, ForeignDevice, OffBridge, SettingOff } from './link-device-kinds.js';
 import type { AmbiguousAttach } from './kept-attach.js';
 import { linkAllKeepGoing, linkVmsKeepGoing } from './link-keep-going.js';
@@ -645,13 +645,20 @@ function linkedVmLines(
   vmmFailures: readonly VmmDetachFailure[],
   json: boolean,
   stopped?: StoppedRelease,
+  foreign: readonly ForeignChanged[] = [],
 ): string[] {
   // Each link's VMM arguments carry the MTU it was linked with (--mtu, else its record's).
   const mtu = (report: LinkReport): number => report.mtu ?? DEFAULT_NIC_MTU;
   if (json) {
     const unlinkedEntries = gone.map((report) => unlinkedJson(report, vmmFailures));
     const stoppedEntries = stopped === undefined ? [] : stopped.reports.filter((report) => report.vm === vm).map((report) => stoppedJson(report, stopped));
-    const entry = { vm, links: reports.map((report) => linkJson(report, mtu(report))), ...(gone.length > 0 && { unlinked: unlinkedEntries }), ...(stoppedEntries.length > 0 && { takeDownStopped: stoppedEntries }) };
+    const entry = {
+      vm,
+      links: reports.map((report) => linkJson(report, mtu(report))),
+      ...(gone.length > 0 && { unlinked: unlinkedEntries }),
+      ...(stoppedEntries.length > 0 && { takeDownStopped: stoppedEntries }),
+      ...(foreign.length > 0 && { foreignChanged: foreign }),
+    };
     return [`${JSON.stringify(entry)}\n`];
   }
   const lines: string[] = [];
@@ -663,6 +670,15 @@ function linkedVmLines(
     if (report.foreignDeleted.length > 0) lines.push(`${foreignDeletedLine(report.foreignDeleted)}\n`);
   }
   return lines;
+}
+
+/** What `link` says on stderr (a warning each) of what it changed of another's on a link's bridge of `vm`'s. */
+function foreignChangedLines(vm: string, { bridge, released, addressesRemoved, settingsPutBack }: ForeignChanged): string[] {
+  return [
+    ...released.map((port) => `link ${vm}: took foreign port ${port} off bridge ${bridge}`),
+    ...addressesRemoved.map((address) => `link ${vm}: removed address ${address} from bridge ${bridge}`),
+    ...settingsPutBack.map(({ device, settings }) => `link ${vm}: put back ${device}'s ${settings.join(', ')}${device === bridge ? '' : ` (a port of bridge ${bridge})`}`),
+  ];
 }
 
 /** What `link --keep-going` says of a VM it did not link: one line; a bug's reason starts `internal error:`, as plain link says one (failureText). */
@@ -1174,6 +1190,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       const undoWrites: UndoStateWriteFailure[] = [];
       // Undo steps that failed (devices, namespaces left): a line each too.
       const undoSteps: UndoStepFailure[] = [];
+      const foreign = new Map<string, ForeignChanged[]>();
       // The state lock not released as it should be (after the run failed, or did its work): a line too, last.
       const unlockFailures: StateStoreError[] = [];
       const undoDetachLines = (): string[] => undoFailures.map((failure) => undoDetachLine(failure, failure.socket ?? vmmSocket(flags, failure.vmm, failure.vm), given.cwd));
@@ -1227,7 +1244,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         const stopped = done.takeDownStopped;
         const stoppedVms = flags.json === true ? (stopped?.reports ?? []).map((report) => vmName(report.vm)) : [];
         for (const vm of new Set([...done.linked.keys(), ...done.unlinked.keys(), ...stoppedVms])) {
-          lines.push(...linkedVmLines(vm, done.linked.get(vm) ?? [], done.unlinked.get(vm) ?? [], done.vmmFailures, flags.json === true, stopped));
+          lines.push(...linkedVmLines(vm, done.linked.get(vm) ?? [], done.unlinked.get(vm) ?? [], done.vmmFailures, flags.json === true, stopped, foreign.get(vm)));
         }
         // With --keep-going, a line for each VM it did not link (stderr says why too).
         // (`badInput`: it failed by bad usage or input, as plain link would have exited 2;
@@ -1254,7 +1271,12 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         const onUndoStateWriteFailed = (failure: UndoStateWriteFailure): void => void undoWrites.push(failure);
         const onUndoStepFailed = (failure: UndoStepFailure): void => void undoSteps.push(failure);
         const onUnlockFailed = (failure: StateStoreError): void => void unlockFailures.push(failure);
-        const runOptions = { ...linkerOpts, progress: linkProgressText(progress), signal: interruption.signal, onLeftDown, onUndoDetachFailed, onUndoStateWriteFailed, onUndoStepFailed, onUnlockFailed };
+        // What it changed of another's on a link's bridge is said as it is done (a later failure does not undo it).
+        const onForeignChanged = (vm: string, changed: ForeignChanged): void => {
+          foreign.set(vm, [...(foreign.get(vm) ?? []), changed]);
+          if (wouldLog('warn')) for (const line of foreignChangedLines(vm, changed)) log().warn(line);
+        };
+        const runOptions = { ...linkerOpts, progress: linkProgressText(progress), signal: interruption.signal, onLeftDown, onUndoDetachFailed, onUndoStateWriteFailed, onUndoStepFailed, onUnlockFailed, onForeignChanged };
         if (flags.all === true) {
           const whole = flags.keepGoing === true ? await linkAllKeepGoing(runOptions) : { ...(await linkAll(runOptions)), failed: [] };
           ({ all, ...outcome } = whole);

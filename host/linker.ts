@@ -10,7 +10,7 @@ import { type AttachChoice, type AttachMode, assertSideMtu, chosenAttachMode } f
 import { readConfigDir, readConfigVms } from './config-reader.js';
 import { type ConfigSnapshot, type Listing, requireValidVm, vmDirProblem } from './config.js';
 import { linkDeviceNames } from './device-names.js';
-import { DEVICE_KIND, type DesiredConnection, type DesiredSide, type DevicePlan, type ObservedDevice, mtuDeviceKey, mtuRestorePlan, planDevices, replacedDevices } from './device-plan.js';
+import { DEVICE_KIND, type DesiredConnection, type DesiredSide, type DevicePlan, type ObservedDevice, foreignChanged, mtuDeviceKey, mtuRestorePlan, planDevices, replacedDevices } from './device-plan.js';
 import { type AmbiguousAttach, type KeptAttach, type ModeSource, type StandingLink, ambiguousAttach, goneLink, isVmmMode, keptAttach, linkAttachModes, newLinkMode, shownAttachMode, sideMode } from './kept-attach.js';
 import { leftAsTheyAre, noVmReason, seenOf, statesByClient } from './link-listing.js';
 import { DEFAULT_LINK_MTU, type Link, type LinkAttachment, type LinkPair, type LinkState, allocateMany, emptyState, linksToUnlisted, mtuField, restorePairs, sameAttachment, sameState, setAttachments, withDevicePrefix } from './link-state.js';
@@ -400,6 +400,10 @@ export async function linkTransaction(
           noteMtusBefore(plan, seen.ipv6, made);
           try {
             await applyDevicePlan(plan, planMade);
+            foreignChanged(connections, plan).forEach((changed, index) => {
+              const vm = reports[index]?.vm;
+              if (changed !== null && vm !== undefined) options.onForeignChanged?.(vm, changed);
+            });
           } finally {
             // Only those its `ip netns add` made: one someone else made meanwhile is never the run's to delete (undoVms).
             for (const netns of planMade.namespaces) made.namespaces.add(netns);

@@ -52,6 +52,15 @@ describeNetns('list, show, unlink and link tell a link\'s devices by kind', () =
   const vxlanAtBridge = ['link', 'add', 'dev', names.bridge, 'type', 'vxlan', 'id', '7', 'dstport', '4789'];
   const ifbAtClient = ['link', 'add', 'dev', names.client, 'type', 'ifb'];
 
+  /** The messages of the warnings on a run's stderr (log lines, JSON off a terminal). */
+  const warnings = (stderr: string): string[] =>
+    stderr
+      .split('\n')
+      .filter((line) => line.trim() !== '')
+      .map((line) => JSON.parse(line) as { level: number; msg: string })
+      .filter((entry) => entry.level === 40)
+      .map((entry) => entry.msg);
+
   /** `list` or `show` of the link: its JSON entry, and its text lines (the link's and those under it). */
   const shown = async (args: readonly string[], id: number): Promise<{ json: unknown; lines: string[] }> => {
     const json = await world().link([...args, '--json']);
@@ -274,8 +283,53 @@ describeNetns('list, show, unlink and link tell a link\'s devices by kind', () =
     for (const address of ['198.51.100.1/24', '198.51.100.2/24', '203.0.113.5/32']) await world().host.ip(['address', 'add', address, 'dev', names.bridge]);
     expect((await shown(['list'], link.id)).json).toMatchObject({ bridgeAddresses: ['198.51.100.1/24', '203.0.113.5/32', '198.51.100.2/24'] });
     const result = await world().link(['link', 'appvm-lynx']);
-    expect([result.code, result.stderr]).toEqual([0, '']);
+    expect(result.code, result.stderr).toBe(0);
+    expect(warnings(result.stderr)).toEqual(['198.51.100.2/24', '198.51.100.1/24', '203.0.113.5/32'].map((address) => `link appvm-lynx: removed address ${address} from bridge ${names.bridge}`));
     expect((await world().host.ip(['-4', 'addr', 'show', 'dev', names.bridge])).stdout).toBe('');
+  });
+
+  it("link says what it changed of another's on a link's bridge: a warning on stderr for each foreign port taken off and each address removed, one for each device whose settings it put back; in --json the VM's line's `foreignChanged`; nothing where it changed nothing", async () => {
+    const link = await linkJson(['link', 'appvm-lynx', '--attach', 'netns']);
+    await world().host.ip(['tuntap', 'add', 'dev', 'intruder1', 'mode', 'tap']);
+    const intrude = async (): Promise<void> => {
+      await world().host.ip(['link', 'set', 'dev', 'intruder1', 'master', names.bridge]);
+      await world().host.ip(['address', 'add', '198.51.100.1/24', 'dev', names.bridge]);
+      await world().host.ip(['link', 'set', 'dev', names.bridge, 'type', 'bridge', 'ageing_time', '0']);
+      await world().host.ip(['link', 'set', 'dev', names.provider, 'type', 'bridge_slave', 'hairpin', 'on']);
+    };
+    try {
+      await intrude();
+      const said = await world().link(['link', 'appvm-lynx']);
+      expect(said.code, said.stderr).toBe(0);
+      expect(warnings(said.stderr)).toEqual([
+        `link appvm-lynx: took foreign port intruder1 off bridge ${names.bridge}`,
+        `link appvm-lynx: removed address 198.51.100.1/24 from bridge ${names.bridge}`,
+        `link appvm-lynx: put back ${names.bridge}'s ageing_time 30000`,
+        `link appvm-lynx: put back ${names.provider}'s hairpin off (a port of bridge ${names.bridge})`,
+      ]);
+      await intrude();
+      const json = await world().link(['link', 'appvm-lynx', '--json']);
+      expect(json.code, json.stderr).toBe(0);
+      expect(warnings(json.stderr)).toHaveLength(4);
+      const line = JSON.parse(json.stdout.trim()) as { vm: string; links: { id: number }[]; foreignChanged?: unknown };
+      expect(line.links.map((entry) => entry.id)).toEqual([link.id]);
+      expect(line.foreignChanged).toEqual([
+        {
+          bridge: names.bridge,
+          released: ['intruder1'],
+          addressesRemoved: ['198.51.100.1/24'],
+          settingsPutBack: [
+            { device: names.bridge, settings: ['ageing_time 30000'] },
+            { device: names.provider, settings: ['hairpin off'] },
+          ],
+        },
+      ]);
+      const again = await world().link(['link', 'appvm-lynx', '--json']);
+      expect([again.code, again.stderr]).toEqual([0, '']);
+      expect(JSON.parse(again.stdout.trim())).not.toHaveProperty('foreignChanged');
+    } finally {
+      await world().host.ip(['link', 'del', 'dev', 'intruder1']);
+    }
   });
 
   it("a link whose bridge learnt a VM's bridge for STP root is up once link turned STP off: its timers, the root's until it takes itself for root again, are none to put back", async () => {
