@@ -260,7 +260,7 @@ export type DeviceStep = { readonly netns: string | null } & (
   /** A veth pair: this end here, the peer (same name) in namespace peerNetns. */
   | { readonly op: 'add-veth'; readonly name: string; readonly peerNetns: string }
   /** Take a device the plan saw as a port of a link's bridge that is none of the link's off it (nomaster: it is not ours to delete). */
-  | { readonly op: 'release'; readonly name: string; readonly index: number }
+  | { readonly op: 'release'; readonly name: string; readonly index: number; readonly homeBridge?: string }
   /** Remove an IPv4 address the plan saw on a device (IPv6 ones go with IPv6 off). */
   | { readonly op: 'delete-address'; readonly name: string; readonly index: number; readonly address: string; readonly prefixLength: number }
   /** Put settings of a bridge (BRIDGE_SETTINGS), or of a bridge's port (PORT_SETTINGS), back to these values. */
@@ -449,15 +449,23 @@ function fixDevice(
  * off, bridgeSteps). Nothing where the observation did not look at its ports and addresses. And
  * its settings found other than a new bridge has them (STP on, say) go back.
  */
-function foreignOnBridge(bridge: ObservedDevice, sideDevices: ReadonlySet<string>): DeviceStep[] {
+function foreignOnBridge(bridge: ObservedDevice, sideDevices: ReadonlySet<string>, observed: ObservedDevices, homeBridges: ReadonlyMap<string, string>): DeviceStep[] {
   const ports = (bridge.ports ?? []).filter((port) => !sideDevices.has(port.name));
+  // A side device of another recorded link goes back on its own link's bridge, where that is
+  // there (seen: PlanOptions.homeBridges); else it is released as any other, its bridge named.
+  const offStep = (port: PortSeen): DeviceStep => {
+    const home = homeBridges.get(port.name);
+    if (home === undefined) return { netns: null, op: 'release', name: port.name, index: port.index };
+    if (observed.host.get(home)?.kind === DEVICE_KIND.bridge) return { netns: null, op: 'set', name: port.name, index: port.index, change: { master: home } };
+    return { netns: null, op: 'release', name: port.name, index: port.index, homeBridge: home };
+  };
   // Secondaries first: a primary's delete takes its subnet's secondaries with it, whose own
   // delete after it would fail (EADDRNOTAVAIL), the run with it.
   const ipv4 = (bridge.addresses ?? []).filter((address) => address.family === 4);
   const addresses = [...ipv4.filter((address) => address.secondary === true), ...ipv4.filter((address) => address.secondary !== true)];
   const changed = settingsChanged(BRIDGE_SETTINGS, bridge.settings);
   return [
-    ...ports.map((port): DeviceStep => ({ netns: null, op: 'release', name: port.name, index: port.index })),
+    ...ports.map(offStep),
     ...(changed.length === 0 ? [] : [settingsStep('bridge-settings', bridge, changed)]),
     ...addresses.map((address): DeviceStep => ({ netns: null, op: 'delete-address', name: bridge.name, index: bridge.index, address: address.address, prefixLength: address.prefixLength })),
   ];
@@ -555,6 +563,10 @@ export interface ForeignChanged {
   readonly bridge: string;
   /** Ports taken off it (nomaster). */
   readonly released: readonly string[];
+  /** Of those, side devices of another recorded link whose bridge is not there, each with that bridge: on no bridge now. */
+  readonly releasedFromLink?: readonly { readonly device: string; readonly bridge: string }[];
+  /** Side devices of another recorded link moved off it back onto their own link's bridge. */
+  readonly movedHome?: readonly { readonly device: string; readonly bridge: string }[];
   /** Its IPv4 addresses removed, as `ip addr` shows them (198.51.100.1/24). */
   readonly addressesRemoved: readonly string[];
   /** Each device (the bridge, a side device on it) whose settings went back, with them as `ip -d link` says them (`stp_state 0`, `hairpin off`). */
@@ -566,13 +578,17 @@ export function foreignChanged(connections: readonly DesiredConnection[], plan: 
   return connections.map((connection, index) => {
     const steps = plan.hostSteps[index] ?? [];
     const released = steps.flatMap((step) => (step.op === 'release' ? [step.name] : []));
+    const releasedFromLink = steps.flatMap((step) => (step.op === 'release' && step.homeBridge !== undefined ? [{ device: step.name, bridge: step.homeBridge }] : []));
+    // A set step with a master other than the connection's is a foreign port moved to its own bridge (foreignOnBridge).
+    const movedHome = steps.flatMap((step) => (step.op === 'set' && step.change.master !== undefined && step.change.master !== connection.bridge ? [{ device: step.name, bridge: step.change.master }] : []));
     const addressesRemoved = steps.flatMap((step) => (step.op === 'delete-address' ? [`${step.address}/${step.prefixLength}`] : []));
     const settingsPutBack = steps.flatMap((step) => {
       if (step.op !== 'bridge-settings' && step.op !== 'port-settings') return [];
       const table = step.op === 'bridge-settings' ? BRIDGE_SETTINGS : PORT_SETTINGS;
       return [{ device: step.name, settings: Object.entries(step.settings).map(([name, value]) => `${name} ${settingText(table, name, value)}`) }];
     });
-    return released.length + addressesRemoved.length + settingsPutBack.length === 0 ? null : { bridge: connection.bridge, released, addressesRemoved, settingsPutBack };
+    if (released.length + addressesRemoved.length + settingsPutBack.length + movedHome.length === 0) return null;
+    return { bridge: connection.bridge, released, ...(releasedFromLink.length > 0 && { releasedFromLink }), ...(movedHome.length > 0 && { movedHome }), addressesRemoved, settingsPutBack };
   });
 }
 
@@ -605,8 +621,18 @@ export function createdKinds(plan: DevicePlan): Map<string, string> {
   return kinds;
 }
 
+/** What a plan knows besides the devices: the links recorded besides its own. */
+export interface PlanOptions {
+  /**
+   * The side devices of links recorded that are none of the plan's, each with its link's bridge:
+   * one found on a bridge of the plan's goes back on that bridge where it is observed (a bridge),
+   * else off (said with it: a release step's homeBridge).
+   */
+  readonly homeBridges?: ReadonlyMap<string, string>;
+}
+
 /** The steps that make every connection's devices exist exactly as desired. */
-export function planDevices(connections: readonly DesiredConnection[], observed: ObservedDevices): DevicePlan {
+export function planDevices(connections: readonly DesiredConnection[], observed: ObservedDevices, options: PlanOptions = {}): DevicePlan {
   const plan: PlanBuilder = { missingNamespaces: new Set(), seenNamespaces: new Map(), clearFarEnds: [], hostSteps: [], configureFarEnds: [], creates: [] };
   const { creates } = plan;
   const hostSteps: DeviceStep[][] = [];
@@ -625,7 +651,7 @@ export function planDevices(connections: readonly DesiredConnection[], observed:
       creates.push(connection.bridge);
     }
     const bridgeReplaced = bridge !== undefined && !isBridge;
-    if (isBridge) steps.push(...foreignOnBridge(bridge, sideDevices));
+    if (isBridge) steps.push(...foreignOnBridge(bridge, sideDevices, observed, options.homeBridges ?? new Map()));
     planSide(connection.client, connection, observed, plan, bridgeReplaced);
     planSide(connection.provider, connection, observed, plan, bridgeReplaced);
     // The bridge comes up after its ports joined, as in a hand-written batch.

@@ -673,9 +673,15 @@ function linkedVmLines(
 }
 
 /** What `link` says on stderr (a warning each) of what it changed of another's on a link's bridge of `vm`'s. */
-function foreignChangedLines(vm: string, { bridge, released, addressesRemoved, settingsPutBack }: ForeignChanged): string[] {
+function foreignChangedLines(vm: string, { bridge, released, releasedFromLink = [], movedHome = [], addressesRemoved, settingsPutBack }: ForeignChanged): string[] {
+  const homeOf = (port: string): string | undefined => releasedFromLink.find((entry) => entry.device === port)?.bridge;
   return [
-    ...released.map((port) => `link ${vm}: took foreign port ${port} off bridge ${bridge}`),
+    ...movedHome.map(({ device, bridge: home }) => `link ${vm}: put ${device}, another link's side device, back on its link's bridge ${home} (off bridge ${bridge})`),
+    ...released.map((port) => {
+      const home = homeOf(port);
+      const note = home === undefined ? '' : ` (another link's side device, whose bridge ${home} is not there: it is on no bridge now; link its VM to make it)`;
+      return `link ${vm}: took foreign port ${port} off bridge ${bridge}${note}`;
+    }),
     ...addressesRemoved.map((address) => `link ${vm}: removed address ${address} from bridge ${bridge}`),
     ...settingsPutBack.map(({ device, settings }) => `link ${vm}: put back ${device}'s ${settings.join(', ')}${device === bridge ? '' : ` (a port of bridge ${bridge})`}`),
   ];

@@ -288,6 +288,25 @@ describeNetns('list, show, unlink and link tell a link\'s devices by kind', () =
     expect((await world().host.ip(['-4', 'addr', 'show', 'dev', names.bridge])).stdout).toBe('');
   });
 
+  it("link puts another recorded link's side device found on a link's bridge back on its own link's bridge, saying so; where that bridge is not there, takes it off, saying it is on no bridge now", async () => {
+    const lynx = await linkJson(['link', 'appvm-lynx', '--attach', 'none']);
+    const catgirl = await linkJson(['link', 'appvm-catgirl', '--attach', 'none']);
+    await world().host.ip(['link', 'set', 'dev', catgirl.clientDevice, 'master', lynx.bridge]);
+    const moved = await world().link(['link', 'appvm-lynx']);
+    expect(moved.code, moved.stderr).toBe(0);
+    expect(warnings(moved.stderr)).toEqual([`link appvm-lynx: put ${catgirl.clientDevice}, another link's side device, back on its link's bridge ${catgirl.bridge} (off bridge ${lynx.bridge})`]);
+    expect((await devices(world().host)).get(catgirl.clientDevice)?.master).toBe(catgirl.bridge);
+    // Its own bridge gone (its provider's tap with it, off no bridge then): taken off, said on no bridge.
+    await world().host.ip(['link', 'del', 'dev', catgirl.bridge]);
+    await world().host.ip(['link', 'set', 'dev', catgirl.clientDevice, 'master', lynx.bridge]);
+    const released = await world().link(['link', 'appvm-lynx']);
+    expect(released.code, released.stderr).toBe(0);
+    expect(warnings(released.stderr)).toEqual([
+      `link appvm-lynx: took foreign port ${catgirl.clientDevice} off bridge ${lynx.bridge} (another link's side device, whose bridge ${catgirl.bridge} is not there: it is on no bridge now; link its VM to make it)`,
+    ]);
+    expect((await devices(world().host)).get(catgirl.clientDevice)?.master).toBeUndefined();
+  });
+
   it("link says what it changed of another's on a link's bridge: a warning on stderr for each foreign port taken off and each address removed, one for each device whose settings it put back; in --json the VM's line's `foreignChanged`; nothing where it changed nothing", async () => {
     const link = await linkJson(['link', 'appvm-lynx', '--attach', 'netns']);
     await world().host.ip(['tuntap', 'add', 'dev', 'intruder1', 'mode', 'tap']);
