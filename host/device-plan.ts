@@ -76,6 +76,12 @@ export interface ObservedDevice {
    * port of it. Absent where it did not look (nothing is known of its ports then).
    */
   readonly ports?: readonly PortSeen[];
+  /**
+   * Of a bridge, where the observation looked at every device of the namespace with its bridges
+   * (list, show): the devices stacked on it (whose lower device it is, IFLA_LINK: a macvlan, a
+   * vlan, an ipvlan), each with its kind. Absent where it did not look.
+   */
+  readonly uppers?: readonly { readonly name: string; readonly kind: string | null }[];
   /** Where the observation looked (observeDevices' `bridges`): the IP addresses the device has. Absent where it did not look. */
   readonly addresses?: readonly DeviceAddress[];
   /**

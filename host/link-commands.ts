@@ -368,9 +368,10 @@ function offBridgeLine({ device, master }: OffBridge, bridge: string): string {
 }
 
 /** What `list` and `show` say, under a link, of what is on its bridge that is none of the link's (names and addresses from the kernel: escaped where they hold control characters). */
-function onBridgeLines({ ports, addresses }: BridgeForeign, bridge: string): string[] {
+function onBridgeLines({ ports, addresses, uppers }: BridgeForeign, bridge: string): string[] {
   return [
     ...ports.map((port) => `  ${shownPath(port)} is a port of this link's bridge ${bridge}, not one of the link's (link takes it off)`),
+    ...uppers.map(({ device, kind }) => `  ${shownPath(device)} (${shownPath(kind ?? 'no kind')}) is stacked on this link's bridge ${bridge}: whoever holds it is a party on a VM's link (link leaves it, not spectrum-link's: delete it)`),
     ...addresses.map((address) => `  ${bridge} has address ${address}: the host is no party on a VM's link (link removes it)`),
   ];
 }
@@ -382,7 +383,7 @@ function settingOffLine({ device, setting, value, expected }: SettingOff, bridge
 }
 
 /** Whether anything is on a link's bridge that is none of the link's. */
-const bridgeShared = ({ ports, addresses }: BridgeForeign): boolean => ports.length + addresses.length > 0;
+const bridgeShared = ({ ports, addresses, uppers }: BridgeForeign): boolean => ports.length + addresses.length + uppers.length > 0;
 
 /** What `unlink` (and `link` taking down a provider dropped) says, under a link it took down, of the devices of other kinds under its names that it deleted with the link's own. */
 function foreignDeletedLine(foreign: readonly ForeignDevice[]): string {
@@ -1503,9 +1504,10 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       // `offBridge` only where there are any, as `farEndsElsewhere`.
       const offBridge = (entry: ListedLink): Record<string, unknown> => (entry.offBridge.length === 0 ? {} : { offBridge: entry.offBridge.map(({ device, master }) => ({ device, master })) });
       // `foreignPorts` and `bridgeAddresses` only where there are any, as `offBridge`.
-      const onBridge = ({ onBridge: { ports, addresses } }: ListedLink): Record<string, unknown> => ({
+      const onBridge = ({ onBridge: { ports, addresses, uppers } }: ListedLink): Record<string, unknown> => ({
         ...(ports.length > 0 && { foreignPorts: ports.map((device) => ({ device })) }),
         ...(addresses.length > 0 && { bridgeAddresses: addresses }),
+        ...(uppers.length > 0 && { upperDevices: uppers }),
       });
       // `changedSettings` only where there are any, as `offBridge`.
       const changedSettings = ({ settingsOff }: ListedLink): Record<string, unknown> =>

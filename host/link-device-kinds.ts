@@ -157,7 +157,8 @@ export interface BridgeForeign {
   /** Ports of its bridge other than its side devices. */
   readonly ports: readonly string[];
   /** The bridge's IP addresses, as `ip addr` shows them (198.51.100.1/24). */
-  readonly addresses: readonly string[];
+  readonly addresses: readonly string[];  /** Devices stacked on the bridge (a macvlan: IFLA_LINK), each with its kind: the host (or whoever holds it) is a party on the link through it. link leaves them: not spectrum-link's. */
+  readonly uppers: readonly { readonly device: string; readonly kind: string | null }[];
 }
 
 /**
@@ -165,11 +166,12 @@ export interface BridgeForeign {
  * (`host` observed with its bridges' ports and addresses). None where a device is missing or
  * foreign (the link is said so first), or where the observation did not look.
  */
-export function foreignOnBridge(names: LinkDeviceNames, seen: Pick<LinkDevicesSeen, 'devicesThere'>, host: ReadonlyMap<string, Pick<ObservedDevice, 'ports' | 'addresses'>>): BridgeForeign {
+export function foreignOnBridge(names: LinkDeviceNames, seen: Pick<LinkDevicesSeen, 'devicesThere'>, host: ReadonlyMap<string, Pick<ObservedDevice, 'ports' | 'addresses' | 'uppers'>>): BridgeForeign {
   const bridge = seen.devicesThere ? host.get(names.bridge) : undefined;
   return {
     ports: (bridge?.ports ?? []).map((port) => port.name).filter((port) => port !== names.client && port !== names.provider),
     addresses: (bridge?.addresses ?? []).map(addressText),
+    uppers: (bridge?.uppers ?? []).map(({ name, kind }) => ({ device: name, kind })),
   };
 }
 

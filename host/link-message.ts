@@ -737,6 +737,16 @@ export interface BridgeDetails {
 export function observedDevices(links: readonly LinkInfo[], bridges?: BridgeDetails): Map<string, ObservedDevice> {
   const names = new Map(links.map((link) => [link.index, link.name]));
   const portsOf = new Map<number, PortSeen[]>();
+  // A device stacked on another of this namespace (a macvlan on a bridge) gives it as IFLA_LINK, no
+  // IFLA_LINK_NETNSID (which a veth whose peer is elsewhere gives); one stacked on it from another
+  // namespace is not among `links`.
+  const uppersOf = new Map<number, { name: string; kind: string | null }[]>();
+  if (bridges !== undefined) {
+    for (const link of links) {
+      if (link.peerNetnsId !== null || link.peerIndex === null || link.peerIndex === link.index || link.kind === 'veth') continue;
+      uppersOf.set(link.peerIndex, [...(uppersOf.get(link.peerIndex) ?? []), { name: link.name, kind: link.kind }]);
+    }
+  }
   const addressesOf = new Map<number, DeviceAddress[]>();
   if (bridges !== undefined) {
     const seen = new Set<number>();
@@ -754,6 +764,7 @@ export function observedDevices(links: readonly LinkInfo[], bridges?: BridgeDeta
       link.name,
       {
         ...(bridges !== undefined && link.kind === 'bridge' && { ports: portsOf.get(link.index) ?? [] }),
+        ...(bridges !== undefined && link.kind === 'bridge' && { uppers: uppersOf.get(link.index) ?? [] }),
         ...(bridges !== undefined && { addresses: addressesOf.get(link.index) ?? [] }),
         ...(link.settings !== undefined && { settings: link.settings }),
         index: link.index,

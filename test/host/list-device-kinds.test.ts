@@ -278,6 +278,29 @@ describeNetns('list, show, unlink and link tell a link\'s devices by kind', () =
     }
   });
 
+  it("a link whose bridge has a device stacked on it (a macvlan: the host a party on the link through it) is flagged in list and show (`bridge shared`, JSON `upperDevices`, a line under it); link leaves it, not spectrum-link's", async () => {
+    const link = await linkJson(['link', 'appvm-lynx', '--attach', 'netns']);
+    const up = { ...link, attachRecorded: true, present: true, linked: true, foreign: [] };
+    await world().host.ip(['link', 'add', 'link', names.bridge, 'name', 'stacked0', 'type', 'macvlan', 'mode', 'bridge']);
+    try {
+      const flagged = {
+        json: { ...up, upperDevices: [{ device: 'stacked0', kind: 'macvlan' }] },
+        lines: [
+          lineOf(link, 'netns', 'netns', 'bridge shared'),
+          `  stacked0 (macvlan) is stacked on this link's bridge ${link.bridge}: whoever holds it is a party on a VM's link (link leaves it, not spectrum-link's: delete it)`,
+        ],
+      };
+      for (const command of [['list'], ['show', 'appvm-lynx']]) expect(await shown(command, link.id)).toEqual(flagged);
+      expect(await linkJson(['link', 'appvm-lynx'])).toEqual(link);
+      expect((await devices(world().host)).has('stacked0')).toBe(true);
+      expect(await shown(['list'], link.id)).toEqual(flagged);
+      await world().host.ip(['link', 'del', 'dev', 'stacked0']);
+      expect(await shown(['list'], link.id)).toEqual({ json: up, lines: [lineOf(link, 'netns', 'netns', 'up')] });
+    } finally {
+      if ((await devices(world().host)).has('stacked0')) await world().host.ip(['link', 'del', 'dev', 'stacked0']);
+    }
+  });
+
   it('link removes every IPv4 address of a subnet on a link\'s bridge, its secondaries (which the primary\'s delete takes with it) first: it failed on them, the addresses gone', async () => {
     const link = await linkJson(['link', 'appvm-lynx', '--attach', 'netns']);
     for (const address of ['198.51.100.1/24', '198.51.100.2/24', '203.0.113.5/32']) await world().host.ip(['address', 'add', address, 'dev', names.bridge]);
