@@ -196,10 +196,13 @@ export interface DeviceAddress {
    * first): deleting that one deletes it too (or makes it the primary).
    */
   readonly secondary?: true;
+  /** A point-to-point address's peer (`ip addr add A peer B`: IFA_ADDRESS other than IFA_LOCAL), in the same form. */
+  readonly peer?: string;
 }
 
-/** An address as `ip addr` shows it: 198.51.100.1/24. */
-export const addressText = (address: DeviceAddress): string => `${address.address}/${address.prefixLength}`;
+/** An address as `ip addr` shows it: 198.51.100.1/24, or with its peer 198.51.100.1 peer 198.51.100.2/32. */
+export const addressText = (address: DeviceAddress): string =>
+  address.peer === undefined ? `${address.address}/${address.prefixLength}` : `${address.address} peer ${address.peer}/${address.prefixLength}`;
 
 /**
  * A VM namespace as observed: which namespace its file held (the descriptor the devices were
@@ -268,7 +271,7 @@ export type DeviceStep = { readonly netns: string | null } & (
   /** Take a device the plan saw as a port of a link's bridge that is none of the link's off it (nomaster: it is not ours to delete). */
   | { readonly op: 'release'; readonly name: string; readonly index: number; readonly homeBridge?: string }
   /** Remove an IPv4 address the plan saw on a device (IPv6 ones go with IPv6 off). */
-  | { readonly op: 'delete-address'; readonly name: string; readonly index: number; readonly address: string; readonly prefixLength: number }
+  | { readonly op: 'delete-address'; readonly name: string; readonly index: number; readonly address: string; readonly prefixLength: number; readonly peer?: string }
   /** Put settings of a bridge (BRIDGE_SETTINGS), or of a bridge's port (PORT_SETTINGS), back to these values. */
   | { readonly op: 'bridge-settings' | 'port-settings'; readonly name: string; readonly index: number; readonly settings: Readonly<Record<string, number>> }
   /** Turn IPv6 off on it (which also removes every IPv6 address it has). */
@@ -290,7 +293,7 @@ export function stepText(step: DeviceStep): string {
     case 'release':
       return `ip link set dev ${step.name} nomaster`;
     case 'delete-address':
-      return `ip addr del ${step.address}/${step.prefixLength} dev ${step.name}`;
+      return `ip addr del ${addressText({ family: 4, ...step })} dev ${step.name}`;
     case 'bridge-settings':
     case 'port-settings': {
       const [kind, table] = step.op === 'bridge-settings' ? ['bridge', BRIDGE_SETTINGS] : ['bridge_slave', PORT_SETTINGS];
@@ -473,7 +476,15 @@ function foreignOnBridge(bridge: ObservedDevice, sideDevices: ReadonlySet<string
   return [
     ...ports.map(offStep),
     ...(changed.length === 0 ? [] : [settingsStep('bridge-settings', bridge, changed)]),
-    ...addresses.map((address): DeviceStep => ({ netns: null, op: 'delete-address', name: bridge.name, index: bridge.index, address: address.address, prefixLength: address.prefixLength })),
+    ...addresses.map((address): DeviceStep => ({
+      netns: null,
+      op: 'delete-address',
+      name: bridge.name,
+      index: bridge.index,
+      address: address.address,
+      prefixLength: address.prefixLength,
+      ...(address.peer !== undefined && { peer: address.peer }),
+    })),
   ];
 }
 
@@ -587,7 +598,7 @@ export function foreignChanged(connections: readonly DesiredConnection[], plan: 
     const releasedFromLink = steps.flatMap((step) => (step.op === 'release' && step.homeBridge !== undefined ? [{ device: step.name, bridge: step.homeBridge }] : []));
     // A set step with a master other than the connection's is a foreign port moved to its own bridge (foreignOnBridge).
     const movedHome = steps.flatMap((step) => (step.op === 'set' && step.change.master !== undefined && step.change.master !== connection.bridge ? [{ device: step.name, bridge: step.change.master }] : []));
-    const addressesRemoved = steps.flatMap((step) => (step.op === 'delete-address' ? [`${step.address}/${step.prefixLength}`] : []));
+    const addressesRemoved = steps.flatMap((step) => (step.op === 'delete-address' ? [addressText({ family: 4, ...step })] : []));
     const settingsPutBack = steps.flatMap((step) => {
       if (step.op !== 'bridge-settings' && step.op !== 'port-settings') return [];
       const table = step.op === 'bridge-settings' ? BRIDGE_SETTINGS : PORT_SETTINGS;

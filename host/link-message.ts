@@ -694,14 +694,22 @@ export function decodeAddresses(bytes: Uint8Array): AddressInfo[] {
       const body = offset + NLMSG_HDRLEN;
       const family = bytes[body];
       const attributes = attributesOf(bytes, body + IFADDRMSG_LEN, offset + length);
-      // IFA_LOCAL is the address itself (IFA_ADDRESS the peer's, on a point-to-point device).
-      const raw = attributes.get(IFA_LOCAL) ?? attributes.get(IFA_ADDRESS);
+      // IFA_LOCAL is the address itself (IFA_ADDRESS the peer's, on a point-to-point device, or
+      // one given a peer: `ip addr add A peer B`; the same as IFA_LOCAL otherwise).
+      const local = attributes.get(IFA_LOCAL);
+      const other = attributes.get(IFA_ADDRESS);
+      const raw = local ?? other;
+      const peerRaw = local !== undefined && other !== undefined && Buffer.compare(local, other) !== 0 ? other : undefined;
       const index = view.getUint32(body + 4, true);
       const prefixLength = bytes[body + 1] ?? 0;
       // IFA_F_SECONDARY is among ifa_flags' low 8 bits (IFA_FLAGS repeats them, and more).
       const secondary = ((bytes[body + 2] ?? 0) & IFA_F_SECONDARY) !== 0;
-      if (family === AF_INET && raw?.length === 4) found.push({ index, family: 4, address: [...raw].join('.'), prefixLength, ...(secondary && { secondary: true as const }) });
-      else if (family === AF_INET6 && raw?.length === 16) found.push({ index, family: 6, address: ipv6Text(raw), prefixLength });
+      if (family === AF_INET && raw?.length === 4) {
+        const peer = peerRaw?.length === 4 ? { peer: [...peerRaw].join('.') } : {};
+        found.push({ index, family: 4, address: [...raw].join('.'), prefixLength, ...(secondary && { secondary: true as const }), ...peer });
+      } else if (family === AF_INET6 && raw?.length === 16) {
+        found.push({ index, family: 6, address: ipv6Text(raw), prefixLength, ...(peerRaw?.length === 16 && { peer: ipv6Text(peerRaw) }) });
+      }
     }
     offset += align4(length);
   }

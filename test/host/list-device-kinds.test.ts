@@ -301,6 +301,22 @@ describeNetns('list, show, unlink and link tell a link\'s devices by kind', () =
     }
   });
 
+  it("an address with a peer on a link's bridge is shown as `ip addr` shows it (A peer B/32) in list and show, and in link's warning as it removes it", async () => {
+    const link = await linkJson(['link', 'appvm-lynx', '--attach', 'netns']);
+    await world().host.ip(['address', 'add', '198.51.100.1', 'peer', '198.51.100.2', 'dev', names.bridge]);
+    const shownByIp = (await world().host.ip(['-br', 'address', 'show', 'dev', names.bridge])).stdout;
+    expect(shownByIp).toContain('198.51.100.1 peer 198.51.100.2/32');
+    for (const command of [['list'], ['show', 'appvm-lynx']]) {
+      const { json, lines } = await shown(command, link.id);
+      expect(json).toMatchObject({ bridgeAddresses: ['198.51.100.1 peer 198.51.100.2/32'] });
+      expect(lines).toContain(`  ${names.bridge} has address 198.51.100.1 peer 198.51.100.2/32: the host is no party on a VM's link (link removes it)`);
+    }
+    const result = await world().link(['link', 'appvm-lynx']);
+    expect(result.code, result.stderr).toBe(0);
+    expect(warnings(result.stderr)).toEqual([`link appvm-lynx: removed address 198.51.100.1 peer 198.51.100.2/32 from bridge ${names.bridge}`]);
+    expect((await world().host.ip(['-4', 'addr', 'show', 'dev', names.bridge])).stdout).toBe('');
+  });
+
   it('link removes every IPv4 address of a subnet on a link\'s bridge, its secondaries (which the primary\'s delete takes with it) first: it failed on them, the addresses gone', async () => {
     const link = await linkJson(['link', 'appvm-lynx', '--attach', 'netns']);
     for (const address of ['198.51.100.1/24', '198.51.100.2/24', '203.0.113.5/32']) await world().host.ip(['address', 'add', address, 'dev', names.bridge]);
