@@ -54,7 +54,7 @@ import {
   checkNetnsPrefix,
 } from './linker-types.js';
 import { type GivenOptions, linkCommand, shellWord, socketFromAnywhere, unlinkCommand } from './printed-command.js';
-import { recordedPrefixesOf } from './state-prefix.js';
+import { netnsPrefixNotRecordedNote, recordedPrefixesOf } from './state-prefix.js';
 import { DEFAULT_LOCK_TIMEOUT_MS, LOCK_WAIT_ENV, STATE_DIR_ENV, type StateStoreError, requireNamedStateDir, stateDirAbsent, stateDirFrom } from './state-store.js';
 import { type VmName, vmName } from './vm-name.js';
 import {
@@ -226,8 +226,8 @@ async function stateNetnsOptions(
   flags: StateFlags & { netnsPrefix: string },
   env: Env,
   command: Command,
+  state: RecordedPrefixes = recordedPrefixes(),
 ): Promise<Pick<LinkerOptions, 'stateDir' | 'stateDirSource' | 'devicePrefix' | 'devicePrefixSource' | 'netnsPrefix' | 'netnsPrefixSource'>> {
-  const state = recordedPrefixes();
   const options = await stateOptions(flags, env, command, state);
   const source = sourceOf(command, 'netnsPrefix', '--netns-prefix', NETNS_PREFIX_ENV, env);
   const given = netnsPrefixFrom(flags.netnsPrefix, source);
@@ -356,9 +356,39 @@ function foreignLine({ role, device, kind, expected }: ForeignDevice): string {
   return `  ${device} is ${deviceOfKind(kind)}, not this link's ${role === 'bridge' ? 'bridge' : `${role} ${wanted}`}`;
 }
 
-/** What `list` and `show` say, under a link, of a veth of it whose far end is not in its VM's namespace under its name. */
-function farEndLine({ device, netns }: FarEndElsewhere): string {
-  return `  ${device} is a veth whose far end is not ${device} in network namespace ${netns} (link makes the pair anew)`;
+/**
+ * What `list` and `show` say, under a link, of a veth of it whose far end is not in its VM's
+ * namespace under its name; looked for under a netns prefix the state does not record (`stray`),
+ * not that link makes the pair anew (given that prefix, link is refused; given none, it finds it).
+ */
+function farEndLine({ device, netns }: FarEndElsewhere, stray?: StrayNetnsPrefix): string {
+  const hint = stray === undefined ? 'link makes the pair anew' : `looked for under netns prefix ${JSON.stringify(stray.given)}, not the one the state records, ${JSON.stringify(stray.recorded)}`;
+  return `  ${device} is a veth whose far end is not ${device} in network namespace ${netns} (${hint})`;
+}
+
+/** A netns prefix given to `list` or `show` that is not the one the state records for its netns links. */
+interface StrayNetnsPrefix {
+  readonly given: string;
+  readonly recorded: string;
+}
+
+/**
+ * `list` and `show`'s options (stateNetnsOptions), and the netns prefix given where the state
+ * records another for its netns links (said on stderr, one line: netnsPrefixNotRecordedNote), of
+ * the one read of the state that gives the recorded prefixes.
+ */
+async function listingNetnsOptions(
+  flags: StateFlags & { netnsPrefix: string },
+  env: Env,
+  command: Command,
+): Promise<{ options: Awaited<ReturnType<typeof stateNetnsOptions>>; stray?: StrayNetnsPrefix }> {
+  const state = recordedPrefixes();
+  const options = await stateNetnsOptions(flags, env, command, state);
+  if (options.netnsPrefixSource?.from === 'state') return { options };
+  const recorded = (await state(options.stateDir)).netnsPrefix;
+  if (recorded === undefined || recorded === options.netnsPrefix) return { options };
+  process.stderr.write(`spectrum-link: ${oneLine(netnsPrefixNotRecordedNote(options.stateDir, recorded, options.netnsPrefix, options.netnsPrefixSource))}\n`);
+  return { options, stray: { given: options.netnsPrefix, recorded } };
 }
 
 /** What `list` and `show` say, under a link, of a side device of it that is not a port of its bridge (the master a device name from the kernel: escaped where it holds control characters). */
@@ -766,7 +796,7 @@ function keepGoingStopLines(stopped: KeepGoingStop): string[] {
 }
 
 /**
- * Run `unlink` or `gc` so that the first SIGINT or SIGTERM while it waits for another run's state
+ * Run `unlink` or `gc` so that the first SIGINT, SIGTERM or SIGHUP while it waits for another run's state
  * lock stops the wait, saying so in one line (exit 128 + the signal's number). Once the lock is
  * held a signal still ends the process at once (their work is not interruptible: a kernel bulk
  * delete goes on without it), but after one line, `held`'s: what may be partly done, what to run;
@@ -781,13 +811,13 @@ async function interruptibleLockWait<T>(
   run: (wait: { signal: AbortSignal; onLockHeld: () => void; onTakeDownBegun: () => void; onUnlockFailed: (failure: StateStoreError) => void }) => Promise<T>,
   said: (error: unknown) => unknown = (error) => error,
 ): Promise<{ done: T; unreleased: readonly StateStoreError[] }> {
-  const interruption = interruptOnSignals('spectrum-link', nothing);
+  const interruption = interruptOnSignals('spectrum-link', nothing, process.stderr, { hangup: true });
   let exiting: { dispose(): void } | undefined;
   // Under the lock, reading the state and listing devices changes nothing: a signal then says so.
   let begun = false;
   const onLockHeld = (): void => {
     interruption.dispose();
-    exiting ??= exitOnSignals('spectrum-link', (signal) => oneLine(begun ? held(signal) : `${name} interrupted by ${signal} before it changed anything: ${nothing}`));
+    exiting ??= exitOnSignals('spectrum-link', (signal) => oneLine(begun ? held(signal) : `${name} interrupted by ${signal} before it changed anything: ${nothing}`), process.stderr, { hangup: true });
   };
   const unlockFailures: StateStoreError[] = [];
   try {
@@ -1183,9 +1213,10 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       const started = performance.now();
       // A bulk link takes seconds: on a terminal, a line that says how far it has got.
       const progress: Progress = flags.json !== true && (flags.all === true || names.length > 1) ? terminalProgress() : NO_PROGRESS;
-      // The first SIGINT or SIGTERM stops the run at its next safe point and undoes it, as a
-      // failure would; a second exits at once.
-      const interruption = interruptOnSignals('spectrum-link', 'what this run made may be left over: run it again, and it converges');
+      // The first SIGINT, SIGTERM or SIGHUP (its terminal gone: an SSH session dropped) stops the
+      // run at its next safe point and undoes it, as a failure would; a second exits at once (not a
+      // SIGHUP again: a hangup comes twice).
+      const interruption = interruptOnSignals('spectrum-link', 'what this run made may be left over: run it again, and it converges', process.stderr, { hangup: true });
       let outcome: KeepGoingOutcome;
       // `link --all`'s VMs and the config dir as the run linked them.
       let all: AllVms | undefined;
@@ -1493,7 +1524,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
   // modes as its devices show them: unknown for a tap (null, `?`), which gets no VMM arguments.
   // A device under a link's name of another kind than the link makes there is none of its (not
   // present, not linked): `foreign` in JSON, a line under the link in text.
-  const printListed = (listed: ListedLink[], json: boolean): void => {
+  const printListed = (listed: ListedLink[], json: boolean, stray?: StrayNetnsPrefix): void => {
     const mtuOf = (entry: ListedLink): number => entry.mtu ?? DEFAULT_NIC_MTU;
     if (json) {
       const foreign = (entry: ListedLink): Record<string, unknown>[] => foreignJson(entry.foreign);
@@ -1534,7 +1565,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         `${reportLine(entry, entry.linked, true)}  ${state(entry)}`,
         ...(entry.linked && entry.present ? vmmArgumentLines(entry, mtuOf(entry)) : []),
         ...entry.foreign.map(foreignLine),
-        ...entry.farEndsElsewhere.map(farEndLine),
+        ...entry.farEndsElsewhere.map((elsewhere) => farEndLine(elsewhere, stray)),
         ...entry.offBridge.map((off) => offBridgeLine(off, entry.bridge)),
         ...onBridgeLines(entry.onBridge, entry.bridge),
         ...entry.settingsOff.map((off) => settingOffLine(off, entry.bridge)),
@@ -1555,9 +1586,10 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
     .addOption(option.netnsPrefix())
     .addOption(option.json())
     .action(async (flags: ListFlags, command: Command) => {
-      const options = { ...(await stateNetnsOptions(flags, env, command)), attach: DEFAULT_ATTACH };
+      const given = await listingNetnsOptions(flags, env, command);
+      const options = { ...given.options, attach: DEFAULT_ATTACH };
       requireNamedStateDir(options.stateDir, options.stateDirSource);
-      printListed(await listLinks(options), flags.json === true);
+      printListed(await listLinks(options), flags.json === true, given.stray);
     });
 
   const show = new Command('show')
@@ -1569,9 +1601,10 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
     .addOption(option.netnsPrefix())
     .addOption(option.json())
     .action(async (name: string, flags: ShowFlags, command: Command) => {
-      const options = { ...(await stateNetnsOptions(flags, env, command)), ...configOptions(flags.configDir, env), attach: DEFAULT_ATTACH };
+      const given = await listingNetnsOptions(flags, env, command);
+      const options = { ...given.options, ...configOptions(flags.configDir, env), attach: DEFAULT_ATTACH };
       requireNamedStateDir(options.stateDir, options.stateDirSource);
-      printListed(await showLinks(name, options), flags.json === true);
+      printListed(await showLinks(name, options), flags.json === true, given.stray);
     });
 
   const gc = new Command('gc')

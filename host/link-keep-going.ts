@@ -455,8 +455,8 @@ async function keepGoingPasses(vms: readonly VmName[], options: LinkerOptions, s
   // The modes it keeps, checked as it links each VM (no check up front: a VM whose mode cannot be,
   // kept or chosen, fails alone).
   const kept = await runKeptAttach(partition.valid, snapshot, before, options);
-  // A VM at a VMM socket path an earlier VM of the run has (a template without {vm}) fails alone.
-  for (const [vm, error] of runSocketSharing(partition.valid, snapshot, kept, options)) failures.set(vm, error);
+  // A VM at a VMM socket path an earlier VM of the run has (a template without {vm}), or the state records for another VM's side, fails alone.
+  for (const [vm, error] of runSocketSharing(partition.valid, snapshot, kept, options, before)) failures.set(vm, error);
   const made = newRunDevices();
   // NICs of sides to be attached another way come out of their VMMs first, VM by VM
   // (takeBackSwitched): a VM whose VMM (or a provider's, for its links) does not give one back

@@ -103,9 +103,10 @@ export interface VmmPort {
    */
   sameSocket?(recorded: string, wanted: string): boolean;
   /**
-   * One spelling of a socket path however spelled, as sameSocket takes two for one (its directory
-   * resolved, where it can be): two VMs of a run whose paths get one key are at one socket.
-   * Without it, only the same text is.
+   * One key of a socket path however spelled, as sameSocket takes two for one (its directory
+   * resolved, where it can be), and, where a file is there, its device and inode (hard links of
+   * one socket are one): two VMs of a run whose paths get one key are at one socket. A key that
+   * is a path starts with `/`. Without it, only the same text is.
    */
   socketKey?(path: string): string;
 }

@@ -42,7 +42,7 @@ import {
 } from './linker-types.js';
 import { type NamespaceLeft, type PlanMade, type PlanUndone, applyDevicePlan, newPlanMade, observeDevices, undoDevicePlan } from './netlink-devices.js';
 import { assertNoUnrecordedDevices, loadLinkRunState } from './state-prefix.js';
-import { sharedSocketFailures, vmmSidesOf } from './vmm-socket-sharing.js';
+import { recordedSides, sharedSocketFailures, vmmSidesOf } from './vmm-socket-sharing.js';
 import { StateStoreError, hasStateFile, saveState, stateDirAbsent, stateFilePath } from './state-store.js';
 import type { VmName } from './vm-name.js';
 import { isVmName, vmName } from './vm-name.js';
@@ -595,16 +595,21 @@ async function runAttachModes(vms: readonly VmName[], before: LinkState, options
   const recorded = options.mtu === undefined && before.links.length > 0 ? linksByPair(before) : undefined;
   for (const vm of vms) assertLinksUsable(vm, snapshot, kept, options, recorded);
   // Nor two VMs of the run at one VMM socket path (a socket template without {vm}).
-  const [shared] = runSocketSharing(vms, snapshot, kept, options).values();
+  // Nor a VM of the run at the socket the state records for another VM's side.
+  const [shared] = runSocketSharing(vms, snapshot, kept, options, before).values();
   if (shared !== undefined) throw shared;
   return { kept, snapshot };
 }
 
-/** The clients of `vms` refused for a VMM socket path another VM of the run has (sharedSocketFailures), each with its error. */
-export function runSocketSharing(vms: readonly VmName[], snapshot: ConfigSnapshot, kept: KeptAttach, options: Pick<LinkerOptions, 'vmm'>): Map<VmName, CliError> {
+/**
+ * The clients of `vms` refused for a VMM socket path another VM of the run has, or the state
+ * `before` the run records for another VM's side (sharedSocketFailures), each with its error.
+ */
+export function runSocketSharing(vms: readonly VmName[], snapshot: ConfigSnapshot, kept: KeptAttach, options: Pick<LinkerOptions, 'vmm'>, before?: LinkState): Map<VmName, CliError> {
   const clients = vms.map((client) => ({ client, sides: vmmSidesOf(client, requireValidVm(snapshot, client).providers, kept) }));
   const { vmm } = options;
-  return sharedSocketFailures(clients, (kind, vm) => vmm.templateSocket?.(kind, vm), (path) => vmm.socketKey?.(path) ?? path);
+  const recorded = before === undefined ? [] : recordedSides(before.links);
+  return sharedSocketFailures(clients, (kind, vm) => vmm.templateSocket?.(kind, vm), (path) => vmm.socketKey?.(path) ?? path, recorded);
 }
 
 /**

@@ -479,7 +479,7 @@ function runIpOnce(args: readonly string[]): Promise<IpResult> {
 }
 
 /** Signals meant for spectrum-link (its interruption) that a child can catch while it is forked. */
-const GROUP_STOP_SIGNALS: ReadonlySet<string> = new Set(['SIGINT', 'SIGTERM']);
+const GROUP_STOP_SIGNALS: ReadonlySet<string> = new Set(['SIGINT', 'SIGTERM', 'SIGHUP']);
 /** Runs of one `ip` command that such a signal may end before one is let run. */
 const IP_RUNS_MAX = 3;
 
@@ -487,7 +487,7 @@ const IP_RUNS_MAX = 3;
  * Run `ip` with these arguments. The child leaves our process group only once forked (libuv calls
  * setsid() in it): a Ctrl-C or a signal to the group in between is pending in the child, which it
  * dies of before ip starts, though the signal was spectrum-link's (it handles it at a safe point).
- * So a run ended by SIGINT or SIGTERM is run again; ip did nothing yet, and its commands here are
+ * So a run ended by SIGINT, SIGTERM or SIGHUP (a shell's hangup is sent to its job's group) is run again; ip did nothing yet, and its commands here are
  * idempotent where it did (the callers check the namespace, not the exit code alone).
  */
 async function runIp(args: readonly string[]): Promise<IpResult> {

@@ -187,6 +187,19 @@ function netnsFixOf(source: NetnsPrefixSource | undefined, recorded: string): st
 }
 
 /**
+ * What `list` and `show` given netns prefix `prefix` (from `source`) say where the state records
+ * another for its links up in netns mode: one line naming both, that the veths' far ends were
+ * looked for under the one given, where `link` does not put them (given it, link is refused:
+ * netnsPrefixMismatch), and how to look where they are.
+ */
+export function netnsPrefixNotRecordedNote(stateDir: string, recorded: string, prefix: string, source: NetnsPrefixSource | undefined): string {
+  return (
+    `netns prefix ${JSON.stringify(prefix)} (${originOf(source)}) is not the one state file ${stateFilePath(stateDir)} records for its links attached in netns mode, ${JSON.stringify(recorded)}: ` +
+    `their veths' far ends were looked for in network namespaces ${prefix}<vm>, not in ${recorded}<vm> where link puts them, and link given it is refused; to see them where they are: ${netnsFixOf(source, recorded)}`
+  );
+}
+
+/**
  * Refuse netns prefix `prefix` for a state that records another for its links up in netns mode
  * (exit 2): one line naming both, where the run's came from, and what to do.
  */

@@ -1,7 +1,7 @@
 // Plugs the VMM clients (host/vmm/) into the linker: socket paths from templates, one timeout,
 // and the rule that a VM where no VMM runs (nothing at its socket path, or a socket that refuses
 // connections) has nothing left to detach; anything else at the path fails the detach.
-import { realpathSync } from 'node:fs';
+import { lstatSync, realpathSync } from 'node:fs';
 import { integerOption } from '../shared/cli/integer-option.js';
 import { CliError, EXIT } from '../shared/cli/run-cli.js';
 import { type Logger, createLogger } from '../shared/log.js';
@@ -221,6 +221,24 @@ export function sameSocketPath(recorded: string, wanted: string): boolean {
 }
 
 /**
+ * One key of a socket path however spelled (VmmPort.socketKey): where a file is at the path, its
+ * device and inode (lstat: a symlink there is its own file, refused at connect), so that two hard
+ * links of one socket, through either of which a connect reaches the one listener, are one, as are
+ * `//`, `./` and symlinked directories; where none is (yet), the path with its directory resolved
+ * (resolvedSocket), else as it is. One lstat (and, where nothing is there, one realpath) a path.
+ * An inode key does not start with `/`, so no path's key is one.
+ */
+export function socketKey(path: string): string {
+  try {
+    const stat = lstatSync(path, { bigint: true, throwIfNoEntry: false });
+    if (stat !== undefined) return `inode ${stat.dev}:${stat.ino}`;
+  } catch {
+    // A directory on the way that is not one, or may not be searched: the path decides.
+  }
+  return resolvedSocket(path) ?? path;
+}
+
+/**
  * What a port was told of VMMs that did not answer in time, by socket: one VMM however its socket
  * is spelled (relative or absolute, `./`, `..`, `//`, a symlinked directory), as sameSocketPath
  * takes two spellings for one, so that a VMM that stalled at the path a template gives is known
@@ -285,7 +303,7 @@ export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
       return (await import('./vmm/vmm-socket.js')).vmmPresence(detachSocket(kind, vm, socket), timeoutMs);
     },
     sameSocket: sameSocketPath,
-    socketKey: (path) => resolvedSocket(path) ?? path,
+    socketKey,
     socketOf(kind, vm) {
       try {
         return recordableSocket(kind === 'qemu' ? qmpSocket(vm) : chSocket(vm));

@@ -3,10 +3,15 @@
 // same path: both ends of a link attached through it would be hot-plugged into the one VMM there
 // (the client's NIC in the provider's VM, say), exit 0. A fixed path serves one VM of a run alone
 // (--attach VM=qemu), which stays fine. Two paths spelled otherwise that lead to one socket (`//`,
-// `./`, {vm} directories symlinked to one) are one path too (the key the caller gives).
+// `./`, {vm} directories symlinked to one, hard links of one socket) are one path too (the key
+// the caller gives). So is the
+// socket the state records for another VM's side of a link (a later run's fixed path, say, that
+// names the socket a VM already linked was hot-plugged through): that VM's VMM is there.
 import { CliError, EXIT } from '../shared/cli/run-cli.js';
 import { shownSocket } from '../shared/shown-text.js';
+import type { AttachMode } from './attach-mode.js';
 import { type KeptAttach, isVmmMode, linkAttachModes } from './kept-attach.js';
+import type { Link } from './link-state.js';
 import { VMM_SOCKET_OPTIONS, type VmmKind } from './linker-types.js';
 import type { VmName } from './vm-name.js';
 
@@ -27,23 +32,84 @@ export function vmmSidesOf(client: VmName, providers: readonly VmName[], kept: K
   });
 }
 
-/** A VMM side with the socket path the run gives it, and that path however spelled (`pathOf`'s key). */
+/** A VM's VMM side of a recorded link, with the socket the state records it was hot-plugged through. */
+export interface RecordedSide {
+  readonly side: VmmSide;
+  readonly path: string;
+  /** The link it is a side of. */
+  readonly link: Link;
+}
+
+/**
+ * The sockets the state records for its links' VMM sides (LinkAttachment's clientSocket and
+ * providerSocket), each VM's socket once (a provider's is recorded with each of its links).
+ */
+export function recordedSides(links: readonly Link[]): RecordedSide[] {
+  const seen = new Set<string>();
+  const sides: RecordedSide[] = [];
+  const add = (link: Link, mode: AttachMode, vm: VmName, path: string | undefined): void => {
+    if (path === undefined || !isVmmMode(mode)) return;
+    const id = `${mode} ${vm} ${path}`;
+    if (seen.has(id)) return;
+    seen.add(id);
+    sides.push({ side: { kind: mode, vm }, path, link });
+  };
+  for (const link of links) {
+    const { attached } = link;
+    if (attached === undefined) continue;
+    add(link, attached.client, link.client, attached.clientSocket);
+    add(link, attached.provider, link.provider, attached.providerSocket);
+  }
+  return sides;
+}
+
+/** A VMM side with the socket path the run gives it (or the state records: `link`), and that path however spelled (`pathOf`'s key). */
 interface Claim {
   readonly side: VmmSide;
   readonly path: string;
   readonly key: string;
+  readonly link?: Link;
+}
+
+/** Spelled otherwise (`//`, `./`, `..`, a symlinked directory, a hard link), each VM's path is said, then the one socket they name where the key is a path. */
+function shownPaths(first: Claim, second: Claim): string {
+  if (first.path === second.path) return shownSocket(first.path);
+  const named = !first.key.startsWith('/') || first.key === first.path || first.key === second.path ? '' : `, ${shownSocket(first.key)}`;
+  return `${shownSocket(first.path)} and ${shownSocket(second.path)}, which lead to one socket${named}`;
+}
+
+/**
+ * The refusal of a run's side (`claim`) at the socket the state records for another VM's side
+ * (`recorded`). Where the state records the claiming VM's own side there too (`ownToo`: two VMs at
+ * one socket, written before this check), that socket is its own as much as the other's: it is
+ * not told to take its own path, but that one record is wrong and how to set it right.
+ */
+function recordedSocketShared(recorded: Claim & { readonly link: Link }, claim: Claim, ownToo: boolean): CliError {
+  const { side } = claim;
+  const other = recorded.side.vm;
+  const paths = recorded.path === claim.path ? `${shownSocket(claim.path)}, the socket` : `${shownSocket(claim.path)}, which leads to ${shownSocket(recorded.path)}, the socket`;
+  if (ownToo) {
+    // The link to run again is the recorded one's client's (a provider's side moves with its clients' links).
+    const { client } = recorded.link;
+    const fix = client === other ? `link ${other} first at its own socket path` : `link ${client} first with ${other} at its own socket path`;
+    return new CliError(
+      `${VMM_SOCKET_OPTIONS[side.kind]} gives VM ${side.vm} the socket path ${paths} the state records for VM ${side.vm} and for VM ${other} too (${other}'s side of link ${recorded.link.client} -> ${recorded.link.provider} was hot-plugged there): ` +
+        `one VMM cannot be both VMs', so one record is wrong; ${fix} (its NIC comes out at the socket recorded), or unlink ${client}, then run this link again`,
+      EXIT.usage,
+    );
+  }
+  return new CliError(
+    `${VMM_SOCKET_OPTIONS[side.kind]} gives VM ${side.vm} the socket path ${paths} the state records for VM ${other} (its side of link ${recorded.link.client} -> ${recorded.link.provider} was hot-plugged there): ` +
+      `${side.vm}'s NIC would be hot-plugged into ${other}'s VMM; give ${side.vm} its own socket path (put {vm}, the VM's name, in the template) or attach it another way (--attach ${side.vm}=MODE)`,
+    EXIT.usage,
+  );
 }
 
 function sharedSocket(first: Claim, second: Claim): CliError {
   const [one, other] = [first.side, second.side];
   const flags = one.kind === other.kind ? `${VMM_SOCKET_OPTIONS[one.kind]} gives` : `${VMM_SOCKET_OPTIONS[one.kind]} and ${VMM_SOCKET_OPTIONS[other.kind]} give`;
-  // Spelled otherwise (`//`, `./`, `..`, a symlinked directory), each VM's path is said, then the one socket they name.
-  const paths =
-    first.path === second.path
-      ? shownSocket(first.path)
-      : `${shownSocket(first.path)} and ${shownSocket(second.path)}, which lead to one socket${first.key === first.path || first.key === second.path ? '' : `, ${shownSocket(first.key)}`}`;
   return new CliError(
-    `${flags} VMs ${one.vm} and ${other.vm} one socket path, ${paths}: both would have their NICs hot-plugged into the one VMM there; ` +
+    `${flags} VMs ${one.vm} and ${other.vm} one socket path, ${shownPaths(first, second)}: both would have their NICs hot-plugged into the one VMM there; ` +
       `give each VM its own (put {vm}, the VM's name, in the template) or attach only one VM through that path (--attach VM=MODE)`,
     EXIT.usage,
   );
@@ -53,17 +119,34 @@ function sharedSocket(first: Claim, second: Claim): CliError {
  * Of a run's clients (in its order), each with the VMM sides of its links, those refused for a
  * socket path (`pathOf`: the run's, absolute; undefined where there is none, refused elsewhere)
  * that another VM has: one of its own sides', or an earlier client's that is not refused (the
- * first to claim a path keeps it, so that `link --keep-going` links it), each with its error.
- * Paths are one where `keyOf` gives them one key (VmmPort.socketKey: one socket however spelled);
- * without it, where they are the same text.
+ * first to claim a path keeps it, so that `link --keep-going` links it), each with its error;
+ * or the socket the state records for another VM's side (`recorded`: recordedSides), whose VMM
+ * is there. Paths are one where `keyOf` gives them one key (VmmPort.socketKey: one socket however
+ * spelled); without it, where they are the same text. The recorded sockets' keys are asked only
+ * where the run gives a VMM side a path.
  */
 export function sharedSocketFailures(
   clients: readonly { readonly client: VmName; readonly sides: readonly VmmSide[] }[],
   pathOf: (kind: VmmKind, vm: VmName) => string | undefined,
   keyOf: (path: string) => string = (path) => path,
+  recorded: readonly RecordedSide[] = [],
 ): Map<VmName, CliError> {
   const claimed = new Map<string, Claim>();
   const failures = new Map<VmName, CliError>();
+  // The recorded sides by key, each key's (a state written before this check may hold two VMs at one).
+  let recordedByKey: Map<string, (Claim & { readonly link: Link })[]> | undefined;
+  const recordedAt = (key: string): (Claim & { readonly link: Link })[] => {
+    if (recordedByKey === undefined) {
+      recordedByKey = new Map();
+      for (const { side, path, link } of recorded) {
+        const claim = { side, path, key: keyOf(path), link };
+        const at = recordedByKey.get(claim.key);
+        if (at === undefined) recordedByKey.set(claim.key, [claim]);
+        else at.push(claim);
+      }
+    }
+    return recordedByKey.get(key) ?? [];
+  };
   for (const { client, sides } of clients) {
     const own = new Map<string, Claim>();
     let failure: CliError | undefined;
@@ -74,6 +157,12 @@ export function sharedSocketFailures(
       const holder = own.get(claim.key) ?? claimed.get(claim.key);
       if (holder !== undefined && holder.side.vm !== side.vm) {
         failure = sharedSocket(holder, claim);
+        break;
+      }
+      const at = recordedAt(claim.key);
+      const other = at.find((recorded) => recorded.side.vm !== side.vm);
+      if (other !== undefined) {
+        failure = recordedSocketShared(other, claim, at.some((recorded) => recorded.side.vm === side.vm));
         break;
       }
       own.set(claim.key, claim);

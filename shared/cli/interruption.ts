@@ -1,10 +1,26 @@
-// SIGINT and SIGTERM for a one-shot command that can undo its own work: the first asks it to stop
-// at its next safe point (an AbortSignal it checks) and undo what it did; a second, sent by an
-// operator who will not wait for that, exits at once (128 + the signal's number), saying so.
+// SIGINT and SIGTERM (and, for a command run from a terminal, SIGHUP) for a one-shot command that
+// can undo its own work: the first asks it to stop at its next safe point (an AbortSignal it
+// checks) and undo what it did; a second, sent by an operator who will not wait for that, exits at
+// once (128 + the signal's number), saying so.
 import { constants } from 'node:os';
+import { exitProcess } from './exit.js';
 
-const SIGNALS = ['SIGINT', 'SIGTERM'] as const;
-type StopSignal = (typeof SIGNALS)[number];
+const ALL_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+type StopSignal = (typeof ALL_SIGNALS)[number];
+
+/**
+ * Which signals stop the command. `hangup`: SIGHUP too, as SIGTERM (a terminal closed, an SSH
+ * session dropped: the command is run from it); without it SIGHUP is left as it is (a daemon
+ * handles it itself).
+ */
+export interface StopSignals {
+  readonly hangup?: boolean;
+}
+
+const signalsOf = (options: StopSignals): readonly StopSignal[] => (options.hangup === true ? ALL_SIGNALS : ['SIGINT', 'SIGTERM']);
+
+/** Where the line goes: stderr. A write that fails (a hung-up terminal: EIO; a closed pipe: EPIPE) is the stream's error event, never thrown. */
+type LineSink = { readonly isTTY?: boolean; write(text: string): unknown };
 
 /** Exit code of a process ended by `signal`, as shells report it: 128 + its number. */
 export function signalExitCode(signal: NodeJS.Signals): number {
@@ -12,7 +28,7 @@ export function signalExitCode(signal: NodeJS.Signals): number {
 }
 
 export interface Interruption {
-  /** Aborted (its reason the signal's name) at the first SIGINT or SIGTERM. */
+  /** Aborted (its reason the signal's name) at the first SIGINT or SIGTERM (or SIGHUP, where taken). */
   readonly signal: AbortSignal;
   /** The first signal received; undefined while none came. */
   readonly received: StopSignal | undefined;
@@ -21,12 +37,15 @@ export interface Interruption {
 }
 
 /**
- * Take over SIGINT and SIGTERM until dispose(). `onSecond` ends the line written before a second
- * signal exits at once (e.g. what the cut-off undo leaves). On a terminal that line starts on a
- * line of its own (after the echoed ^C, or a progress line); elsewhere no line is left open before it
- * (progress lines are drawn on terminals only).
+ * Take over SIGINT and SIGTERM (and SIGHUP with `hangup`) until dispose(). `onSecond` ends the line
+ * written before a second signal exits at once (e.g. what the cut-off undo leaves). On a terminal
+ * that line starts on a line of its own (after the echoed ^C, or a progress line); elsewhere no line
+ * is left open before it (progress lines are drawn on terminals only). A SIGHUP after the first
+ * signal is no second one: a hangup comes more than once (the shell sends it on to its jobs, then,
+ * as it exits, the kernel sends it again to the terminal's foreground group), from no operator
+ * who will not wait; the undo goes on.
  */
-export function interruptOnSignals(program: string, onSecond: string, stderr: { readonly isTTY?: boolean; write(text: string): unknown } = process.stderr): Interruption {
+export function interruptOnSignals(program: string, onSecond: string, stderr: LineSink = process.stderr, options: StopSignals = {}): Interruption {
   const controller = new AbortController();
   let received: StopSignal | undefined;
   const handler = (signal: StopSignal): void => {
@@ -35,36 +54,39 @@ export function interruptOnSignals(program: string, onSecond: string, stderr: { 
       controller.abort(signal);
       return;
     }
+    if (signal === 'SIGHUP') return;
     stderr.write(`${stderr.isTTY === true ? '\n' : ''}${program}: ${signal} again: exiting at once; ${onSecond}\n`);
-    process.exit(signalExitCode(received));
+    exitProcess(signalExitCode(received));
   };
-  for (const signal of SIGNALS) process.on(signal, handler);
+  const signals = signalsOf(options);
+  for (const signal of signals) process.on(signal, handler);
   return {
     signal: controller.signal,
     get received() {
       return received;
     },
     dispose: () => {
-      for (const signal of SIGNALS) process.off(signal, handler);
+      for (const signal of signals) process.off(signal, handler);
     },
   };
 }
 
 /**
- * Until dispose(), end the process at the first SIGINT or SIGTERM (exit 128 + the signal's number,
- * as without a handler) after one line saying what that leaves (`line`, given the signal): for a
- * command whose work, once begun, it cannot stop at a safe point or undo. The line starts on a line
- * of its own on a terminal (after the echoed ^C).
+ * Until dispose(), end the process at the first SIGINT or SIGTERM (or SIGHUP with `hangup`; exit
+ * 128 + the signal's number, as without a handler) after one line saying what that leaves (`line`,
+ * given the signal): for a command whose work, once begun, it cannot stop at a safe point or undo.
+ * The line starts on a line of its own on a terminal (after the echoed ^C).
  */
-export function exitOnSignals(program: string, line: (signal: StopSignal) => string, stderr: { readonly isTTY?: boolean; write(text: string): unknown } = process.stderr): { dispose(): void } {
+export function exitOnSignals(program: string, line: (signal: StopSignal) => string, stderr: LineSink = process.stderr, options: StopSignals = {}): { dispose(): void } {
   const handler = (signal: StopSignal): void => {
     stderr.write(`${stderr.isTTY === true ? '\n' : ''}${program}: ${line(signal)}\n`);
-    process.exit(signalExitCode(signal));
+    exitProcess(signalExitCode(signal));
   };
-  for (const signal of SIGNALS) process.on(signal, handler);
+  const signals = signalsOf(options);
+  for (const signal of signals) process.on(signal, handler);
   return {
     dispose: () => {
-      for (const signal of SIGNALS) process.off(signal, handler);
+      for (const signal of signals) process.off(signal, handler);
     },
   };
 }

@@ -1,6 +1,7 @@
 import { Command, CommanderError } from 'commander';
 import { AddressError } from '../address-error.js';
 import { TERMINAL_ACTIVE, jsonEscaped } from '../shown-text.js';
+import { exitProcess, releaseHungUpTerminal } from './exit.js';
 
 /** Exit codes shared by both bins; scripts rely on them. */
 export const EXIT = {
@@ -173,7 +174,9 @@ export function main(program: Command, known: ErrorExitCodes = [], options: { ex
   const finish = async (code: number): Promise<void> => {
     await output.flushed();
     const final = code === EXIT.ok && output.failed() ? EXIT.failure : code;
-    if (options.exitAtOnce === true) process.exit(final);
+    // A terminal that hung up meanwhile would have Node abort as it exits (exit.ts).
+    if (options.exitAtOnce === true) exitProcess(final);
+    releaseHungUpTerminal();
     process.exitCode = final;
   };
   runCli(program, process.argv.slice(2), known).then(finish, (error: unknown) => {

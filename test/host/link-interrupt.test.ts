@@ -1,5 +1,5 @@
-// spectrum-link link --all (a few hundred VMs, --attach netns) interrupted: the first SIGINT or
-// SIGTERM stops it at a safe point and undoes the run; a second exits at once, and a re-run converges.
+// spectrum-link link --all (a few hundred VMs, --attach netns) interrupted: the first SIGINT,
+// SIGTERM or SIGHUP stops it at a safe point and undoes the run; a second exits at once, and a re-run converges.
 // With --keep-going, a signal while it links VM by VM undoes the VM in progress only. A signal
 // while a failed run is undone is said after the failure, which is not lost. A signal after the
 // last safe point undoes nothing, and the line says so truly (a VM that failed was undone alone).
@@ -15,6 +15,7 @@ import { ScriptedQemu } from './vmm/scripted-qemu.js';
 
 const CLIENTS = 300;
 const HOLD_FIXTURE = join(import.meta.dirname, '..', '..', 'dist', 'test', 'host', 'fixtures', 'allocate.js');
+const RECORDER_FIXTURE = join(import.meta.dirname, '..', '..', 'dist', 'test', 'host', 'fixtures', 'exit-recorder.js');
 
 /**
  * Run `args` while another process holds the state lock (after linking appvm-lynx, a state to keep:
@@ -86,6 +87,81 @@ describeNetns('link --all interrupted', () => {
     expect(run.stdout).toBe('');
     const lines = run.stderr.split('\n').filter((line) => line !== '');
     expect(lines).toEqual([expect.stringMatching(/^spectrum-link: link interrupted by SIGINT: undid what this run had made/)]);
+    expect(await readFile(statePath(), 'utf8')).toBe(stateBefore);
+    expect(await hostDevices()).toEqual(devicesBefore);
+    expect(await namespaces()).toEqual(namespacesBefore);
+  });
+
+  it('a SIGHUP (its terminal gone) stops the run and undoes it as SIGTERM does: exit 129, one line, state, devices and namespaces as before', async () => {
+    // A state to keep (idempotent where a test before linked it already).
+    const first = await world().link(['link', 'appvm-lynx', '--attach', 'netns']);
+    expect(first.code, first.stderr).toBe(0);
+    const stateBefore = await readFile(statePath(), 'utf8');
+    const devicesBefore = await hostDevices();
+    const namespacesBefore = await namespaces();
+
+    const run = spawnLink(['link', '--all', '--attach', 'netns']);
+    await eventually('the run to record some links', async () => (await recorded()) > 13, 30_000);
+    const exit = await run.kill('SIGHUP', 60_000);
+    await run.waitClosed();
+    expect(exit, run.stderr).toEqual({ code: 129, signal: null });
+    expect(run.stdout).toBe('');
+    const lines = run.stderr.split('\n').filter((line) => line !== '');
+    expect(lines).toEqual([expect.stringMatching(/^spectrum-link: link interrupted by SIGHUP: undid what this run had made/)]);
+    expect(await readFile(statePath(), 'utf8')).toBe(stateBefore);
+    expect(await hostDevices()).toEqual(devicesBefore);
+    expect(await namespaces()).toEqual(namespacesBefore);
+  });
+
+  it('a hangup whose line cannot be written (stderr a pipe closed before it) still undoes the run: SIGHUP twice, as a hangup sends it, exit 129, nothing left', async () => {
+    // A state to keep (idempotent where a test before linked it already).
+    const first = await world().link(['link', 'appvm-lynx', '--attach', 'netns']);
+    expect(first.code, first.stderr).toBe(0);
+    const stateBefore = await readFile(statePath(), 'utf8');
+    const devicesBefore = await hostDevices();
+    const namespacesBefore = await namespaces();
+
+    const run = spawnLink(['link', '--all', '--attach', 'netns']);
+    await eventually('the run to record some links', async () => (await recorded()) > 13, 30_000);
+    // The reader goes away: each write to stderr from here on fails (EPIPE).
+    run.child.stderr?.destroy();
+    // The shell sends it on to its job, then the kernel again to the terminal's foreground group as the shell exits.
+    process.kill(run.pid, 'SIGHUP');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    process.kill(run.pid, 'SIGHUP');
+    const exit = await Promise.race([run.wait(), new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), 60_000))]);
+    if (exit === 'timeout') await run.kill('SIGKILL', 5_000);
+    expect(exit).toEqual({ code: 129, signal: null });
+    await run.waitClosed();
+    expect(await readFile(statePath(), 'utf8')).toBe(stateBefore);
+    expect(await hostDevices()).toEqual(devicesBefore);
+    expect(await namespaces()).toEqual(namespacesBefore);
+  });
+
+  it('run from a terminal that hangs up (an SSH session dropped): undone all the same, though its line cannot be written (EIO): exit 129, nothing left', async () => {
+    const first = await world().link(['link', 'appvm-lynx', '--attach', 'netns']);
+    expect(first.code, first.stderr).toBe(0);
+    const stateBefore = await readFile(statePath(), 'utf8');
+    const devicesBefore = await hostDevices();
+    const namespacesBefore = await namespaces();
+    const dir = await mkdtemp(join(tmpdir(), 'spectrum-link-hangup-'));
+    trackTempDir(dir);
+    const exitFile = join(dir, 'exit.json');
+    // An interactive shell on a terminal of its own (script's pty), as an SSH login has: link runs
+    // in it as a foreground job, its stderr the terminal (progress lines drawn).
+    const terminal = world().host.spawn(['script', '-qfc', 'bash --norc --noprofile -i', '/dev/null'], { enter: 'nsenter', stdin: 'pipe' });
+    try {
+      const quoted = [process.execPath, RECORDER_FIXTURE, exitFile, process.execPath, LINK_BIN, ...withWorldOptions(['link', '--all', '--attach', 'netns'], world())].map((arg) => `'${arg}'`);
+      terminal.child.stdin?.write(`${quoted.join(' ')}\n`);
+      await eventually('the run to record some links', async () => (await recorded()) > 13, 30_000);
+      // The terminal goes: its shell and the job in its foreground get SIGHUP, and its writes fail (EIO).
+      await terminal.kill('SIGKILL', 0);
+      let ended = '';
+      await eventually('the run to end (its exit written)', async () => (ended = await readFile(exitFile, 'utf8').catch(() => '')).endsWith('}'), 60_000);
+      expect(JSON.parse(ended)).toEqual({ code: 129, signal: null });
+    } finally {
+      await terminal.kill('SIGKILL', 0);
+    }
     expect(await readFile(statePath(), 'utf8')).toBe(stateBefore);
     expect(await hostDevices()).toEqual(devicesBefore);
     expect(await namespaces()).toEqual(namespacesBefore);
@@ -289,6 +365,14 @@ describeNetns('unlink and gc interrupted while they wait for the state lock', ()
 
   it('unlink: a SIGINT stops the wait: exit 130, one line, nothing taken down', async () => {
     await interruptedWhileWaiting(world, ['unlink', 'appvm-lynx'], 'SIGINT', 130, 'unlink interrupted by SIGINT while waiting for another spectrum-link to finish: nothing was taken down');
+  });
+
+  it('unlink: a SIGHUP stops the wait as SIGTERM does: exit 129, one line, nothing taken down', async () => {
+    await interruptedWhileWaiting(world, ['unlink', 'appvm-lynx'], 'SIGHUP', 129, 'unlink interrupted by SIGHUP while waiting for another spectrum-link to finish: nothing was taken down');
+  });
+
+  it('link: a SIGHUP stops the wait: exit 129, one line, nothing made', async () => {
+    await interruptedWhileWaiting(world, ['link', '--all', '--attach', 'netns'], 'SIGHUP', 129, 'link interrupted by SIGHUP while waiting for another spectrum-link to finish: nothing was made');
   });
 
   it('gc: a SIGTERM stops the wait: exit 143, one line, nothing deleted', async () => {

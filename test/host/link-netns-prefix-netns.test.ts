@@ -100,6 +100,37 @@ describeNetns('spectrum-link netns prefix recorded', () => {
     expect((await devices(world.vmNetns('netvm'))).has(link.providerDevice)).toBe(true);
   });
 
+  it('list and show given another netns prefix than the recorded one say so in one stderr line naming it, not that link makes the pair anew (link given it is refused)', async () => {
+    const link = await linkNetns();
+    const other = `${world.netnsPrefix}o-`;
+    for (const args of [['list'], ['show', 'appvm-lynx'], ['list', '--json']]) {
+      const byVariable = await linkWithoutPrefix(args, { SPECTRUM_NETNS_PREFIX: other });
+      expect(byVariable.code, byVariable.stderr).toBe(0);
+      expect(byVariable.stderr.trim().split('\n')).toEqual([
+        expect.stringMatching(
+          new RegExp(
+            `^spectrum-link: netns prefix "${other}" \\(from environment variable SPECTRUM_NETNS_PREFIX\\) is not the one state file \\S+ records for its links attached in netns mode, "${world.netnsPrefix}": ` +
+              `their veths' far ends were looked for in network namespaces ${other}<vm>, not in ${world.netnsPrefix}<vm> where link puts them, and link given it is refused; to see them where they are: unset SPECTRUM_NETNS_PREFIX \\(the recorded prefix is then used\\)`,
+          ),
+        ),
+      ]);
+      expect(byVariable.stdout).not.toContain('link makes the pair anew');
+      if (args.includes('--json')) continue;
+      expect(byVariable.stdout).toContain(
+        `  ${link.clientDevice} is a veth whose far end is not ${link.clientDevice} in network namespace ${other}appvm-lynx (looked for under netns prefix "${other}", not the one the state records, "${world.netnsPrefix}")`,
+      );
+    }
+    const byOption = await world.link(['list', '--netns-prefix', other]);
+    expect(byOption.code, byOption.stderr).toBe(0);
+    expect(oneLineError(byOption.stderr)).toMatch(new RegExp(`\\(from --netns-prefix\\) is not the one .*: leave --netns-prefix out \\(the recorded prefix is then used\\) or give --netns-prefix "${world.netnsPrefix}"$`));
+    // Given the recorded one, or none: no such line, and the link is up.
+    for (const listed of [await world.link(['list']), await linkWithoutPrefix(['list'])]) {
+      expect(listed.code, listed.stderr).toBe(0);
+      expect(listed.stderr).toBe('');
+      expect(listed.stdout).toMatch(/ {2}up\n/);
+    }
+  });
+
   it('uses the recorded netns prefix where given none, and takes another once no link is up in netns mode', async () => {
     const link = await linkNetns();
     const lynxBefore = (await devices(world.vmNetns('appvm-lynx'))).get(link.clientDevice)?.ifindex;

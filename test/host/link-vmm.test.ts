@@ -369,6 +369,36 @@ describeNetns('spectrum-link with VMMs', () => {
     }
   });
 
+  it("refuses (exit 2, before anything is made) a later run's path that is the socket the state records for another VM's side: its NIC went into that VM's VMM; with --keep-going that VM alone fails", async () => {
+    const fake = await FakeCloudHypervisor.start('Running');
+    try {
+      const lynx = await world.link(['link', 'appvm-lynx', '--attach', 'appvm-lynx=cloud-hypervisor', '--attach', 'netvm=netns', '--ch-socket', fake.socketPath]);
+      expect(lynx.code, lynx.stderr).toBe(0);
+      expect(fake.nets).toHaveLength(1);
+      const listBefore = (await world.link(['list', '--json'])).stdout;
+      const devicesBefore = [...(await devices(world.host)).keys()].sort();
+      // appvm-catgirl pinned at a fixed path, one VM of its run alone: the socket recorded for appvm-lynx.
+      const pinned = ['link', 'appvm-catgirl', '--attach', 'appvm-catgirl=cloud-hypervisor', '--attach', 'netvm=netns', '--ch-socket', fake.socketPath];
+      const said = `--ch-socket gives VM appvm-catgirl the socket path ${fake.socketPath}, the socket the state records for VM appvm-lynx (its side of link appvm-lynx -> netvm was hot-plugged there)`;
+      const refused = await world.link(pinned);
+      expect(refused.code, refused.stderr).toBe(2);
+      expect(refused.stderr.trim().split('\n')).toHaveLength(1);
+      expect(refused.stderr).toContain(said);
+      const going = await world.link([...pinned, '--keep-going', '--json']);
+      expect(going.code, going.stderr).toBe(2);
+      const [line] = going.stdout.trim().split('\n').map((one) => JSON.parse(one) as { vm: string; links: unknown[]; error?: string; badInput?: boolean });
+      expect(line).toMatchObject({ vm: 'appvm-catgirl', links: [], badInput: true, error: expect.stringContaining(said) });
+      expect(fake.nets).toHaveLength(1);
+      expect([...(await devices(world.host)).keys()].sort()).toEqual(devicesBefore);
+      expect((await world.link(['list', '--json'])).stdout).toBe(listBefore);
+      const unlinked = await world.link(['unlink', 'appvm-lynx', '--ch-socket', fake.socketPath]);
+      expect(unlinked.code, unlinked.stderr).toBe(0);
+      expect(fake.nets).toHaveLength(0);
+    } finally {
+      await fake.close();
+    }
+  });
+
   it('with --attach none makes taps and prints the VMM arguments that use them', async () => {
     const result = await world.link(['link', 'appvm-lynx', '--attach', 'none', '--json']);
     expect(result.code, result.stderr).toBe(0);

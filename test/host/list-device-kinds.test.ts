@@ -9,7 +9,7 @@ import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, expect, it } from 'vitest';
 import { describeNetns, eventually } from '../harness/index.js';
-import { LINK_BIN, type LinkJson, devices, lynxDeviceNames } from './link-fixture.js';
+import { LINK_BIN, type LinkJson, devices, lynxDeviceNames, oneLineError } from './link-fixture.js';
 import { linkWorldPerSuite } from './link-world-suite.js';
 
 type Attached = { client: string; provider: string } | undefined;
@@ -197,10 +197,11 @@ describeNetns('list, show, unlink and link tell a link\'s devices by kind', () =
     const unprefixed = await world().host.exec(['node', LINK_BIN, 'list', '--state-dir', world().stateDir, '--json'], { enter: 'nsenter', allowFailure: true });
     expect([unprefixed.code, unprefixed.stderr]).toEqual([0, '']);
     expect((JSON.parse(unprefixed.stdout) as { id: number }[]).find((entry) => entry.id === link.id)).toMatchObject({ present: true, linked: true });
-    // Given another, it looks for the far ends there: it says where it looked.
+    // Given another, it looks for the far ends there: it says where it looked, and on stderr that the state records another.
     const other = `${world().netnsPrefix}o-`;
     const listedThere = await world().host.exec(['node', LINK_BIN, 'list', '--state-dir', world().stateDir, '--netns-prefix', other, '--json'], { enter: 'nsenter', allowFailure: true });
-    expect([listedThere.code, listedThere.stderr]).toEqual([0, '']);
+    expect(listedThere.code).toBe(0);
+    expect(oneLineError(listedThere.stderr)).toContain(`netns prefix "${other}" (from --netns-prefix) is not the one state file ${join(world().stateDir, 'links.json')} records for its links attached in netns mode, "${world().netnsPrefix}"`);
     expect((JSON.parse(listedThere.stdout) as { id: number }[]).find((entry) => entry.id === link.id)).toMatchObject({
       present: false,
       farEndsElsewhere: [
@@ -209,8 +210,12 @@ describeNetns('list, show, unlink and link tell a link\'s devices by kind', () =
       ],
     });
     const elsewhereText = await world().host.exec(['node', LINK_BIN, 'list', '--state-dir', world().stateDir, '--netns-prefix', other], { enter: 'nsenter', allowFailure: true });
-    expect([elsewhereText.code, elsewhereText.stderr]).toEqual([0, '']);
+    expect(elsewhereText.code).toBe(0);
+    expect(oneLineError(elsewhereText.stderr)).toBe(oneLineError(listedThere.stderr));
     expect(elsewhereText.stdout.split('\n').filter((line) => line.startsWith(`appvm-lynx -> netvm  id ${link.id} `))).toEqual([lineOf(link, 'netns', 'netns', 'far ends elsewhere')]);
+    // Each veth's line says where it looked, not that link makes the pair anew (link given that prefix is refused).
+    expect(elsewhereText.stdout).toContain(`  ${names.client} is a veth whose far end is not ${names.client} in network namespace ${other}appvm-lynx (looked for under netns prefix "${other}", not the one the state records, "${world().netnsPrefix}")`);
+    expect(elsewhereText.stdout).not.toContain('link makes the pair anew');
   });
 
   it("a link whose side device is off its bridge (nomaster, or a port of another bridge) is flagged in list and show (`not bridged`, JSON `offBridge`, a line under it), its other fields as up; link puts it back", async () => {

@@ -1,13 +1,16 @@
-import { mkdir, mkdtemp, realpath, rm, symlink } from 'node:fs/promises';
+import { link, mkdir, mkdtemp, realpath, rm, symlink } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseAttachChoice } from '../../host/attach-mode.js';
 import type { ConfigSnapshot, VmDir } from '../../host/config.js';
 import { keptAttach } from '../../host/kept-attach.js';
+import { type Link, type LinkState, emptyState } from '../../host/link-state.js';
+import type { ClientId } from '../../shared/client-id.js';
 import { runSocketSharing } from '../../host/linker.js';
-import { vmmPort } from '../../host/vmm-port.js';
-import { type VmmSide, sharedSocketFailures, vmmSidesOf } from '../../host/vmm-socket-sharing.js';
+import { socketKey, vmmPort } from '../../host/vmm-port.js';
+import { type VmmSide, recordedSides, sharedSocketFailures, vmmSidesOf } from '../../host/vmm-socket-sharing.js';
 import { vmName } from '../../host/vm-name.js';
 
 const [lynx, catgirl, netvm] = [vmName('appvm-lynx'), vmName('appvm-catgirl'), vmName('netvm')];
@@ -38,6 +41,83 @@ describe('sharedSocketFailures', () => {
   it('names both options where a path of each meets', () => {
     const failures = sharedSocketFailures([{ client: lynx, sides: [qemu(lynx), { kind: 'cloud-hypervisor', vm: netvm }] }], fixed);
     expect(failures.get(lynx)?.message).toMatch(/^--qmp-socket and --ch-socket give VMs appvm-lynx and netvm one socket path/);
+  });
+});
+
+describe('the socket the state records for another VM', () => {
+  /** lynx -> netvm as the state records it: lynx's client side by QEMU at its own socket, netvm's by cloud-hypervisor. */
+  const lynxLink: Link = {
+    client: lynx,
+    provider: netvm,
+    id: 64838 as ClientId,
+    attached: { client: 'qemu', provider: 'cloud-hypervisor', clientSocket: '/run/vm/appvm-lynx/qmp.sock', providerSocket: '/run/vm/netvm/ch.sock' },
+  };
+  const catgirlLink: Link = { client: catgirl, provider: netvm, id: 38997 as ClientId, attached: { client: 'qemu', provider: 'cloud-hypervisor', providerSocket: '/run/vm/netvm/ch.sock' } };
+
+  it('gives each VM side recorded with a socket once (a provider\'s, recorded with each of its links, too)', () => {
+    expect(recordedSides([lynxLink, catgirlLink, { client: catgirl, provider: lynx, id: 1 as ClientId }]).map(({ side, path }) => ({ side, path }))).toEqual([
+      { side: qemu(lynx), path: '/run/vm/appvm-lynx/qmp.sock' },
+      { side: { kind: 'cloud-hypervisor', vm: netvm }, path: '/run/vm/netvm/ch.sock' },
+    ]);
+  });
+
+  it('refuses a client whose side a path gives the socket recorded for another VM\'s side, naming both; its own recorded socket passes', () => {
+    const recorded = recordedSides([lynxLink]);
+    const atLynx = (): string => '/run/vm/appvm-lynx/qmp.sock';
+    const failures = sharedSocketFailures([{ client: catgirl, sides: [qemu(catgirl)] }], atLynx, undefined, recorded);
+    expect([...failures.keys()]).toEqual([catgirl]);
+    expect(failures.get(catgirl)).toMatchObject({
+      name: 'CliError',
+      exitCode: 2,
+      message: expect.stringMatching(
+        /^--qmp-socket gives VM appvm-catgirl the socket path \/run\/vm\/appvm-lynx\/qmp\.sock, the socket the state records for VM appvm-lynx \(its side of link appvm-lynx -> netvm was hot-plugged there\): appvm-catgirl's NIC would be hot-plugged into appvm-lynx's VMM; /,
+      ),
+    });
+    expect(failures.get(catgirl)?.message).not.toContain('\n');
+    // lynx itself at its recorded socket, and catgirl at its own: fine.
+    expect(sharedSocketFailures([{ client: lynx, sides: [qemu(lynx)] }], atLynx, undefined, recorded)).toEqual(new Map());
+    expect(sharedSocketFailures([{ client: catgirl, sides: [qemu(catgirl)] }], perVm, undefined, recorded)).toEqual(new Map());
+    // A provider's recorded socket counts as well, and one spelled otherwise that keyOf makes one.
+    const atNetvm = sharedSocketFailures([{ client: catgirl, sides: [qemu(catgirl)] }], () => '/run/vm//netvm/ch.sock', (path) => path.replaceAll('//', '/'), recorded);
+    expect(atNetvm.get(catgirl)?.message).toMatch(/^--qmp-socket gives VM appvm-catgirl the socket path \/run\/vm\/\/netvm\/ch\.sock, which leads to \/run\/vm\/netvm\/ch\.sock, the socket the state records for VM netvm /);
+  });
+
+  it('refuses a VM at its own recorded socket that the state records for another VM too (written before the check) without telling it to take its own path: it says which record to set right', () => {
+    // catgirl hot-plugged into lynx's QEMU by a run before the check: both recorded at lynx's socket.
+    const wrong: Link = { client: catgirl, provider: netvm, id: 38997 as ClientId, attached: { client: 'qemu', provider: 'none', clientSocket: '/run/vm/appvm-lynx/qmp.sock' } };
+    const recorded = recordedSides([wrong, lynxLink]);
+    const failures = sharedSocketFailures([{ client: lynx, sides: [qemu(lynx)] }], perVm, undefined, recorded);
+    expect([...failures.keys()]).toEqual([lynx]);
+    const message = failures.get(lynx)?.message ?? '';
+    expect(message).toMatch(
+      /^--qmp-socket gives VM appvm-lynx the socket path \/run\/vm\/appvm-lynx\/qmp\.sock, the socket the state records for VM appvm-lynx and for VM appvm-catgirl too \(appvm-catgirl's side of link appvm-catgirl -> netvm was hot-plugged there\): .*one record is wrong; link appvm-catgirl first at its own socket path .*or unlink appvm-catgirl, then run this link again$/,
+    );
+    expect(message).not.toContain('give appvm-lynx its own socket path');
+    expect(message).not.toContain('\n');
+    // A provider's side recorded there: the link to run again is its client's.
+    const providerWrong: Link = { client: catgirl, provider: netvm, id: 38997 as ClientId, attached: { client: 'none', provider: 'qemu', providerSocket: '/run/vm/appvm-lynx/qmp.sock' } };
+    const byProvider = sharedSocketFailures([{ client: lynx, sides: [qemu(lynx)] }], perVm, undefined, recordedSides([providerWrong, lynxLink]));
+    expect(byProvider.get(lynx)?.message).toContain('link appvm-catgirl first with netvm at its own socket path');
+  });
+
+  it('refuses it in a run (runSocketSharing given the state before it): a later run pinning a VM at a fixed path of another VM\'s socket', () => {
+    const vmDir = (name: string, providers: readonly string[] = []): VmDir => ({
+      name: vmName(name),
+      location: 'directory',
+      kernel: 'file',
+      blk: { state: 'directory', entries: [{ name: 'root.img', type: 'file' }] },
+      providers: { state: 'directory', entries: providers.map((provider) => ({ name: provider, type: 'file' as const })) },
+    });
+    const config: ConfigSnapshot = { dir: '/cfg', vms: new Map([lynx, catgirl, netvm].map((name) => [name, vmDir(name, name === netvm ? [] : [netvm])])) };
+    const attach = ['appvm-catgirl=qemu', 'netvm=none'];
+    const vmm = vmmPort(parseAttachChoice(attach), { qmpSocket: '/run/vm/appvm-lynx/qmp.sock', chSocket: '/run/vm/{vm}/ch.sock' });
+    const before: LinkState = { ...emptyState(), links: [lynxLink] };
+    const kept = keptAttach(parseAttachChoice(attach), []);
+    const failures = runSocketSharing([catgirl], config, kept, { vmm }, before);
+    expect([...failures].map(([vm, error]) => [vm, error.exitCode])).toEqual([[catgirl, 2]]);
+    expect(failures.get(catgirl)?.message).toContain('the socket the state records for VM appvm-lynx');
+    // Without the state's links, the one VM through the fixed path is fine (as before).
+    expect(runSocketSharing([catgirl], config, kept, { vmm }, emptyState())).toEqual(new Map());
   });
 });
 
@@ -95,6 +175,31 @@ describe('two VMs at one socket however their paths spell it', () => {
       // A directory not there: the text alone says (distinct texts pass; the attach says what it finds).
       expect(refused(`${dir}/none/{vm}/../qmp.sock`, `${dir}/none/{vm}/../ch.sock`, ['qemu'], [lynx, catgirl])).toEqual(new Map());
     } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses two paths that are hard links of one socket (a connect through either reaches its one listener), by its device and inode; another socket passes', async () => {
+    const dir = await realpath(await mkdtemp(join(tmpdir(), 'socket-sharing-')));
+    const server = createServer();
+    const other = createServer();
+    try {
+      await Promise.all([lynx, netvm, catgirl].map((vm) => mkdir(join(dir, vm))));
+      // netvm's socket, hard-linked into appvm-lynx's directory too; appvm-catgirl's a socket of its own.
+      await new Promise<void>((resolve) => server.listen(join(dir, netvm, 'qmp.sock'), resolve));
+      await new Promise<void>((resolve) => other.listen(join(dir, catgirl, 'qmp.sock'), resolve));
+      await link(join(dir, netvm, 'qmp.sock'), join(dir, lynx, 'qmp.sock'));
+      expect(socketKey(join(dir, lynx, 'qmp.sock'))).toBe(socketKey(join(dir, `${netvm}//qmp.sock`)));
+      expect(socketKey(join(dir, catgirl, 'qmp.sock'))).not.toBe(socketKey(join(dir, netvm, 'qmp.sock')));
+      // Nothing there yet: the path with its directory resolved, as before.
+      expect(socketKey(`${dir}/${netvm}/./none.sock`)).toBe(`${dir}/${netvm}/none.sock`);
+      expect(refused(`${dir}/{vm}/qmp.sock`, `${dir}/{vm}/ch.sock`, ['qemu'])).toEqual(
+        new Map([[lynx, expect.stringMatching(new RegExp(`^--qmp-socket gives VMs appvm-lynx and netvm one socket path, ${dir}/appvm-lynx/qmp\\.sock and ${dir}/netvm/qmp\\.sock, which lead to one socket: both would have`))]]),
+      );
+      expect(refused(`${dir}/{vm}/qmp.sock`, `${dir}/{vm}/ch.sock`, ['appvm-catgirl=qemu', 'netvm=qemu'], [catgirl])).toEqual(new Map());
+    } finally {
+      server.close();
+      other.close();
       await rm(dir, { recursive: true, force: true });
     }
   });

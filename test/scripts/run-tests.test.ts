@@ -4,7 +4,7 @@
 // number. Its run: test/harness/fixtures/stopped-run.config.ts, whose one test leaves a
 // namespace of the run's and waits.
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -127,6 +127,137 @@ describeNetns("scripts/run-tests at its end kills what runs in the run's namespa
     } finally {
       // The sandbox's first process: everything in it goes with it.
       if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) process.kill(-child.pid, 'SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+/**
+ * A copy of scripts/run-tests in a tree of its own (it runs from its parent dir), whose vitest
+ * (node_modules/.bin, first on the script's PATH) is the bash script `vitest`. `afterStart`: a
+ * line put in the copy right after the line that starts vitest in the background.
+ */
+function fakeVitestTree(dir: string, vitest: string, afterStart?: string): string {
+  const tree = join(dir, 'tree');
+  mkdirSync(join(tree, 'scripts'), { recursive: true });
+  mkdirSync(join(tree, 'node_modules/.bin'), { recursive: true });
+  let script = readFileSync(join(repoRoot, 'scripts/run-tests'), 'utf8');
+  if (afterStart !== undefined) {
+    const start = /^vitest run .*&\n/m;
+    if (!start.test(script)) throw new Error("scripts/run-tests has no line that starts vitest in the background");
+    script = script.replace(start, (line) => `${line}${afterStart}\n`);
+  }
+  writeFileSync(join(tree, 'scripts/run-tests'), script, { mode: 0o755 });
+  writeFileSync(join(tree, 'node_modules/.bin/vitest'), `#!/bin/bash\n${vitest}\n`, { mode: 0o755 });
+  return tree;
+}
+
+/** Runs `script` (bash) under unshare with `options`, in a process group of its own. */
+async function sandboxRun(options: readonly string[], script: string, dir: string): Promise<{ exit: ProcessExit; output: string }> {
+  const child = spawn('unshare', [...options, '--', 'bash', '-c', script], {
+    cwd: dir,
+    env: { ...process.env, TMPDIR: dir, SPECTRUM_TEST_RESULTS: join(dir, 'results.json') },
+    detached: true,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
+  try {
+    const exit = await new Promise<ProcessExit>((resolve) => child.once('exit', (code, sig) => resolve({ code, signal: sig })));
+    return { exit, output };
+  } finally {
+    if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) process.kill(-child.pid, 'SIGKILL');
+  }
+}
+
+// Polls for a file, each time after a pause (so what follows starts later than what made it).
+const waitForFile = 'wait_for() { local i=0; until sleep 0.05; [[ -e $1 ]] || ((++i > 1200)); do :; done; }';
+
+describeNetns('scripts/run-tests: its cleanup never changes its exit status', () => {
+  // A mount in the run's temp dir, in a mount namespace of the sandbox's own: rm -rf cannot remove it.
+  it.each([
+    { how: 'vitest ends with status 3', stop: false, status: 3 },
+    { how: 'a SIGTERM stops it', stop: true, status: signalExitCode('SIGTERM') },
+  ])('a temp dir it cannot remove (a busy mount) is said in one line, the status kept: $how', { timeout: 120_000 }, async ({ stop, status }) => {
+    const dir = mkdtempSync(join(tmpdir(), 'spectrum-run-tests-'));
+    try {
+      const tree = fakeVitestTree(dir, [
+        'mkdir "$TMPDIR/busy" && mount -t tmpfs busy "$TMPDIR/busy" || exit 99',
+        stop ? `touch ${dir}/ready; exec sleep 600` : 'exit 3',
+      ].join('\n'));
+      const { exit, output } = await sandboxRun(['--mount', '--propagation', 'private'], [
+        waitForFile,
+        `${tree}/scripts/run-tests & run=$!`,
+        stop ? `wait_for ${dir}/ready; kill -TERM "$run"` : '',
+        'wait "$run"; echo "run-tests: $?"',
+      ].join('\n'), dir);
+      expect(exit).toEqual({ code: 0, signal: null });
+      expect(output.split('\n').filter((line) => /^(run-tests:|test run: could not)/.test(line))).toEqual([
+        expect.stringMatching(new RegExp(`^test run: could not remove its temp dir ${dir}/snt-[^/ ]+: .*busy.*`)),
+        `run-tests: ${String(status)}`,
+      ]);
+    } finally {
+      // The mount went with the sandbox's mount namespace.
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+// In a PID namespace of its own, where the next PID is set (/proc/sys/kernel/ns_last_pid).
+describeNetns('scripts/run-tests stopped by a signal stops only what runs under vitest', () => {
+  it('a process under vitest that ended while the run stops, its PID reused by an unrelated process: that process\'s child is left running', { timeout: 120_000 }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'spectrum-run-tests-'));
+    try {
+      // Its child, found at the signal; at the SIGTERM it ends that child and reaps it, then
+      // waits until its PID is another's (the file reused) before it exits.
+      const tree = fakeVitestTree(dir, [
+        `sleep 600 & child=$!; echo "$child" >${dir}/child`,
+        `trap 'kill "$child"; wait "$child"; touch ${dir}/child-gone; until [[ -e ${dir}/reused ]]; do sleep 0.05; done; exit 0' TERM`,
+        `touch ${dir}/ready`,
+        'wait',
+      ].join('\n'));
+      const { exit, output } = await sandboxRun(['--pid', '--fork', '--mount-proc'], [
+        waitForFile,
+        `${tree}/scripts/run-tests & run=$!`,
+        `wait_for ${dir}/ready; kill -TERM "$run"; wait_for ${dir}/child-gone`,
+        `pid=$(<${dir}/child)`,
+        // The next process forked here gets the PID, unless another (the script's sleep) took it first.
+        'for ((i = 0; i < 100; i++)); do',
+        '  echo "$((pid - 1))" >/proc/sys/kernel/ns_last_pid',
+        `  bash -c 'sleep 600 & echo "$!" >${dir}/unrelated; wait' & reuser=$!`,
+        '  [[ $reuser != "$pid" ]] || break',
+        '  kill -KILL "$reuser"; wait "$reuser" 2>/dev/null',
+        'done',
+        'echo "reused: $([[ $reuser == "$pid" ]] && echo yes || echo no)"',
+        `wait_for ${dir}/unrelated; touch ${dir}/reused`,
+        'wait "$run"; echo "run-tests: $?"',
+        `state=$(awk '{print $3}' "/proc/$(<${dir}/unrelated)/stat" 2>/dev/null)`,
+        'echo "unrelated child: ${state:-gone}"',
+      ].join('\n'), dir);
+      expect(exit).toEqual({ code: 0, signal: null });
+      expect(output.split('\n').filter((line) => /^(reused|run-tests|unrelated child):/.test(line))).toEqual([
+        'reused: yes',
+        `run-tests: ${String(signalExitCode('SIGTERM'))}`,
+        'unrelated child: S',
+      ]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+  // In a PID namespace of its own: what is left of the run there is seen.
+  it('a signal in the instant after vitest started (before any command after it) stops vitest too', { timeout: 120_000 }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'spectrum-run-tests-'));
+    try {
+      const tree = fakeVitestTree(dir, 'exec sleep 600', 'kill -TERM $$');
+      const { exit, output } = await sandboxRun(['--pid', '--fork', '--mount-proc'], [
+        `${tree}/scripts/run-tests; echo "run-tests: $?"`,
+        'for stat in /proc/[0-9]*/stat; do read -r line <"$stat" && ((${line%% *} != 1)) && echo "left: $line"; done 2>/dev/null; true',
+      ].join('\n'), dir);
+      expect(exit).toEqual({ code: 0, signal: null });
+      expect(output).toContain('test run: stopped by SIGTERM');
+      expect(output.split('\n').filter((line) => /^(run-tests|left):/.test(line))).toEqual([`run-tests: ${String(signalExitCode('SIGTERM'))}`]);
+    } finally {
       rmSync(dir, { recursive: true, force: true });
     }
   });

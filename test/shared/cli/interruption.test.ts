@@ -38,7 +38,54 @@ describe('interruptOnSignals', () => {
   });
 
   it('gives the exit codes shells report for signals', () => {
-    expect([signalExitCode('SIGINT'), signalExitCode('SIGTERM')]).toEqual([130, 143]);
+    expect([signalExitCode('SIGINT'), signalExitCode('SIGTERM'), signalExitCode('SIGHUP')]).toEqual([130, 143, 129]);
+  });
+
+  it('with hangup, aborts at a first SIGHUP as at SIGTERM; a SIGHUP again is no second signal (a hangup comes twice), a SIGTERM after it exits at once with 129', () => {
+    const listeners = process.listenerCount('SIGHUP');
+    let written = '';
+    const interruption = interruptOnSignals('prog', 'run it again', { write: (text: string) => (written += text) }, { hangup: true });
+    const exit = vi.spyOn(process, 'exit').mockImplementation(() => undefined as never);
+    try {
+      expect(process.listenerCount('SIGHUP')).toBe(listeners + 1);
+      process.emit('SIGHUP', 'SIGHUP');
+      expect([interruption.signal.aborted, interruption.signal.reason, interruption.received]).toEqual([true, 'SIGHUP', 'SIGHUP']);
+      process.emit('SIGHUP', 'SIGHUP');
+      expect(exit).not.toHaveBeenCalled();
+      expect(written).toBe('');
+      process.emit('SIGTERM', 'SIGTERM');
+      expect(exit).toHaveBeenCalledWith(129);
+      expect(written).toBe('prog: SIGTERM again: exiting at once; run it again\n');
+    } finally {
+      interruption.dispose();
+    }
+    expect(process.listenerCount('SIGHUP')).toBe(listeners);
+  });
+
+  it('with hangup, a SIGHUP after a first SIGINT does not cut the undo short', () => {
+    const interruption = interruptOnSignals('prog', 'run it again', { write: () => undefined }, { hangup: true });
+    const exit = vi.spyOn(process, 'exit').mockImplementation(() => undefined as never);
+    try {
+      process.emit('SIGINT', 'SIGINT');
+      process.emit('SIGHUP', 'SIGHUP');
+      expect([interruption.received, exit.mock.calls]).toEqual(['SIGINT', []]);
+      process.emit('SIGINT', 'SIGINT');
+      expect(exit).toHaveBeenCalledWith(130);
+    } finally {
+      interruption.dispose();
+    }
+  });
+
+  it('without hangup, leaves SIGHUP alone (a daemon handles it itself)', () => {
+    const listeners = process.listenerCount('SIGHUP');
+    const interruption = interruptOnSignals('prog', 'run it again', { write: () => undefined });
+    const exiting = exitOnSignals('prog', () => 'stopped', { write: () => undefined });
+    try {
+      expect(process.listenerCount('SIGHUP')).toBe(listeners);
+    } finally {
+      interruption.dispose();
+      exiting.dispose();
+    }
   });
 });
 
@@ -69,5 +116,20 @@ describe('exitOnSignals', () => {
     } finally {
       onTerminal.dispose();
     }
+  });
+
+  it('with hangup, exits at a SIGHUP with 129 after its line, and restores the default on dispose', () => {
+    const listeners = process.listenerCount('SIGHUP');
+    let written = '';
+    const exiting = exitOnSignals('prog', (signal) => `interrupted by ${signal}: run it again`, { isTTY: true, write: (text: string) => (written += text) }, { hangup: true });
+    const exit = vi.spyOn(process, 'exit').mockImplementation(() => undefined as never);
+    try {
+      process.emit('SIGHUP', 'SIGHUP');
+      expect(exit).toHaveBeenCalledWith(129);
+      expect(written).toBe('\nprog: interrupted by SIGHUP: run it again\n');
+    } finally {
+      exiting.dispose();
+    }
+    expect(process.listenerCount('SIGHUP')).toBe(listeners);
   });
 });
