@@ -711,7 +711,8 @@ function foreignChangedLines(vm: string, { bridge, released, releasedFromLink = 
     ...released.map((port) => {
       const home = homeOf(port);
       const note = home === undefined ? '' : ` (another link's side device, whose bridge ${home} is not there: it is on no bridge now; link its VM to make it)`;
-      return `link ${vm}: took foreign port ${port} off bridge ${bridge}${note}`;
+      // A foreign port's name is another tool's: escaped where a terminal acts on it, as list shows it.
+      return `link ${vm}: took foreign port ${shownPath(port)} off bridge ${bridge}${note}`;
     }),
     ...addressesRemoved.map((address) => `link ${vm}: removed address ${address} from bridge ${bridge}`),
     ...settingsPutBack.map(({ device, settings }) => `link ${vm}: put back ${device}'s ${settings.join(', ')}${device === bridge ? '' : ` (a port of bridge ${bridge})`}`),

@@ -395,6 +395,24 @@ describeNetns('list, show, unlink and link tell a link\'s devices by kind', () =
     }
   });
 
+  it("link's warning for a foreign port whose name holds what a terminal acts on (an escape) gives that name escaped, as list does: it went to the terminal raw", async () => {
+    const link = await linkJson(['link', 'appvm-lynx', '--attach', 'none']);
+    const intruder = 'fx\u001b[7m';
+    await world().host.ip(['link', 'add', 'dev', intruder, 'type', 'veth', 'peer', 'name', 'fy0']);
+    try {
+      await world().host.ip(['link', 'set', 'dev', intruder, 'master', names.bridge]);
+      const listed = (await shown(['list'], link.id)).lines.find((line) => line.includes('is a port of this link\'s bridge'));
+      const shownName = listed?.trim().split(' ')[0];
+      expect(shownName).toBeDefined();
+      expect(shownName).not.toContain('\u001b');
+      const result = await world().link(['link', 'appvm-lynx']);
+      expect(result.code, result.stderr).toBe(0);
+      expect(warnings(result.stderr)).toEqual([`link appvm-lynx: took foreign port ${String(shownName)} off bridge ${names.bridge}`]);
+    } finally {
+      await world().host.ip(['link', 'del', 'dev', 'fy0']);
+    }
+  });
+
   it("a link whose bridge learnt a VM's bridge for STP root is up once link turned STP off: its timers, the root's until it takes itself for root again, are none to put back", async () => {
     const link = await linkJson(['link', 'appvm-lynx', '--attach', 'netns']);
     const up = { ...link, attachRecorded: true, present: true, linked: true, foreign: [] };
