@@ -76,6 +76,12 @@ export interface ObservedDevice {
    * port of it. Absent where it did not look (nothing is known of its ports then).
    */
   readonly ports?: readonly PortSeen[];
+  /**
+   * Of a bridge, where the observation looked at every device of the namespace with its bridges
+   * (list, show): the devices stacked on it (whose lower device it is, IFLA_LINK: a macvlan, a
+   * vlan, an ipvlan), each with its kind. Absent where it did not look.
+   */
+  readonly uppers?: readonly { readonly name: string; readonly kind: string | null }[];
   /** Where the observation looked (observeDevices' `bridges`): the IP addresses the device has. Absent where it did not look. */
   readonly addresses?: readonly DeviceAddress[];
   /**
@@ -91,6 +97,8 @@ export interface BridgeSetting {
   readonly value: number;
   /** Whether `ip` says it as on/off (a port's flags), not as a number. */
   readonly flag?: true;
+  /** The words `ip -d link` says its values as (a port's STP state: `disabled` for 0, ...), where it says words. */
+  readonly words?: readonly string[];
 }
 
 /**
@@ -107,8 +115,21 @@ export const BRIDGE_SETTINGS: readonly BridgeSetting[] = [
   { name: 'vlan_filtering', value: 0 },
 ];
 
-/** The port settings a link's ports keep as the kernel makes a bridge port (`ip link set dev X type bridge_slave ...`). */
+/** A port's STP state (IFLA_BRPORT_STATE) as `ip -d link` says it, by its value (BR_STATE_*). */
+const PORT_STATES = ['disabled', 'listening', 'learning', 'forwarding', 'blocking'] as const;
+
+/**
+ * The port settings a link's ports keep as the kernel makes a bridge port (`ip link set dev X type
+ * bridge_slave ...`). With `state`: the kernel forwards on a port of a bridge that is up, with STP
+ * off, as soon as the port's device runs (up, with a carrier), and holds one that does not run
+ * `disabled`, whatever is set (it refuses any other state then, as it refuses any with STP on): a
+ * port's state is observed only where its device runs (link-message.ts), compared only where its
+ * bridge is up (portSettingsChanged), and put back after the bridge's STP went off (foreignOnBridge
+ * before the ports' steps). `locked` on lets through only senders with an entry in the bridge's
+ * table that no learning makes: the link carries nothing once the ones there age out.
+ */
 export const PORT_SETTINGS: readonly BridgeSetting[] = [
+  { name: 'state', value: 3, words: PORT_STATES },
   { name: 'hairpin', value: 0, flag: true },
   { name: 'guard', value: 0, flag: true },
   { name: 'root_block', value: 0, flag: true },
@@ -120,6 +141,7 @@ export const PORT_SETTINGS: readonly BridgeSetting[] = [
   { name: 'bcast_flood', value: 1, flag: true },
   { name: 'neigh_suppress', value: 0, flag: true },
   { name: 'isolated', value: 0, flag: true },
+  { name: 'locked', value: 0, flag: true },
 ];
 
 /** A setting found other than a new bridge (or port) has it: its name, the value found, the one it gets back. */
@@ -138,9 +160,24 @@ export function settingsChanged(table: readonly BridgeSetting[], settings: Reado
   });
 }
 
-/** A setting's value as `ip` says it: on/off for a flag. */
-export const settingText = (table: readonly BridgeSetting[], name: string, value: number): string =>
-  table.find((setting) => setting.name === name)?.flag === true ? (value === 0 ? 'off' : 'on') : String(value);
+/**
+ * A port's PORT_SETTINGS (as observed) other than a new port's on its bridge: its STP state only
+ * where its bridge is up (a bridge that is down holds every port `disabled`; link brings it up).
+ */
+export function portSettingsChanged(settings: Readonly<Record<string, number>> | undefined, bridgeUp: boolean): SettingChanged[] {
+  return settingsChanged(PORT_SETTINGS, settings).filter(({ name }) => bridgeUp || name !== 'state');
+}
+
+/** A setting's value as `ip -d link` says it: on/off for a flag, a port's STP state by its word. */
+export function settingText(table: readonly BridgeSetting[], name: string, value: number): string {
+  const setting = table.find((entry) => entry.name === name);
+  if (setting?.flag === true) return value === 0 ? 'off' : 'on';
+  return setting?.words?.[value] ?? String(value);
+}
+
+/** A setting's value as `ip link set` takes it: a number but for a flag (on/off; `ip` takes no state word before iproute2 6.2). */
+const settingArgument = (table: readonly BridgeSetting[], name: string, value: number): string =>
+  table.find((entry) => entry.name === name)?.flag === true ? (value === 0 ? 'off' : 'on') : String(value);
 
 /** A port of a bridge, as observed: its name and the ifindex it had. */
 export interface PortSeen {
@@ -159,10 +196,13 @@ export interface DeviceAddress {
    * first): deleting that one deletes it too (or makes it the primary).
    */
   readonly secondary?: true;
+  /** A point-to-point address's peer (`ip addr add A peer B`: IFA_ADDRESS other than IFA_LOCAL), in the same form. */
+  readonly peer?: string;
 }
 
-/** An address as `ip addr` shows it: 198.51.100.1/24. */
-export const addressText = (address: DeviceAddress): string => `${address.address}/${address.prefixLength}`;
+/** An address as `ip addr` shows it: 198.51.100.1/24, or with its peer 198.51.100.1 peer 198.51.100.2/32. */
+export const addressText = (address: DeviceAddress): string =>
+  address.peer === undefined ? `${address.address}/${address.prefixLength}` : `${address.address} peer ${address.peer}/${address.prefixLength}`;
 
 /**
  * A VM namespace as observed: which namespace its file held (the descriptor the devices were
@@ -229,9 +269,9 @@ export type DeviceStep = { readonly netns: string | null } & (
   /** A veth pair: this end here, the peer (same name) in namespace peerNetns. */
   | { readonly op: 'add-veth'; readonly name: string; readonly peerNetns: string }
   /** Take a device the plan saw as a port of a link's bridge that is none of the link's off it (nomaster: it is not ours to delete). */
-  | { readonly op: 'release'; readonly name: string; readonly index: number }
+  | { readonly op: 'release'; readonly name: string; readonly index: number; readonly homeBridge?: string }
   /** Remove an IPv4 address the plan saw on a device (IPv6 ones go with IPv6 off). */
-  | { readonly op: 'delete-address'; readonly name: string; readonly index: number; readonly address: string; readonly prefixLength: number }
+  | { readonly op: 'delete-address'; readonly name: string; readonly index: number; readonly address: string; readonly prefixLength: number; readonly peer?: string }
   /** Put settings of a bridge (BRIDGE_SETTINGS), or of a bridge's port (PORT_SETTINGS), back to these values. */
   | { readonly op: 'bridge-settings' | 'port-settings'; readonly name: string; readonly index: number; readonly settings: Readonly<Record<string, number>> }
   /** Turn IPv6 off on it (which also removes every IPv6 address it has). */
@@ -253,11 +293,11 @@ export function stepText(step: DeviceStep): string {
     case 'release':
       return `ip link set dev ${step.name} nomaster`;
     case 'delete-address':
-      return `ip addr del ${step.address}/${step.prefixLength} dev ${step.name}`;
+      return `ip addr del ${addressText({ family: 4, ...step })} dev ${step.name}`;
     case 'bridge-settings':
     case 'port-settings': {
       const [kind, table] = step.op === 'bridge-settings' ? ['bridge', BRIDGE_SETTINGS] : ['bridge_slave', PORT_SETTINGS];
-      const words = Object.entries(step.settings).flatMap(([name, value]) => [name, settingText(table, name, value)]);
+      const words = Object.entries(step.settings).flatMap(([name, value]) => [name, settingArgument(table, name, value)]);
       return ['ip', 'link', 'set', 'dev', step.name, 'type', kind, ...words].join(' ');
     }
     case 'disable-ipv6':
@@ -418,17 +458,33 @@ function fixDevice(
  * off, bridgeSteps). Nothing where the observation did not look at its ports and addresses. And
  * its settings found other than a new bridge has them (STP on, say) go back.
  */
-function foreignOnBridge(bridge: ObservedDevice, sideDevices: ReadonlySet<string>): DeviceStep[] {
+function foreignOnBridge(bridge: ObservedDevice, sideDevices: ReadonlySet<string>, observed: ObservedDevices, homeBridges: ReadonlyMap<string, string>): DeviceStep[] {
   const ports = (bridge.ports ?? []).filter((port) => !sideDevices.has(port.name));
+  // A side device of another recorded link goes back on its own link's bridge, where that is
+  // there (seen: PlanOptions.homeBridges); else it is released as any other, its bridge named.
+  const offStep = (port: PortSeen): DeviceStep => {
+    const home = homeBridges.get(port.name);
+    if (home === undefined) return { netns: null, op: 'release', name: port.name, index: port.index };
+    if (observed.host.get(home)?.kind === DEVICE_KIND.bridge) return { netns: null, op: 'set', name: port.name, index: port.index, change: { master: home } };
+    return { netns: null, op: 'release', name: port.name, index: port.index, homeBridge: home };
+  };
   // Secondaries first: a primary's delete takes its subnet's secondaries with it, whose own
   // delete after it would fail (EADDRNOTAVAIL), the run with it.
   const ipv4 = (bridge.addresses ?? []).filter((address) => address.family === 4);
   const addresses = [...ipv4.filter((address) => address.secondary === true), ...ipv4.filter((address) => address.secondary !== true)];
   const changed = settingsChanged(BRIDGE_SETTINGS, bridge.settings);
   return [
-    ...ports.map((port): DeviceStep => ({ netns: null, op: 'release', name: port.name, index: port.index })),
+    ...ports.map(offStep),
     ...(changed.length === 0 ? [] : [settingsStep('bridge-settings', bridge, changed)]),
-    ...addresses.map((address): DeviceStep => ({ netns: null, op: 'delete-address', name: bridge.name, index: bridge.index, address: address.address, prefixLength: address.prefixLength })),
+    ...addresses.map((address): DeviceStep => ({
+      netns: null,
+      op: 'delete-address',
+      name: bridge.name,
+      index: bridge.index,
+      address: address.address,
+      prefixLength: address.prefixLength,
+      ...(address.peer !== undefined && { peer: address.peer }),
+    })),
   ];
 }
 
@@ -441,9 +497,9 @@ function settingsStep(op: 'bridge-settings' | 'port-settings', device: ObservedD
  * A port that stays on its link's bridge (seen there: one joining anew gets a new port's
  * settings) with settings other than a new port's: the step that puts them back.
  */
-function portSettingsSteps(connection: DesiredConnection, seen: ObservedDevice | undefined): DeviceStep[] {
+function portSettingsSteps(connection: DesiredConnection, seen: ObservedDevice | undefined, bridge: ObservedDevice | undefined): DeviceStep[] {
   if (seen?.master !== connection.bridge) return [];
-  const changed = settingsChanged(PORT_SETTINGS, seen.settings);
+  const changed = portSettingsChanged(seen.settings, bridge?.kind === DEVICE_KIND.bridge && bridge.up);
   return changed.length === 0 ? [] : [settingsStep('port-settings', seen, changed)];
 }
 
@@ -490,7 +546,7 @@ function planSide(side: DesiredSide, connection: DesiredConnection, observed: Ob
       steps.push({ netns: null, op: 'add-tap', name: side.device });
       creates.push(side.device);
     }
-    steps.push(...portSteps(connection, side.device, isTap ? seen : undefined, observed), ...portSettingsSteps(connection, isTap ? seen : undefined));
+    steps.push(...portSteps(connection, side.device, isTap ? seen : undefined, observed), ...portSettingsSteps(connection, isTap ? seen : undefined, observed.host.get(connection.bridge)));
     return;
   }
 
@@ -509,11 +565,48 @@ function planSide(side: DesiredSide, connection: DesiredConnection, observed: Ob
     steps.push({ netns: null, op: 'add-veth', name: side.device, peerNetns: attach.netns });
     creates.push(side.device);
   }
-  steps.push(...portSteps(connection, side.device, pairWhole ? seen : undefined, observed), ...portSettingsSteps(connection, pairWhole ? seen : undefined));
+  steps.push(...portSteps(connection, side.device, pairWhole ? seen : undefined, observed), ...portSettingsSteps(connection, pairWhole ? seen : undefined, observed.host.get(connection.bridge)));
   // The far end is the VM's own interface: its IPv6 is the guest's business.
   plan.configureFarEnds.push(
     ...fixDevice(attach.netns, { name: side.device, master: null, mtu: connection.mtu, mac: side.mac }, pairWhole ? far : undefined),
   );
+}
+
+/**
+ * What a plan changes of a link's bridge that is not spectrum-link's (foreignOnBridge and the
+ * ports' settings put back): said by `link`, as it touches another tool's configuration.
+ */
+export interface ForeignChanged {
+  readonly bridge: string;
+  /** Ports taken off it (nomaster). */
+  readonly released: readonly string[];
+  /** Of those, side devices of another recorded link whose bridge is not there, each with that bridge: on no bridge now. */
+  readonly releasedFromLink?: readonly { readonly device: string; readonly bridge: string }[];
+  /** Side devices of another recorded link moved off it back onto their own link's bridge. */
+  readonly movedHome?: readonly { readonly device: string; readonly bridge: string }[];
+  /** Its IPv4 addresses removed, as `ip addr` shows them (198.51.100.1/24). */
+  readonly addressesRemoved: readonly string[];
+  /** Each device (the bridge, a side device on it) whose settings went back, with them as `ip -d link` says them (`stp_state 0`, `hairpin off`). */
+  readonly settingsPutBack: readonly { readonly device: string; readonly settings: readonly string[] }[];
+}
+
+/** Of each connection (in plan order), what its plan changes of its bridge that is not spectrum-link's: null where nothing. */
+export function foreignChanged(connections: readonly DesiredConnection[], plan: DevicePlan): (ForeignChanged | null)[] {
+  return connections.map((connection, index) => {
+    const steps = plan.hostSteps[index] ?? [];
+    const released = steps.flatMap((step) => (step.op === 'release' ? [step.name] : []));
+    const releasedFromLink = steps.flatMap((step) => (step.op === 'release' && step.homeBridge !== undefined ? [{ device: step.name, bridge: step.homeBridge }] : []));
+    // A set step with a master other than the connection's is a foreign port moved to its own bridge (foreignOnBridge).
+    const movedHome = steps.flatMap((step) => (step.op === 'set' && step.change.master !== undefined && step.change.master !== connection.bridge ? [{ device: step.name, bridge: step.change.master }] : []));
+    const addressesRemoved = steps.flatMap((step) => (step.op === 'delete-address' ? [addressText({ family: 4, ...step })] : []));
+    const settingsPutBack = steps.flatMap((step) => {
+      if (step.op !== 'bridge-settings' && step.op !== 'port-settings') return [];
+      const table = step.op === 'bridge-settings' ? BRIDGE_SETTINGS : PORT_SETTINGS;
+      return [{ device: step.name, settings: Object.entries(step.settings).map(([name, value]) => `${name} ${settingText(table, name, value)}`) }];
+    });
+    if (released.length + addressesRemoved.length + settingsPutBack.length + movedHome.length === 0) return null;
+    return { bridge: connection.bridge, released, ...(releasedFromLink.length > 0 && { releasedFromLink }), ...(movedHome.length > 0 && { movedHome }), addressesRemoved, settingsPutBack };
+  });
 }
 
 /** Whether a plan changes nothing: the kernel already has what is desired. */
@@ -545,8 +638,18 @@ export function createdKinds(plan: DevicePlan): Map<string, string> {
   return kinds;
 }
 
+/** What a plan knows besides the devices: the links recorded besides its own. */
+export interface PlanOptions {
+  /**
+   * The side devices of links recorded that are none of the plan's, each with its link's bridge:
+   * one found on a bridge of the plan's goes back on that bridge where it is observed (a bridge),
+   * else off (said with it: a release step's homeBridge).
+   */
+  readonly homeBridges?: ReadonlyMap<string, string>;
+}
+
 /** The steps that make every connection's devices exist exactly as desired. */
-export function planDevices(connections: readonly DesiredConnection[], observed: ObservedDevices): DevicePlan {
+export function planDevices(connections: readonly DesiredConnection[], observed: ObservedDevices, options: PlanOptions = {}): DevicePlan {
   const plan: PlanBuilder = { missingNamespaces: new Set(), seenNamespaces: new Map(), clearFarEnds: [], hostSteps: [], configureFarEnds: [], creates: [] };
   const { creates } = plan;
   const hostSteps: DeviceStep[][] = [];
@@ -565,7 +668,7 @@ export function planDevices(connections: readonly DesiredConnection[], observed:
       creates.push(connection.bridge);
     }
     const bridgeReplaced = bridge !== undefined && !isBridge;
-    if (isBridge) steps.push(...foreignOnBridge(bridge, sideDevices));
+    if (isBridge) steps.push(...foreignOnBridge(bridge, sideDevices, observed, options.homeBridges ?? new Map()));
     planSide(connection.client, connection, observed, plan, bridgeReplaced);
     planSide(connection.provider, connection, observed, plan, bridgeReplaced);
     // The bridge comes up after its ports joined, as in a hand-written batch.

@@ -14,7 +14,7 @@ import { LINK_EXIT_CODES, isLinkBug, isLinkUsageError } from './exit-codes.js';
 import { type AttachChoice, type AttachMode, TAP_MTU_MAX, parseAttachChoice } from './attach-mode.js';
 import { CONFIG_DIR_ENV, type MisnamedVmDir, configDirFrom } from './config.js';
 import { DEFAULT_DEVICE_PREFIX, DeviceNameError, type DevicePrefix, devicePrefix } from './device-names.js';
-import { BRIDGE_SETTINGS, DEVICE_KIND, PORT_SETTINGS, settingText } from './device-plan.js';
+import { BRIDGE_SETTINGS, DEVICE_KIND, type ForeignChanged, PORT_SETTINGS, settingText } from './device-plan.js';
 import type { BridgeForeign, FarEndElsewhere, ForeignDevice, OffBridge, SettingOff } from './link-device-kinds.js';
 import type { AmbiguousAttach } from './kept-attach.js';
 import { linkAllKeepGoing, linkVmsKeepGoing } from './link-keep-going.js';
@@ -402,9 +402,10 @@ function offBridgeLine({ device, master }: OffBridge, bridge: string): string {
 }
 
 /** What `list` and `show` say, under a link, of what is on its bridge that is none of the link's (names and addresses from the kernel: escaped where they hold control characters). */
-function onBridgeLines({ ports, addresses }: BridgeForeign, bridge: string): string[] {
+function onBridgeLines({ ports, addresses, uppers }: BridgeForeign, bridge: string): string[] {
   return [
     ...ports.map((port) => `  ${shownPath(port)} is a port of this link's bridge ${bridge}, not one of the link's (link takes it off)`),
+    ...uppers.map(({ device, kind }) => `  ${shownPath(device)} (${shownPath(kind ?? 'no kind')}) is stacked on this link's bridge ${bridge}: whoever holds it is a party on a VM's link (link leaves it, not spectrum-link's: delete it)`),
     ...addresses.map((address) => `  ${bridge} has address ${address}: the host is no party on a VM's link (link removes it)`),
   ];
 }
@@ -416,7 +417,7 @@ function settingOffLine({ device, setting, value, expected }: SettingOff, bridge
 }
 
 /** Whether anything is on a link's bridge that is none of the link's. */
-const bridgeShared = ({ ports, addresses }: BridgeForeign): boolean => ports.length + addresses.length > 0;
+const bridgeShared = ({ ports, addresses, uppers }: BridgeForeign): boolean => ports.length + addresses.length + uppers.length > 0;
 
 /** What `unlink` (and `link` taking down a provider dropped) says, under a link it took down, of the devices of other kinds under its names that it deleted with the link's own. */
 function foreignDeletedLine(foreign: readonly ForeignDevice[]): string {
@@ -679,13 +680,20 @@ function linkedVmLines(
   vmmFailures: readonly VmmDetachFailure[],
   json: boolean,
   stopped?: StoppedRelease,
+  foreign: readonly ForeignChanged[] = [],
 ): string[] {
   // Each link's VMM arguments carry the MTU it was linked with (--mtu, else its record's).
   const mtu = (report: LinkReport): number => report.mtu ?? DEFAULT_NIC_MTU;
   if (json) {
     const unlinkedEntries = gone.map((report) => unlinkedJson(report, vmmFailures));
     const stoppedEntries = stopped === undefined ? [] : stopped.reports.filter((report) => report.vm === vm).map((report) => stoppedJson(report, stopped));
-    const entry = { vm, links: reports.map((report) => linkJson(report, mtu(report))), ...(gone.length > 0 && { unlinked: unlinkedEntries }), ...(stoppedEntries.length > 0 && { takeDownStopped: stoppedEntries }) };
+    const entry = {
+      vm,
+      links: reports.map((report) => linkJson(report, mtu(report))),
+      ...(gone.length > 0 && { unlinked: unlinkedEntries }),
+      ...(stoppedEntries.length > 0 && { takeDownStopped: stoppedEntries }),
+      ...(foreign.length > 0 && { foreignChanged: foreign }),
+    };
     return [`${JSON.stringify(entry)}\n`];
   }
   const lines: string[] = [];
@@ -697,6 +705,22 @@ function linkedVmLines(
     if (report.foreignDeleted.length > 0) lines.push(`${foreignDeletedLine(report.foreignDeleted)}\n`);
   }
   return lines;
+}
+
+/** What `link` says on stderr (a warning each) of what it changed of another's on a link's bridge of `vm`'s. */
+function foreignChangedLines(vm: string, { bridge, released, releasedFromLink = [], movedHome = [], addressesRemoved, settingsPutBack }: ForeignChanged): string[] {
+  const homeOf = (port: string): string | undefined => releasedFromLink.find((entry) => entry.device === port)?.bridge;
+  return [
+    ...movedHome.map(({ device, bridge: home }) => `link ${vm}: put ${device}, another link's side device, back on its link's bridge ${home} (off bridge ${bridge})`),
+    ...released.map((port) => {
+      const home = homeOf(port);
+      const note = home === undefined ? '' : ` (another link's side device, whose bridge ${home} is not there: it is on no bridge now; link its VM to make it)`;
+      // A foreign port's name is another tool's: escaped where a terminal acts on it, as list shows it.
+      return `link ${vm}: took foreign port ${shownPath(port)} off bridge ${bridge}${note}`;
+    }),
+    ...addressesRemoved.map((address) => `link ${vm}: removed address ${address} from bridge ${bridge}`),
+    ...settingsPutBack.map(({ device, settings }) => `link ${vm}: put back ${device}'s ${settings.join(', ')}${device === bridge ? '' : ` (a port of bridge ${bridge})`}`),
+  ];
 }
 
 /** What `link --keep-going` says of a VM it did not link: one line; a bug's reason starts `internal error:`, as plain link says one (failureText). */
@@ -1209,6 +1233,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       const undoWrites: UndoStateWriteFailure[] = [];
       // Undo steps that failed (devices, namespaces left): a line each too.
       const undoSteps: UndoStepFailure[] = [];
+      const foreign = new Map<string, ForeignChanged[]>();
       // The state lock not released as it should be (after the run failed, or did its work): a line too, last.
       const unlockFailures: StateStoreError[] = [];
       const undoDetachLines = (): string[] => undoFailures.map((failure) => undoDetachLine(failure, failure.socket ?? vmmSocket(flags, failure.vmm, failure.vm), given.cwd));
@@ -1262,7 +1287,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         const stopped = done.takeDownStopped;
         const stoppedVms = flags.json === true ? (stopped?.reports ?? []).map((report) => vmName(report.vm)) : [];
         for (const vm of new Set([...done.linked.keys(), ...done.unlinked.keys(), ...stoppedVms])) {
-          lines.push(...linkedVmLines(vm, done.linked.get(vm) ?? [], done.unlinked.get(vm) ?? [], done.vmmFailures, flags.json === true, stopped));
+          lines.push(...linkedVmLines(vm, done.linked.get(vm) ?? [], done.unlinked.get(vm) ?? [], done.vmmFailures, flags.json === true, stopped, foreign.get(vm)));
         }
         // With --keep-going, a line for each VM it did not link (stderr says why too).
         // (`badInput`: it failed by bad usage or input, as plain link would have exited 2;
@@ -1289,7 +1314,12 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         const onUndoStateWriteFailed = (failure: UndoStateWriteFailure): void => void undoWrites.push(failure);
         const onUndoStepFailed = (failure: UndoStepFailure): void => void undoSteps.push(failure);
         const onUnlockFailed = (failure: StateStoreError): void => void unlockFailures.push(failure);
-        const runOptions = { ...linkerOpts, progress: linkProgressText(progress), signal: interruption.signal, onLeftDown, onUndoDetachFailed, onUndoStateWriteFailed, onUndoStepFailed, onUnlockFailed };
+        // What it changed of another's on a link's bridge is said as it is done (a later failure does not undo it).
+        const onForeignChanged = (vm: string, changed: ForeignChanged): void => {
+          foreign.set(vm, [...(foreign.get(vm) ?? []), changed]);
+          if (wouldLog('warn')) for (const line of foreignChangedLines(vm, changed)) log().warn(line);
+        };
+        const runOptions = { ...linkerOpts, progress: linkProgressText(progress), signal: interruption.signal, onLeftDown, onUndoDetachFailed, onUndoStateWriteFailed, onUndoStepFailed, onUnlockFailed, onForeignChanged };
         if (flags.all === true) {
           const whole = flags.keepGoing === true ? await linkAllKeepGoing(runOptions) : { ...(await linkAll(runOptions)), failed: [] };
           ({ all, ...outcome } = whole);
@@ -1510,9 +1540,10 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       // `offBridge` only where there are any, as `farEndsElsewhere`.
       const offBridge = (entry: ListedLink): Record<string, unknown> => (entry.offBridge.length === 0 ? {} : { offBridge: entry.offBridge.map(({ device, master }) => ({ device, master })) });
       // `foreignPorts` and `bridgeAddresses` only where there are any, as `offBridge`.
-      const onBridge = ({ onBridge: { ports, addresses } }: ListedLink): Record<string, unknown> => ({
+      const onBridge = ({ onBridge: { ports, addresses, uppers } }: ListedLink): Record<string, unknown> => ({
         ...(ports.length > 0 && { foreignPorts: ports.map((device) => ({ device })) }),
         ...(addresses.length > 0 && { bridgeAddresses: addresses }),
+        ...(uppers.length > 0 && { upperDevices: uppers }),
       });
       // `changedSettings` only where there are any, as `offBridge`.
       const changedSettings = ({ settingsOff }: ListedLink): Record<string, unknown> =>

@@ -10,7 +10,7 @@
 // makes the pair anew. Pure: the devices come in as the kernel reported them.
 import type { AttachMode } from './attach-mode.js';
 import type { DeviceRole, LinkDeviceNames } from './device-names.js';
-import { BRIDGE_SETTINGS, DEVICE_KIND, type ObservedDevice, PORT_SETTINGS, addressText, settingsChanged } from './device-plan.js';
+import { BRIDGE_SETTINGS, DEVICE_KIND, type ObservedDevice, type SettingChanged, addressText, portSettingsChanged, settingsChanged } from './device-plan.js';
 import type { LinkAttachment } from './link-state.js';
 
 /**
@@ -157,7 +157,8 @@ export interface BridgeForeign {
   /** Ports of its bridge other than its side devices. */
   readonly ports: readonly string[];
   /** The bridge's IP addresses, as `ip addr` shows them (198.51.100.1/24). */
-  readonly addresses: readonly string[];
+  readonly addresses: readonly string[];  /** Devices stacked on the bridge (a macvlan: IFLA_LINK), each with its kind: the host (or whoever holds it) is a party on the link through it. link leaves them: not spectrum-link's. */
+  readonly uppers: readonly { readonly device: string; readonly kind: string | null }[];
 }
 
 /**
@@ -165,11 +166,12 @@ export interface BridgeForeign {
  * (`host` observed with its bridges' ports and addresses). None where a device is missing or
  * foreign (the link is said so first), or where the observation did not look.
  */
-export function foreignOnBridge(names: LinkDeviceNames, seen: Pick<LinkDevicesSeen, 'devicesThere'>, host: ReadonlyMap<string, Pick<ObservedDevice, 'ports' | 'addresses'>>): BridgeForeign {
+export function foreignOnBridge(names: LinkDeviceNames, seen: Pick<LinkDevicesSeen, 'devicesThere'>, host: ReadonlyMap<string, Pick<ObservedDevice, 'ports' | 'addresses' | 'uppers'>>): BridgeForeign {
   const bridge = seen.devicesThere ? host.get(names.bridge) : undefined;
   return {
     ports: (bridge?.ports ?? []).map((port) => port.name).filter((port) => port !== names.client && port !== names.provider),
     addresses: (bridge?.addresses ?? []).map(addressText),
+    uppers: (bridge?.uppers ?? []).map(({ name, kind }) => ({ device: name, kind })),
   };
 }
 
@@ -187,10 +189,13 @@ export interface SettingOff {
  * of its ports on it (PORT_SETTINGS) other than a new bridge and port have: as `list` and `show`
  * flag them (`link` puts them back). None where a device is missing or foreign.
  */
-export function settingsOff(names: LinkDeviceNames, seen: Pick<LinkDevicesSeen, 'devicesThere'>, host: ReadonlyMap<string, Pick<ObservedDevice, 'master' | 'settings'>>): SettingOff[] {
+export function settingsOff(names: LinkDeviceNames, seen: Pick<LinkDevicesSeen, 'devicesThere'>, host: ReadonlyMap<string, Pick<ObservedDevice, 'master' | 'settings' | 'up'>>): SettingOff[] {
   if (!seen.devicesThere) return [];
-  const of = (device: string, table: typeof BRIDGE_SETTINGS): SettingOff[] =>
-    settingsChanged(table, host.get(device)?.settings).map(({ name, value, expected }) => ({ device, setting: name, value, expected }));
+  const off = (device: string, changed: readonly SettingChanged[]): SettingOff[] => changed.map(({ name, value, expected }) => ({ device, setting: name, value, expected }));
+  const bridgeUp = host.get(names.bridge)?.up === true;
   const ports = [names.client, names.provider].filter((port) => host.get(port)?.master === names.bridge);
-  return [...of(names.bridge, BRIDGE_SETTINGS), ...ports.flatMap((port) => of(port, PORT_SETTINGS))];
+  return [
+    ...off(names.bridge, settingsChanged(BRIDGE_SETTINGS, host.get(names.bridge)?.settings)),
+    ...ports.flatMap((port) => off(port, portSettingsChanged(host.get(port)?.settings, bridgeUp))),
+  ];
 }

@@ -18,6 +18,7 @@ const BRIDGE_ATTRIBUTES: Readonly<Record<string, { readonly type: number; readon
 };
 /** PORT_SETTINGS in a bridge port's IFLA_INFO_SLAVE_DATA: IFLA_BRPORT_* (u8 each). */
 const PORT_ATTRIBUTES: Readonly<Record<string, { readonly type: number; readonly size: 1 | 4 }>> = {
+  state: { type: 1, size: 1 },
   hairpin: { type: 4, size: 1 },
   guard: { type: 5, size: 1 },
   root_block: { type: 6, size: 1 },
@@ -29,6 +30,8 @@ const PORT_ATTRIBUTES: Readonly<Record<string, { readonly type: number; readonly
   bcast_flood: { type: 30, size: 1 },
   neigh_suppress: { type: 32, size: 1 },
   isolated: { type: 33, size: 1 },
+  /** Linux 5.18 on: an older kernel reports none, and none is compared. */
+  locked: { type: 39, size: 1 },
 };
 import type { Program } from '../shared/rtnl-socket.js';
 
@@ -93,6 +96,8 @@ const NLA_TYPE_MASK = 0x3fff;
 const RTEXT_FILTER_SKIP_STATS = 1 << 3;
 
 const IFF_UP = 0x1;
+/** Up and operationally up (the kernel's netif_running and netif_oper_up: a carrier, say). */
+const IFF_RUNNING = 0x40;
 const IFNAMSIZ = 16;
 
 const align4 = (length: number): number => (length + 3) & ~3;
@@ -103,8 +108,9 @@ const KIND_TAP = 2;
 const KIND_ENSLAVE = 3;
 const KIND_DISABLE_IPV6 = 4;
 /**
- * A record kind's flag (rtnl.c's GONE_GOES_ON): refused with ENODEV (its device gone already), the
- * record is said failed so, and the program goes on as after one done.
+ * A record kind's flag (rtnl.c's GONE_GOES_ON): refused with ENODEV (its device gone already), or,
+ * an address's delete, with EADDRNOTAVAIL (that address gone already), the record is said failed
+ * so, and the program goes on as after one done.
  */
 const FLAG_GONE_GOES_ON = 0x100;
 
@@ -280,7 +286,8 @@ export class ProgramWriter {
         this.linkRequest(RTM_NEWLINK, 0, step.index, () => this.u32Attribute(IFLA_MASTER, 0), FLAG_GONE_GOES_ON);
         return this;
       case 'delete-address': {
-        this.beginRecord(KIND_REQUEST);
+        // Found gone (flushed meanwhile: a DHCP client's, another tool's), it is off the device: the program goes on.
+        this.beginRecord(KIND_REQUEST | FLAG_GONE_GOES_ON);
         this.beginMessage(RTM_DELADDR, 0);
         const at = this.reserve(IFADDRMSG_LEN);
         this.bytes[at] = AF_INET;
@@ -512,13 +519,20 @@ function ownBridgeSettingsOf(data: Uint8Array | undefined): Record<string, numbe
   return Object.fromEntries(Object.entries(settings).filter(([name]) => !(ROOT_TIMERS as readonly string[]).includes(name)));
 }
 
-/** A bridge's settings (its IFLA_INFO_DATA), or a bridge port's (its IFLA_INFO_SLAVE_DATA), from its IFLA_LINKINFO; null for another device. */
-function bridgeSettingsOf(info: Uint8Array | undefined): Record<string, number> | null {
+/**
+ * A bridge's settings (its IFLA_INFO_DATA), or a bridge port's (its IFLA_INFO_SLAVE_DATA), from its
+ * IFLA_LINKINFO; null for another device. A port's STP state only where its device runs
+ * (`running`: IFF_RUNNING, up and operationally up): one that does not is `disabled` whatever is
+ * set (a tap no VMM holds open, a veth whose far end is down), which is no setting.
+ */
+function bridgeSettingsOf(info: Uint8Array | undefined, running: boolean): Record<string, number> | null {
   if (info === undefined) return null;
   const attributes = attributesOf(info, 0, info.length);
   if (stringOf(attributes.get(IFLA_INFO_KIND)) === 'bridge') return ownBridgeSettingsOf(attributes.get(IFLA_INFO_DATA));
-  if (stringOf(attributes.get(IFLA_INFO_SLAVE_KIND)) === 'bridge') return settingsOf(attributes.get(IFLA_INFO_SLAVE_DATA), PORT_ATTRIBUTES);
-  return null;
+  if (stringOf(attributes.get(IFLA_INFO_SLAVE_KIND)) !== 'bridge') return null;
+  const settings = settingsOf(attributes.get(IFLA_INFO_SLAVE_DATA), PORT_ATTRIBUTES);
+  if (settings !== null && !running) delete settings.state;
+  return settings;
 }
 
 function attributesOf(bytes: Uint8Array, start: number, end: number): Map<number, Uint8Array> {
@@ -605,7 +619,8 @@ export function decodeLinks(bytes: Uint8Array): LinkInfo[] {
       if (name !== null) {
         const index = view.getInt32(body + 4, true);
         const peerNetnsId = s32Of(attributes.get(IFLA_LINK_NETNSID));
-        const settings = bridgeSettingsOf(attributes.get(IFLA_LINKINFO));
+        const flags = view.getUint32(body + 8, true);
+        const settings = bridgeSettingsOf(attributes.get(IFLA_LINKINFO), (flags & IFF_RUNNING) !== 0);
         links.push({
           index,
           name,
@@ -617,7 +632,7 @@ export function decodeLinks(bytes: Uint8Array): LinkInfo[] {
           peerNetnsId,
           masterIndex: u32Of(attributes.get(IFLA_MASTER)),
           mtu: u32Of(attributes.get(IFLA_MTU)) ?? 0,
-          up: (view.getUint32(body + 8, true) & IFF_UP) !== 0,
+          up: (flags & IFF_UP) !== 0,
           mac: address === undefined ? '' : [...address].map((octet) => octet.toString(16).padStart(2, '0')).join(':'),
           ...ipv6Of(attributes.get(IFLA_AF_SPEC)),
           group: u32Of(attributes.get(IFLA_GROUP)) ?? 0,
@@ -679,14 +694,22 @@ export function decodeAddresses(bytes: Uint8Array): AddressInfo[] {
       const body = offset + NLMSG_HDRLEN;
       const family = bytes[body];
       const attributes = attributesOf(bytes, body + IFADDRMSG_LEN, offset + length);
-      // IFA_LOCAL is the address itself (IFA_ADDRESS the peer's, on a point-to-point device).
-      const raw = attributes.get(IFA_LOCAL) ?? attributes.get(IFA_ADDRESS);
+      // IFA_LOCAL is the address itself (IFA_ADDRESS the peer's, on a point-to-point device, or
+      // one given a peer: `ip addr add A peer B`; the same as IFA_LOCAL otherwise).
+      const local = attributes.get(IFA_LOCAL);
+      const other = attributes.get(IFA_ADDRESS);
+      const raw = local ?? other;
+      const peerRaw = local !== undefined && other !== undefined && Buffer.compare(local, other) !== 0 ? other : undefined;
       const index = view.getUint32(body + 4, true);
       const prefixLength = bytes[body + 1] ?? 0;
       // IFA_F_SECONDARY is among ifa_flags' low 8 bits (IFA_FLAGS repeats them, and more).
       const secondary = ((bytes[body + 2] ?? 0) & IFA_F_SECONDARY) !== 0;
-      if (family === AF_INET && raw?.length === 4) found.push({ index, family: 4, address: [...raw].join('.'), prefixLength, ...(secondary && { secondary: true as const }) });
-      else if (family === AF_INET6 && raw?.length === 16) found.push({ index, family: 6, address: ipv6Text(raw), prefixLength });
+      if (family === AF_INET && raw?.length === 4) {
+        const peer = peerRaw?.length === 4 ? { peer: [...peerRaw].join('.') } : {};
+        found.push({ index, family: 4, address: [...raw].join('.'), prefixLength, ...(secondary && { secondary: true as const }), ...peer });
+      } else if (family === AF_INET6 && raw?.length === 16) {
+        found.push({ index, family: 6, address: ipv6Text(raw), prefixLength, ...(peerRaw?.length === 16 && { peer: ipv6Text(peerRaw) }) });
+      }
     }
     offset += align4(length);
   }
@@ -722,6 +745,16 @@ export interface BridgeDetails {
 export function observedDevices(links: readonly LinkInfo[], bridges?: BridgeDetails): Map<string, ObservedDevice> {
   const names = new Map(links.map((link) => [link.index, link.name]));
   const portsOf = new Map<number, PortSeen[]>();
+  // A device stacked on another of this namespace (a macvlan on a bridge) gives it as IFLA_LINK, no
+  // IFLA_LINK_NETNSID (which a veth whose peer is elsewhere gives); one stacked on it from another
+  // namespace is not among `links`.
+  const uppersOf = new Map<number, { name: string; kind: string | null }[]>();
+  if (bridges !== undefined) {
+    for (const link of links) {
+      if (link.peerNetnsId !== null || link.peerIndex === null || link.peerIndex === link.index || link.kind === 'veth') continue;
+      uppersOf.set(link.peerIndex, [...(uppersOf.get(link.peerIndex) ?? []), { name: link.name, kind: link.kind }]);
+    }
+  }
   const addressesOf = new Map<number, DeviceAddress[]>();
   if (bridges !== undefined) {
     const seen = new Set<number>();
@@ -739,6 +772,7 @@ export function observedDevices(links: readonly LinkInfo[], bridges?: BridgeDeta
       link.name,
       {
         ...(bridges !== undefined && link.kind === 'bridge' && { ports: portsOf.get(link.index) ?? [] }),
+        ...(bridges !== undefined && link.kind === 'bridge' && { uppers: uppersOf.get(link.index) ?? [] }),
         ...(bridges !== undefined && { addresses: addressesOf.get(link.index) ?? [] }),
         ...(link.settings !== undefined && { settings: link.settings }),
         index: link.index,

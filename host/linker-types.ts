@@ -12,7 +12,7 @@ import { type AttachChoice, type AttachMode, attachModeOf } from './attach-mode.
 import type { ConfigDirSource } from './config-reader.js';
 import type { ConfigSnapshot } from './config.js';
 import { type DevicePrefix, linkDeviceNames } from './device-names.js';
-import type { DevicePlan, MtuBefore } from './device-plan.js';
+import type { DevicePlan, ForeignChanged, MtuBefore } from './device-plan.js';
 import type { AmbiguousAttach, LinkSide } from './kept-attach.js';
 import type { BridgeForeign, FarEndElsewhere, ForeignDevice, OffBridge, SettingOff } from './link-device-kinds.js';
 import { type Link, type LinkAttachment, type LinkPair, isNetnsPrefix } from './link-state.js';
@@ -189,6 +189,12 @@ export interface LinkerOptions {
    * undone is still what is thrown (or the VM's failure).
    */
   readonly onUndoStepFailed?: (failure: UndoStepFailure) => void;
+  /**
+   * Told, as each link's devices are made, of what was changed of its bridge that is not
+   * spectrum-link's (a foreign port taken off, an address removed, settings put back): it stays
+   * so whatever the run does after (an undo does not put it back).
+   */
+  readonly onForeignChanged?: (vm: string, changed: ForeignChanged) => void;
   /**
    * The commands a line tells the operator to run, with this run's options (the CLI's give them,
    * printed-command.ts); where left out, each with no option (DEFAULT_COMMANDS).

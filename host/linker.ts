@@ -9,8 +9,8 @@ import type { CliError } from '../shared/cli/run-cli.js';
 import { type AttachChoice, type AttachMode, assertSideMtu, chosenAttachMode } from './attach-mode.js';
 import { readConfigDir, readConfigVms } from './config-reader.js';
 import { type ConfigSnapshot, type Listing, requireValidVm, vmDirProblem } from './config.js';
-import { linkDeviceNames } from './device-names.js';
-import { DEVICE_KIND, type DesiredConnection, type DesiredSide, type DevicePlan, type ObservedDevice, mtuDeviceKey, mtuRestorePlan, planDevices, replacedDevices } from './device-plan.js';
+import { linkDeviceNames, parseDeviceName } from './device-names.js';
+import { DEVICE_KIND, type DesiredConnection, type DesiredSide, type DevicePlan, type ObservedDevice, type ObservedDevices, foreignChanged, mtuDeviceKey, mtuRestorePlan, planDevices, replacedDevices } from './device-plan.js';
 import { type AmbiguousAttach, type KeptAttach, type ModeSource, type StandingLink, ambiguousAttach, goneLink, isVmmMode, keptAttach, linkAttachModes, newLinkMode, shownAttachMode, sideMode } from './kept-attach.js';
 import { leftAsTheyAre, noVmReason, seenOf, statesByClient } from './link-listing.js';
 import { DEFAULT_LINK_MTU, type Link, type LinkAttachment, type LinkPair, type LinkState, allocateMany, emptyState, linksToUnlisted, mtuField, restorePairs, sameAttachment, sameState, setAttachments, withDevicePrefix } from './link-state.js';
@@ -180,6 +180,26 @@ function desiredConnection(report: LinkReport, options: LinkerOptions): DesiredC
     client: sideOf(report.clientAttach, vmName(report.vm), report.clientDevice, report.clientMac, options),
     provider: sideOf(report.providerAttach, vmName(report.provider), report.providerDevice, report.providerMac, options),
   };
+}
+
+/**
+ * The side devices of links the state records besides these connections' found as ports of these
+ * connections' bridges, each with its own link's bridge (planDevices puts it back there), and the
+ * observation with those bridges looked at too (only then: a second look, which most runs skip).
+ */
+async function withHomeBridges(observed: ObservedDevices, state: LinkState, connections: readonly DesiredConnection[], options: Pick<LinkerOptions, 'devicePrefix'>): Promise<{ observed: ObservedDevices; homeBridges: Map<string, string> }> {
+  const ours = new Set(connections.flatMap((c) => [c.client.device, c.provider.device]));
+  const ports = new Set(connections.flatMap((c) => (observed.host.get(c.bridge)?.ports ?? []).map((port) => port.name)).filter((name) => !ours.has(name)));
+  const homeBridges = new Map<string, string>();
+  if (ports.size === 0) return { observed, homeBridges };
+  const recorded = new Set(state.links.map((link) => link.id));
+  for (const name of ports) {
+    const parsed = parseDeviceName(options.devicePrefix, name);
+    if (parsed !== undefined && parsed.role !== 'bridge' && recorded.has(parsed.id)) homeBridges.set(name, linkDeviceNames(options.devicePrefix, parsed.id).bridge);
+  }
+  if (homeBridges.size === 0) return { observed, homeBridges };
+  const bridges = await observeDevices([], [...new Set(homeBridges.values())]);
+  return { observed: { ...observed, host: new Map([...bridges.host, ...observed.host]) }, homeBridges };
 }
 
 function netnsNames(connections: readonly DesiredConnection[]): string[] {
@@ -385,8 +405,8 @@ export async function linkTransaction(
         });
         state = next;
       }
-      const seen = await observed;
-      const plan = planDevices(connections, seen);
+      const seen = await withHomeBridges(await observed, state, connections, options);
+      const plan = planDevices(connections, seen.observed, { homeBridges: seen.homeBridges });
       applying = applying
         .then(async () => {
           if (failed) return;
@@ -397,9 +417,13 @@ export async function linkTransaction(
           started.push({ plan, made: planMade });
           for (const device of plan.creates) made.created.add(device);
           for (const device of replacedDevices(plan)) made.replaced.add(device);
-          noteMtusBefore(plan, seen.ipv6, made);
+          noteMtusBefore(plan, seen.observed.ipv6, made);
           try {
             await applyDevicePlan(plan, planMade);
+            foreignChanged(connections, plan).forEach((changed, index) => {
+              const vm = reports[index]?.vm;
+              if (changed !== null && vm !== undefined) options.onForeignChanged?.(vm, changed);
+            });
           } finally {
             // Only those its `ip netns add` made: one someone else made meanwhile is never the run's to delete (undoVms).
             for (const netns of planMade.namespaces) made.namespaces.add(netns);

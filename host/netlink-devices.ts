@@ -349,10 +349,12 @@ interface StepsDone {
  * Whether a delete step's failure says that its device is gone: the kernel's ENODEV for the index
  * it was seen under (the step goes by that alone: link-message.ts). What it was to bring about
  * (no such device there) is so: reconciled, not a failure. So for a release (a foreign port taken
- * off a link's bridge): gone, it is off it.
+ * off a link's bridge): gone, it is off it; and for an address's delete, the address found gone
+ * (EADDRNOTAVAIL: flushed meanwhile by a DHCP client, another tool), or its device.
  */
 const foundGone = (step: DeviceStep, outcome: MarkedOutcome & { state: 'failed' }): boolean =>
-  (step.op === 'delete' || step.op === 'release') && outcome.code === 'ENODEV' && outcome.marks.failure === 'refused';
+  outcome.marks.failure === 'refused' &&
+  (((step.op === 'delete' || step.op === 'release' || step.op === 'delete-address') && outcome.code === 'ENODEV') || (step.op === 'delete-address' && outcome.code === 'EADDRNOTAVAIL'));
 
 /**
  * Run steps in one namespace, in order; the first failure stops them and is thrown. A delete

@@ -24,8 +24,9 @@
 //                   one ends (its records not yet begun are not run), never under its worker
 // A program is a list of records: u32 kind, u32 payload length, payload padded to 4 bytes. The
 // kind may carry a flag: GONE_GOES_ON (0x100), that a record the kernel refuses with ENODEV (no
-// such device: a delete by index whose device is gone already) is reported so (errors[i], texts[i],
-// MARK_REFUSED), and the program goes on as after one done, keepGoing or not.
+// such device: a delete by index whose device is gone already), or an RTM_DELADDR it refuses with
+// EADDRNOTAVAIL (that address gone already), is reported so (errors[i], texts[i], MARK_REFUSED),
+// and the program goes on as after one done, keepGoing or not.
 //   REQUEST (1)  one netlink message; NLM_F_ACK is added and its seq becomes the socket's next one
 //                (a counter: no two requests of a socket's life share one, so a late answer to one
 //                that timed out is never taken for another's)
@@ -82,6 +83,7 @@
 #include <linux/rtnetlink.h>
 #include <net/if.h>
 #include <sched.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -101,8 +103,8 @@
 #define KIND_NO_IPV6 4
 // A record kind's flags (see the top): any other bit makes it a kind that is none (EINVAL).
 #define FLAG_GONE_GOES_ON 0x100
-// The program format (rtnl-socket.ts PROGRAM_FORMAT): 2 from GONE_GOES_ON on.
-#define PROGRAM_FORMAT 2
+// The program format (rtnl-socket.ts PROGRAM_FORMAT): 2 from GONE_GOES_ON on, 3 from its address delete on.
+#define PROGRAM_FORMAT 3
 // What a receive buffer starts at: every answer but a device's with a long property list fits.
 #define RECEIVE_BYTES 65536
 #define TEXT_BYTES 256
@@ -879,7 +881,9 @@ static void run_execute(napi_env env, void *data) {
       fail(job, index, error, detail);
       // Its device gone, as the record's flag allows: said, and the program goes on (one program
       // for a plan whatever devices went meanwhile, not one more per device gone).
-      int gone = (flags & FLAG_GONE_GOES_ON) && error == ENODEV && (job->marks[index] & MARK_REFUSED);
+      uint16_t type = 0;
+      if (kind == KIND_REQUEST && length >= NLMSG_HDRLEN) memcpy(&type, payload + offsetof(struct nlmsghdr, nlmsg_type), sizeof type);
+      int gone = (flags & FLAG_GONE_GOES_ON) && (error == ENODEV || (error == EADDRNOTAVAIL && type == RTM_DELADDR)) && (job->marks[index] & MARK_REFUSED);
       if (!gone) failed = 1;
       if (job->marks[index] & MARK_TIMED_OUT) timed_out = 1;
     }

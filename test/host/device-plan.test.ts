@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { BRIDGE_SETTINGS, type DesiredConnection, type DeviceAddress, type DeviceStep, type ObservedDevice, PORT_SETTINGS, TUN_MODE_KIND, createdKinds, isEmptyPlan, mtuRestorePlan, planDevices, replacedDevices, stepText } from '../../host/device-plan.js';
+import { BRIDGE_SETTINGS, type DesiredConnection, type DeviceAddress, type DeviceStep, type ObservedDevice, PORT_SETTINGS, TUN_MODE_KIND, createdKinds, isEmptyPlan, mtuRestorePlan, planDevices, replacedDevices, settingText, stepText } from '../../host/device-plan.js';
 
 const tap = { kind: 'tap' } as const;
 
@@ -524,6 +524,16 @@ describe('planDevices, the settings of a link\'s bridge and ports', () => {
     const after = simulate(new Map(devices.map((d) => [d.name, d])), plan.hostSteps.flat(), PLAIN_HOST);
     expect(after.get('snb7')?.settings).toEqual(fresh(BRIDGE_SETTINGS));
     expect(isEmptyPlan(planDevices([connection(7)], observedHost(after.values())))).toBe(true);
+  });
+
+  it("puts back a port's STP state other than forwarding (by its number: ip takes no word for it before 6.2) and locked on; its state not where the bridge is down (the kernel holds every port of it disabled, and link brings it up)", () => {
+    const ports = [device('snc7', 11, 'snb7', { ...fresh(PORT_SETTINGS), locked: 1 }), device('snp7', 12, 'snb7', { ...fresh(PORT_SETTINGS), state: 0 })];
+    const steps = (up: boolean): string[] =>
+      planDevices([connection(7)], observedHost([{ ...device('snb7', 10, null, fresh(BRIDGE_SETTINGS)), up }, ...ports])).hostSteps.flat().map(stepText).filter((step) => step.includes('bridge_slave'));
+    expect(steps(true)).toEqual(['ip link set dev snc7 type bridge_slave locked off', 'ip link set dev snp7 type bridge_slave state 3']);
+    expect(steps(false)).toEqual(['ip link set dev snc7 type bridge_slave locked off']);
+    expect(settingText(PORT_SETTINGS, 'state', 0)).toBe('disabled');
+    expect(settingText(PORT_SETTINGS, 'locked', 1)).toBe('on');
   });
 
   it('leaves the settings of a port joining the bridge anew (a new port has a new port\'s) and those the kernel did not report', () => {

@@ -52,6 +52,15 @@ describeNetns('list, show, unlink and link tell a link\'s devices by kind', () =
   const vxlanAtBridge = ['link', 'add', 'dev', names.bridge, 'type', 'vxlan', 'id', '7', 'dstport', '4789'];
   const ifbAtClient = ['link', 'add', 'dev', names.client, 'type', 'ifb'];
 
+  /** The messages of the warnings on a run's stderr (log lines, JSON off a terminal). */
+  const warnings = (stderr: string): string[] =>
+    stderr
+      .split('\n')
+      .filter((line) => line.trim() !== '')
+      .map((line) => JSON.parse(line) as { level: number; msg: string })
+      .filter((entry) => entry.level === 40)
+      .map((entry) => entry.msg);
+
   /** `list` or `show` of the link: its JSON entry, and its text lines (the link's and those under it). */
   const shown = async (args: readonly string[], id: number): Promise<{ json: unknown; lines: string[] }> => {
     const json = await world().link([...args, '--json']);
@@ -274,13 +283,134 @@ describeNetns('list, show, unlink and link tell a link\'s devices by kind', () =
     }
   });
 
+  it("a link whose bridge has a device stacked on it (a macvlan: the host a party on the link through it) is flagged in list and show (`bridge shared`, JSON `upperDevices`, a line under it); link leaves it, not spectrum-link's", async () => {
+    const link = await linkJson(['link', 'appvm-lynx', '--attach', 'netns']);
+    const up = { ...link, attachRecorded: true, present: true, linked: true, foreign: [] };
+    await world().host.ip(['link', 'add', 'link', names.bridge, 'name', 'stacked0', 'type', 'macvlan', 'mode', 'bridge']);
+    try {
+      const flagged = {
+        json: { ...up, upperDevices: [{ device: 'stacked0', kind: 'macvlan' }] },
+        lines: [
+          lineOf(link, 'netns', 'netns', 'bridge shared'),
+          `  stacked0 (macvlan) is stacked on this link's bridge ${link.bridge}: whoever holds it is a party on a VM's link (link leaves it, not spectrum-link's: delete it)`,
+        ],
+      };
+      for (const command of [['list'], ['show', 'appvm-lynx']]) expect(await shown(command, link.id)).toEqual(flagged);
+      expect(await linkJson(['link', 'appvm-lynx'])).toEqual(link);
+      expect((await devices(world().host)).has('stacked0')).toBe(true);
+      expect(await shown(['list'], link.id)).toEqual(flagged);
+      await world().host.ip(['link', 'del', 'dev', 'stacked0']);
+      expect(await shown(['list'], link.id)).toEqual({ json: up, lines: [lineOf(link, 'netns', 'netns', 'up')] });
+    } finally {
+      if ((await devices(world().host)).has('stacked0')) await world().host.ip(['link', 'del', 'dev', 'stacked0']);
+    }
+  });
+
+  it("an address with a peer on a link's bridge is shown as `ip addr` shows it (A peer B/32) in list and show, and in link's warning as it removes it", async () => {
+    const link = await linkJson(['link', 'appvm-lynx', '--attach', 'netns']);
+    await world().host.ip(['address', 'add', '198.51.100.1', 'peer', '198.51.100.2', 'dev', names.bridge]);
+    const shownByIp = (await world().host.ip(['-br', 'address', 'show', 'dev', names.bridge])).stdout;
+    expect(shownByIp).toContain('198.51.100.1 peer 198.51.100.2/32');
+    for (const command of [['list'], ['show', 'appvm-lynx']]) {
+      const { json, lines } = await shown(command, link.id);
+      expect(json).toMatchObject({ bridgeAddresses: ['198.51.100.1 peer 198.51.100.2/32'] });
+      expect(lines).toContain(`  ${names.bridge} has address 198.51.100.1 peer 198.51.100.2/32: the host is no party on a VM's link (link removes it)`);
+    }
+    const result = await world().link(['link', 'appvm-lynx']);
+    expect(result.code, result.stderr).toBe(0);
+    expect(warnings(result.stderr)).toEqual([`link appvm-lynx: removed address 198.51.100.1 peer 198.51.100.2/32 from bridge ${names.bridge}`]);
+    expect((await world().host.ip(['-4', 'addr', 'show', 'dev', names.bridge])).stdout).toBe('');
+  });
+
   it('link removes every IPv4 address of a subnet on a link\'s bridge, its secondaries (which the primary\'s delete takes with it) first: it failed on them, the addresses gone', async () => {
     const link = await linkJson(['link', 'appvm-lynx', '--attach', 'netns']);
     for (const address of ['198.51.100.1/24', '198.51.100.2/24', '203.0.113.5/32']) await world().host.ip(['address', 'add', address, 'dev', names.bridge]);
     expect((await shown(['list'], link.id)).json).toMatchObject({ bridgeAddresses: ['198.51.100.1/24', '203.0.113.5/32', '198.51.100.2/24'] });
     const result = await world().link(['link', 'appvm-lynx']);
-    expect([result.code, result.stderr]).toEqual([0, '']);
+    expect(result.code, result.stderr).toBe(0);
+    expect(warnings(result.stderr)).toEqual(['198.51.100.2/24', '198.51.100.1/24', '203.0.113.5/32'].map((address) => `link appvm-lynx: removed address ${address} from bridge ${names.bridge}`));
     expect((await world().host.ip(['-4', 'addr', 'show', 'dev', names.bridge])).stdout).toBe('');
+  });
+
+  it("link puts another recorded link's side device found on a link's bridge back on its own link's bridge, saying so; where that bridge is not there, takes it off, saying it is on no bridge now", async () => {
+    const lynx = await linkJson(['link', 'appvm-lynx', '--attach', 'none']);
+    const catgirl = await linkJson(['link', 'appvm-catgirl', '--attach', 'none']);
+    await world().host.ip(['link', 'set', 'dev', catgirl.clientDevice, 'master', lynx.bridge]);
+    const moved = await world().link(['link', 'appvm-lynx']);
+    expect(moved.code, moved.stderr).toBe(0);
+    expect(warnings(moved.stderr)).toEqual([`link appvm-lynx: put ${catgirl.clientDevice}, another link's side device, back on its link's bridge ${catgirl.bridge} (off bridge ${lynx.bridge})`]);
+    expect((await devices(world().host)).get(catgirl.clientDevice)?.master).toBe(catgirl.bridge);
+    // Its own bridge gone (its provider's tap with it, off no bridge then): taken off, said on no bridge.
+    await world().host.ip(['link', 'del', 'dev', catgirl.bridge]);
+    await world().host.ip(['link', 'set', 'dev', catgirl.clientDevice, 'master', lynx.bridge]);
+    const released = await world().link(['link', 'appvm-lynx']);
+    expect(released.code, released.stderr).toBe(0);
+    expect(warnings(released.stderr)).toEqual([
+      `link appvm-lynx: took foreign port ${catgirl.clientDevice} off bridge ${lynx.bridge} (another link's side device, whose bridge ${catgirl.bridge} is not there: it is on no bridge now; link its VM to make it)`,
+    ]);
+    expect((await devices(world().host)).get(catgirl.clientDevice)?.master).toBeUndefined();
+  });
+
+  it("link says what it changed of another's on a link's bridge: a warning on stderr for each foreign port taken off and each address removed, one for each device whose settings it put back; in --json the VM's line's `foreignChanged`; nothing where it changed nothing", async () => {
+    const link = await linkJson(['link', 'appvm-lynx', '--attach', 'netns']);
+    await world().host.ip(['tuntap', 'add', 'dev', 'intruder1', 'mode', 'tap']);
+    const intrude = async (): Promise<void> => {
+      await world().host.ip(['link', 'set', 'dev', 'intruder1', 'master', names.bridge]);
+      await world().host.ip(['address', 'add', '198.51.100.1/24', 'dev', names.bridge]);
+      await world().host.ip(['link', 'set', 'dev', names.bridge, 'type', 'bridge', 'ageing_time', '0']);
+      await world().host.ip(['link', 'set', 'dev', names.provider, 'type', 'bridge_slave', 'hairpin', 'on']);
+    };
+    try {
+      await intrude();
+      const said = await world().link(['link', 'appvm-lynx']);
+      expect(said.code, said.stderr).toBe(0);
+      expect(warnings(said.stderr)).toEqual([
+        `link appvm-lynx: took foreign port intruder1 off bridge ${names.bridge}`,
+        `link appvm-lynx: removed address 198.51.100.1/24 from bridge ${names.bridge}`,
+        `link appvm-lynx: put back ${names.bridge}'s ageing_time 30000`,
+        `link appvm-lynx: put back ${names.provider}'s hairpin off (a port of bridge ${names.bridge})`,
+      ]);
+      await intrude();
+      const json = await world().link(['link', 'appvm-lynx', '--json']);
+      expect(json.code, json.stderr).toBe(0);
+      expect(warnings(json.stderr)).toHaveLength(4);
+      const line = JSON.parse(json.stdout.trim()) as { vm: string; links: { id: number }[]; foreignChanged?: unknown };
+      expect(line.links.map((entry) => entry.id)).toEqual([link.id]);
+      expect(line.foreignChanged).toEqual([
+        {
+          bridge: names.bridge,
+          released: ['intruder1'],
+          addressesRemoved: ['198.51.100.1/24'],
+          settingsPutBack: [
+            { device: names.bridge, settings: ['ageing_time 30000'] },
+            { device: names.provider, settings: ['hairpin off'] },
+          ],
+        },
+      ]);
+      const again = await world().link(['link', 'appvm-lynx', '--json']);
+      expect([again.code, again.stderr]).toEqual([0, '']);
+      expect(JSON.parse(again.stdout.trim())).not.toHaveProperty('foreignChanged');
+    } finally {
+      await world().host.ip(['link', 'del', 'dev', 'intruder1']);
+    }
+  });
+
+  it("link's warning for a foreign port whose name holds what a terminal acts on (an escape) gives that name escaped, as list does: it went to the terminal raw", async () => {
+    const link = await linkJson(['link', 'appvm-lynx', '--attach', 'none']);
+    const intruder = 'fx\u001b[7m';
+    await world().host.ip(['link', 'add', 'dev', intruder, 'type', 'veth', 'peer', 'name', 'fy0']);
+    try {
+      await world().host.ip(['link', 'set', 'dev', intruder, 'master', names.bridge]);
+      const listed = (await shown(['list'], link.id)).lines.find((line) => line.includes('is a port of this link\'s bridge'));
+      const shownName = listed?.trim().split(' ')[0];
+      expect(shownName).toBeDefined();
+      expect(shownName).not.toContain('\u001b');
+      const result = await world().link(['link', 'appvm-lynx']);
+      expect(result.code, result.stderr).toBe(0);
+      expect(warnings(result.stderr)).toEqual([`link appvm-lynx: took foreign port ${String(shownName)} off bridge ${names.bridge}`]);
+    } finally {
+      await world().host.ip(['link', 'del', 'dev', 'fy0']);
+    }
   });
 
   it("a link whose bridge learnt a VM's bridge for STP root is up once link turned STP off: its timers, the root's until it takes itself for root again, are none to put back", async () => {
@@ -331,6 +461,35 @@ describeNetns('list, show, unlink and link tell a link\'s devices by kind', () =
     expect(port).toContain('hairpin off');
     expect(port).toContain('learning on');
     expect(await shown(['list'], link.id)).toEqual({ json: up, lines: [lineOf(link, 'netns', 'netns', 'up')] });
+  });
+
+  it("a link whose port's STP state is disabled (with STP off) or that is locked, either cutting its traffic, is flagged in list and show (`settings changed`); link puts them back; a tap no VMM holds open (disabled, no carrier) is up", async () => {
+    const link = await linkJson(['link', 'appvm-lynx', '--attach', 'netns']);
+    const up = { ...link, attachRecorded: true, present: true, linked: true, foreign: [] };
+    // The kernel says a port's state as it is only once its device is operationally up (linkwatch).
+    for (const port of [names.client, names.provider]) await world().host.linkActive(port);
+    await world().host.exec(['bridge', 'link', 'set', 'dev', names.provider, 'state', '0']);
+    await world().host.ip(['link', 'set', 'dev', names.client, 'type', 'bridge_slave', 'locked', 'on']);
+    const changed = [
+      { device: names.client, setting: 'locked', value: 1, expected: 0, text: 'on, not off' },
+      { device: names.provider, setting: 'state', value: 0, expected: 3, text: 'disabled, not forwarding' },
+    ];
+    for (const command of [['list'], ['show', 'appvm-lynx']]) {
+      expect(await shown(command, link.id)).toEqual({
+        json: { ...up, changedSettings: changed.map(({ text: _, ...entry }) => entry) },
+        lines: [lineOf(link, 'netns', 'netns', 'settings changed'), ...changed.map(({ device, setting, text }) => `  ${device} has ${setting} ${text} (link puts it back)`)],
+      });
+    }
+    expect(await linkJson(['link', 'appvm-lynx'])).toEqual(link);
+    expect((await world().host.ip(['-d', 'link', 'show', 'dev', names.provider])).stdout).toContain('state forwarding');
+    expect((await world().host.ip(['-d', 'link', 'show', 'dev', names.client])).stdout).toContain('locked off');
+    expect(await shown(['list'], link.id)).toEqual({ json: up, lines: [lineOf(link, 'netns', 'netns', 'up')] });
+    // Its taps with no VMM: no carrier, so the kernel holds their ports disabled; none to put back.
+    const none = await linkJson(['link', 'appvm-lynx', '--attach', 'none']);
+    expect((await world().host.ip(['-d', 'link', 'show', 'dev', names.provider])).stdout).toContain('state disabled');
+    const listed = await shown(['list'], none.id);
+    expect(listed.json).not.toHaveProperty('changedSettings');
+    expect(listed.lines[0]).toBe(lineOf(none, 'none', 'none', 'up'));
   });
 
   it("a netns link whose VM's namespace holds a veth under its veth's name that is not that veth's peer (another pair's end moved in under it) is not present in list and show, and link makes the pair anew", async () => {

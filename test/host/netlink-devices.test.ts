@@ -502,6 +502,34 @@ describeNetns('applyDevicePlan in a namespace', () => {
     for (const device of ['ac6', 'ap6', 'ab6']) await host.ip(['link', 'del', device]);
   });
 
+  it("IPv4 addresses of a link's bridge that something else removed between the plan's look and its steps (a DHCP client's flush) count as removed: the run goes on, and the devices end as planned", async () => {
+    await host.ip(['link', 'add', 'ab5', 'type', 'bridge']);
+    for (const tap of ['ac5', 'ap5']) await host.ip(['tuntap', 'add', 'dev', tap, 'mode', 'tap']);
+    for (const tap of ['ac5', 'ap5']) await host.ip(['link', 'set', 'dev', tap, 'master', 'ab5']);
+    for (const address of ['198.51.100.5/24', '198.51.100.6/24', '203.0.113.5/24']) await host.ip(['addr', 'add', address, 'dev', 'ab5']);
+    const script = `import { execFileSync } from 'node:child_process';
+      import { observeDevices, applyDevicePlan } from ${JSON.stringify(pathToFileURL(MODULE).href)};
+      import { planDevices, isEmptyPlan, stepText } from ${JSON.stringify(pathToFileURL(PLAN_MODULE).href)};
+      const side = (device, mac) => ({ device, mac, attach: { kind: 'tap' } });
+      const connection = { bridge: 'ab5', mtu: 1500, client: side('ac5', '0a:b3:ec:00:00:05'), provider: side('ap5', '0a:b3:ec:80:00:05') };
+      const names = ['ab5', 'ac5', 'ap5'];
+      const plan = planDevices([connection], await observeDevices([], names, { bridges: true }));
+      const removes = plan.hostSteps.flat().filter((step) => step.op === 'delete-address').map(stepText);
+      execFileSync('ip', ['addr', 'del', '198.51.100.5/24', 'dev', 'ab5']);
+      execFileSync('ip', ['addr', 'del', '203.0.113.5/24', 'dev', 'ab5']);
+      await applyDevicePlan(plan);
+      const again = planDevices([connection], await observeDevices([], names, { bridges: true }));
+      console.log(JSON.stringify({ removes, again: isEmptyPlan(again) }));`;
+    const result = await host.exec(['node', '--input-type=module', '-e', script], { enter: 'nsenter', allowFailure: true });
+    expect([result.code, result.stderr]).toEqual([0, '']);
+    expect(JSON.parse(result.stdout)).toEqual({
+      removes: ['ip addr del 198.51.100.6/24 dev ab5', 'ip addr del 198.51.100.5/24 dev ab5', 'ip addr del 203.0.113.5/24 dev ab5'],
+      again: true,
+    });
+    expect((await host.ip(['-4', '-o', 'addr', 'show', 'dev', 'ab5'])).stdout).toBe('');
+    for (const device of ['ac5', 'ap5', 'ab5']) await host.ip(['link', 'del', device]);
+  });
+
   it('a host device something else deleted counts as vanished though the run deleted a far end of its name first, where that was none of its pair (a tap; a veth whose peer is another device there)', async () => {
     const vm = await harness.namespace('vmg4');
     // Link 4: a tap where the client's veth is to be, a stale tap under its name in the VM's
