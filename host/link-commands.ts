@@ -25,8 +25,7 @@ import { isStateFailure, linkAll, linkVms, strayAttachModes, unusedAttachModes }
 import { LinkerError } from './linker-error.js';
 import {
   type AllVms,
-  type DevicePrefixSource,
-  type NetnsPrefixSource,
+  type PrefixSource,
   type FailedVm,
   type FinishedOutcome,
   type KeepGoingOutcome,
@@ -54,7 +53,7 @@ import {
   checkNetnsPrefix,
 } from './linker-types.js';
 import { type GivenOptions, linkCommand, shellWord, socketFromAnywhere, unlinkCommand } from './printed-command.js';
-import { netnsPrefixNotRecordedNote, recordedPrefixesOf } from './state-prefix.js';
+import { type StatePrefixes, netnsPrefixNotRecordedNote, recordedPrefixesOf } from './state-prefix.js';
 import { DEFAULT_LOCK_TIMEOUT_MS, LOCK_WAIT_ENV, STATE_DIR_ENV, type StateStoreError, requireNamedStateDir, stateDirAbsent, stateDirFrom } from './state-store.js';
 import { type VmName, vmName } from './vm-name.js';
 import {
@@ -194,26 +193,35 @@ function netnsPrefixFrom(text: string, source: OptionSource): string {
 }
 
 /**
+ * A prefix option's value (`given`, from `source`, whose environment variable is `variable`) or,
+ * given none, the one the state records (`recorded`, read only then), and where it came from: the
+ * state, or with the option the variable it overrides where that is set (for the refusal's fix,
+ * state-prefix.ts).
+ */
+async function chosenPrefix<P extends string>(given: P, source: OptionSource, variable: string, env: Env, recorded: () => Promise<P | undefined>): Promise<{ readonly prefix: P; readonly source: PrefixSource<P> }> {
+  const found = source.from === 'default' ? await recorded() : undefined;
+  if (found !== undefined) return { prefix: found, source: { from: 'state', otherwise: given } };
+  const value = env[variable];
+  return { prefix: given, source: source.from === 'option' && value ? { ...source, overrides: { variable, value } } : source };
+}
+
+/**
  * The state dir and where it came from (for messages that say what to check), and the device
  * prefix and where it came from: given none, the one the state records for its links (state-prefix.ts).
  */
-async function stateOptions(flags: StateFlags, env: Env, command: Command, state?: RecordedPrefixes): Promise<Pick<LinkerOptions, 'stateDir' | 'stateDirSource' | 'devicePrefix' | 'devicePrefixSource'>> {
+async function stateOptions(flags: StateFlags, env: Env, command: Command, state: RecordedPrefixes = recordedPrefixes()): Promise<Pick<LinkerOptions, 'stateDir' | 'stateDirSource' | 'devicePrefix' | 'devicePrefixSource'>> {
   const stateDirSource = optionSource('--state-dir', flags.stateDir !== undefined, STATE_DIR_ENV, env);
   const stateDir = usablePath(stateDirFrom(flags.stateDir, env), stateDirSource);
   const source = sourceOf(command, 'devicePrefix', '--device-prefix', DEVICE_PREFIX_ENV, env);
-  const given = devicePrefixFrom(flags.devicePrefix, source);
-  const recorded = source.from === 'default' ? (await (state ?? recordedPrefixes())(stateDir)).devicePrefix : undefined;
-  // The variable the option overrides, for the refusal's fix (state-prefix.ts).
-  const variable = env[DEVICE_PREFIX_ENV];
-  const givenSource: DevicePrefixSource = source.from === 'option' && variable ? { ...source, overrides: { variable: DEVICE_PREFIX_ENV, value: variable } } : source;
-  return { stateDir, stateDirSource, ...(recorded === undefined ? { devicePrefix: given, devicePrefixSource: givenSource } : { devicePrefix: recorded, devicePrefixSource: { from: 'state', otherwise: given } }) };
+  const device = await chosenPrefix(devicePrefixFrom(flags.devicePrefix, source), source, DEVICE_PREFIX_ENV, env, async () => (await state(stateDir)).devicePrefix);
+  return { stateDir, stateDirSource, devicePrefix: device.prefix, devicePrefixSource: device.source };
 }
 
-/** The prefixes the state in a state dir records (state-prefix.ts's recordedPrefixes), read once however often asked. */
-type RecordedPrefixes = (stateDir: string) => Promise<{ readonly devicePrefix?: DevicePrefix; readonly netnsPrefix?: string }>;
+/** The prefixes the state in a state dir records (state-prefix.ts's recordedPrefixesOf), read once however often asked. */
+type RecordedPrefixes = (stateDir: string) => Promise<StatePrefixes>;
 
 function recordedPrefixes(): RecordedPrefixes {
-  let read: Promise<{ readonly devicePrefix?: DevicePrefix; readonly netnsPrefix?: string }> | undefined;
+  let read: Promise<StatePrefixes> | undefined;
   return (stateDir) => (read ??= recordedPrefixesOf(stateDir));
 }
 
@@ -230,12 +238,8 @@ async function stateNetnsOptions(
 ): Promise<Pick<LinkerOptions, 'stateDir' | 'stateDirSource' | 'devicePrefix' | 'devicePrefixSource' | 'netnsPrefix' | 'netnsPrefixSource'>> {
   const options = await stateOptions(flags, env, command, state);
   const source = sourceOf(command, 'netnsPrefix', '--netns-prefix', NETNS_PREFIX_ENV, env);
-  const given = netnsPrefixFrom(flags.netnsPrefix, source);
-  const recorded = source.from === 'default' ? (await state(options.stateDir)).netnsPrefix : undefined;
-  // The variable the option overrides, for the refusal's fix (state-prefix.ts).
-  const variable = env[NETNS_PREFIX_ENV];
-  const givenSource: NetnsPrefixSource = source.from === 'option' && variable ? { ...source, overrides: { variable: NETNS_PREFIX_ENV, value: variable } } : source;
-  return { ...options, ...(recorded === undefined ? { netnsPrefix: given, netnsPrefixSource: givenSource } : { netnsPrefix: recorded, netnsPrefixSource: { from: 'state', otherwise: given } }) };
+  const netns = await chosenPrefix(netnsPrefixFrom(flags.netnsPrefix, source), source, NETNS_PREFIX_ENV, env, async () => (await state(options.stateDir)).netnsPrefix);
+  return { ...options, netnsPrefix: netns.prefix, netnsPrefixSource: netns.source };
 }
 
 /**
@@ -1544,10 +1548,18 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       // `changedSettings` only where there are any, as `offBridge`.
       const changedSettings = ({ settingsOff }: ListedLink): Record<string, unknown> =>
         settingsOff.length === 0 ? {} : { changedSettings: settingsOff.map(({ device, setting, value, expected }) => ({ device, setting, value, expected })) };
+      // After the link's fields, linked or not: whether it is there and linked, and what of it is not as link leaves it.
+      const seen = (entry: ListedLink): Record<string, unknown> => ({
+        present: entry.present,
+        linked: entry.linked,
+        foreign: foreign(entry),
+        ...elsewhere(entry),
+        ...offBridge(entry),
+        ...onBridge(entry),
+        ...changedSettings(entry),
+      });
       const entries = listed.map((entry) =>
-        entry.linked
-          ? { ...(entry.present ? linkJson(entry, mtuOf(entry)) : linkFieldsJson(entry)), ...socketsJson(entry), present: entry.present, linked: true, foreign: foreign(entry), ...elsewhere(entry), ...offBridge(entry), ...onBridge(entry), ...changedSettings(entry) }
-          : { ...linkFieldsJson(entry), present: entry.present, linked: false, foreign: foreign(entry), ...elsewhere(entry), ...offBridge(entry), ...onBridge(entry), ...changedSettings(entry) },
+        entry.linked ? { ...(entry.present ? linkJson(entry, mtuOf(entry)) : linkFieldsJson(entry)), ...socketsJson(entry), ...seen(entry) } : { ...linkFieldsJson(entry), ...seen(entry) },
       );
       process.stdout.write(`${JSON.stringify(entries)}\n`);
     } else if (listed.length === 0) process.stdout.write('no links recorded\n');

@@ -216,11 +216,12 @@ export function linksOfProvider(state: LinkState, provider: VmName): Link[] {
   return state.links.filter((link) => link.provider === provider);
 }
 
-/** A state of `links`, sorted, with the device prefix `prefix` and netns prefix `netnsPrefix` (a change's: the state it changes keeps its own). */
-function withLinks(links: readonly Link[], prefix: DevicePrefix | undefined, netnsPrefix?: string): LinkState {
+/** A state of `links`, sorted, with the device and netns prefixes `prefixes` gives (a change's: those of the state it changes, which keeps its own). */
+function withLinks(links: readonly Link[], prefixes: { readonly devicePrefix?: DevicePrefix | undefined; readonly netnsPrefix?: string | undefined }): LinkState {
+  const { devicePrefix, netnsPrefix } = prefixes;
   return {
     version: STATE_VERSION,
-    ...(prefix === undefined ? {} : { devicePrefix: prefix }),
+    ...(devicePrefix === undefined ? {} : { devicePrefix }),
     ...(netnsPrefix === undefined ? {} : { netnsPrefix }),
     links: [...links].sort((a, b) => a.id - b.id),
   };
@@ -317,7 +318,7 @@ export function allocateLink(state: LinkState, pair: LinkPair): Allocation {
   let id = preferredId(pair) as number;
   while (used.has(id)) id = id === CLIENT_ID_MAX ? CLIENT_ID_MIN : id + 1;
   const link: Link = { client: pair.client, provider: pair.provider, id: id as ClientId };
-  return { state: withLinks([...state.links, link], state.devicePrefix, state.netnsPrefix), link, created: true };
+  return { state: withLinks([...state.links, link], state), link, created: true };
 }
 
 /** Allocate (or find) the id of each connection of a client, in the order of providers. */
@@ -355,21 +356,21 @@ export function allocateMany(state: LinkState, pairs: readonly LinkPair[]): { st
     added.push(link);
     return link;
   });
-  return { state: added.length === 0 ? state : withLinks([...state.links, ...added], state.devicePrefix, state.netnsPrefix), links };
+  return { state: added.length === 0 ? state : withLinks([...state.links, ...added], state), links };
 }
 
 /** Drop a pair's record, releasing its id. */
 export function forgetLink(state: LinkState, pair: LinkPair): { state: LinkState; forgotten: Link | undefined } {
   const forgotten = lookupLink(state, pair);
   if (forgotten === undefined) return { state, forgotten };
-  return { state: withLinks(state.links.filter((link) => link !== forgotten), state.devicePrefix, state.netnsPrefix), forgotten };
+  return { state: withLinks(state.links.filter((link) => link !== forgotten), state), forgotten };
 }
 
 /** Drop every record a VM takes part in, as client or provider (e.g. when its directory is gone). */
 export function forgetVm(state: LinkState, vm: VmName): { state: LinkState; forgotten: Link[] } {
   const forgotten = state.links.filter((link) => link.client === vm || link.provider === vm);
   if (forgotten.length === 0) return { state, forgotten };
-  return { state: withLinks(state.links.filter((link) => !forgotten.includes(link)), state.devicePrefix, state.netnsPrefix), forgotten };
+  return { state: withLinks(state.links.filter((link) => !forgotten.includes(link)), state), forgotten };
 }
 
 const isAttachMode = (value: unknown): value is AttachMode => ATTACH_MODES.some((mode) => mode === value);
@@ -417,8 +418,7 @@ export function setAttachments(state: LinkState, changes: readonly { pair: LinkP
       const { attached: _previous, ...rest } = link;
       return attached === undefined ? rest : { ...rest, attached };
     }),
-    state.devicePrefix,
-    state.netnsPrefix,
+    state,
   );
 }
 
@@ -436,15 +436,15 @@ export function restorePairs(state: LinkState, before: LinkState, pairs: readonl
   const keys = new Set(pairs.map((pair) => `${pair.client}\n${pair.provider}`));
   const restored = (link: Link): boolean => keys.has(`${link.client}\n${link.provider}`);
   const links = [...state.links.filter((link) => !restored(link)), ...before.links.filter(restored)];
-  return withLinks(links, links.length === 0 ? before.devicePrefix : state.devicePrefix, state.netnsPrefix ?? before.netnsPrefix);
+  return withLinks(links, { devicePrefix: links.length === 0 ? before.devicePrefix : state.devicePrefix, netnsPrefix: state.netnsPrefix ?? before.netnsPrefix });
 }
 
 /** Whether two states hold the same links and device prefix (and so the same file text), without serialising. */
 export function sameState(a: LinkState, b: LinkState): boolean {
   if (a === b) return true;
   if (a.links.length !== b.links.length || a.devicePrefix !== b.devicePrefix || recordedNetnsPrefix(a) !== recordedNetnsPrefix(b)) return false;
-  const left = withLinks(a.links, undefined).links;
-  const right = withLinks(b.links, undefined).links;
+  const left = withLinks(a.links, {}).links;
+  const right = withLinks(b.links, {}).links;
   return left.every((link, index) => {
     const other = right[index];
     return (
@@ -472,7 +472,7 @@ function linkLine({ client, provider, id, attached }: Link): string {
 
 /** The file text for a state: stable (sorted by id, fixed key order), one link per line. */
 export function serializeState(state: LinkState): string {
-  const links = withLinks(state.links, undefined).links.map(linkLine);
+  const links = withLinks(state.links, {}).links.map(linkLine);
   // A prefix needs no JSON escapes either (device-names.ts: [a-z0-9_-]). Written without links too: the state keeps it.
   const prefix = state.devicePrefix === undefined ? '' : `\n  "devicePrefix": "${state.devicePrefix}",`;
   // Nor does a netns prefix (isNetnsPrefix); written only while a link is up in netns mode.
@@ -641,7 +641,7 @@ export function parseState(text: string, source: string): LinkState {
     byPair.set(key, link);
   }
   if (conflicts.count > 0) throw new StateError('conflict', `state file ${source} is ${conflicts.text('inconsistent')}. ${KEEP}`);
-  return withLinks(links, prefix, isNetnsPrefix(netnsPrefix) ? netnsPrefix : undefined);
+  return withLinks(links, { devicePrefix: prefix, netnsPrefix: isNetnsPrefix(netnsPrefix) ? netnsPrefix : undefined });
 }
 
 /**

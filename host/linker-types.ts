@@ -209,15 +209,15 @@ export interface LinkerOptions {
  * `overrides`: the variable where it is set too, and its value (left out, the option would give
  * the variable's prefix, not the recorded one).
  */
-export type DevicePrefixSource =
-  | OptionSource
-  | { readonly from: 'state'; readonly otherwise: DevicePrefix }
-  | { readonly from: 'option'; readonly flag: string; readonly overrides: { readonly variable: string; readonly value: string } };
+export type DevicePrefixSource = PrefixSource<DevicePrefix>;
 
 /** Where a run's netns prefix came from: as a device prefix (DevicePrefixSource), `otherwise` the one given or the default. */
-export type NetnsPrefixSource =
+export type NetnsPrefixSource = PrefixSource<string>;
+
+/** Where a run's prefix `P` came from (DevicePrefixSource, NetnsPrefixSource). */
+export type PrefixSource<P extends string> =
   | OptionSource
-  | { readonly from: 'state'; readonly otherwise: string }
+  | { readonly from: 'state'; readonly otherwise: P }
   | { readonly from: 'option'; readonly flag: string; readonly overrides: { readonly variable: string; readonly value: string } };
 
 /** Commands a refusal tells the operator to run, whole, so that each works as printed. */

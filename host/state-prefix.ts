@@ -1,6 +1,6 @@
 // The device prefix a state's links carry (link-state.ts records it, one per state file): which
 // one a command uses, and its refusal of another. A command given none (no --device-prefix, no
-// $SPECTRUM_DEVICE_PREFIX) uses the one recorded, read by the CLI before the run (recordedPrefix),
+// $SPECTRUM_DEVICE_PREFIX) uses the one recorded, read by the CLI before the run (recordedPrefixesOf),
 // so that the commands its lines print carry it too; one given another is refused before anything
 // is done (loadLinkState, on the state as the run reads it, under the lock where the command takes
 // it): it would look for the links' devices under names that are not theirs, so that `unlink`
@@ -27,18 +27,6 @@ import type { DevicePrefixSource, LinkerOptions, NetnsPrefixSource } from './lin
 import { observeDevices } from './netlink-devices.js';
 import { loadState, stateDirFix, stateFilePath } from './state-store.js';
 
-/**
- * The device prefix the state in `stateDir` records for its links, for a command given none (its
- * links all forgotten too); undefined where it records none (no state, or a file written before it
- * was recorded, or before it was kept without links).
- * Read without the lock: the run reads the state again (loadLinkState), which refuses a prefix
- * recorded meanwhile. A state that cannot be read is left to the run too, which says why where it
- * always has.
- */
-export async function recordedPrefix(stateDir: string): Promise<DevicePrefix | undefined> {
-  return (await recordedPrefixesOf(stateDir)).devicePrefix;
-}
-
 /** Where a run's prefix came from, as the refusal says it after the prefix. */
 function originOf(source: DevicePrefixSource | NetnsPrefixSource | undefined): string {
   switch (source?.from) {
@@ -55,23 +43,27 @@ function originOf(source: DevicePrefixSource | NetnsPrefixSource | undefined): s
   }
 }
 
-/** What the refusal says to do, by where the run's prefix came from. */
-function fixOf(source: DevicePrefixSource | undefined, recorded: DevicePrefix): string {
+/**
+ * What a prefix refusal says to do, by where the run's prefix came from: the recorded prefix
+ * `recorded` as `shown` says it (`value`, as a variable's value; `give`, as given: the prefix
+ * itself, or its option; `option`, as the option with it).
+ */
+function fixOf(source: DevicePrefixSource | NetnsPrefixSource | undefined, recorded: string, shown: { readonly value: string; readonly give: string; readonly option: string }): string {
   switch (source?.from) {
     case 'option':
       // Left out, the option would give the variable's prefix where that is set: unset too, unless it gives the recorded one.
       if ('overrides' in source && source.overrides.value !== recorded) {
-        return `leave ${source.flag} out and unset ${source.overrides.variable}, which gives another (the recorded prefix is then used), or give ${recorded}`;
+        return `leave ${source.flag} out and unset ${source.overrides.variable}, which gives another (the recorded prefix is then used), or give ${shown.give}`;
       }
-      return `leave ${source.flag} out (the recorded prefix is then used) or give ${recorded}`;
+      return `leave ${source.flag} out (the recorded prefix is then used) or give ${shown.give}`;
     case 'environment':
-      return `unset ${source.variable} (the recorded prefix is then used) or set it to ${recorded}, or pass --device-prefix ${recorded}`;
+      return `unset ${source.variable} (the recorded prefix is then used) or set it to ${shown.value}, or pass ${shown.option}`;
     case 'default':
     case 'state':
       // Only where another run recorded it after this one looked (an empty state linked meanwhile).
       return 'another spectrum-link recorded it meanwhile: run this again, which uses it';
     default:
-      return `use ${recorded}`;
+      return `use ${shown.give}`;
   }
 }
 
@@ -83,7 +75,7 @@ function prefixMismatch(stateDir: string, recorded: DevicePrefix, prefix: Device
   return new LinkerError(
     'device-prefix-mismatch',
     `device prefix ${prefix} (${originOf(source)}) is not the one state file ${stateFilePath(stateDir)} records for its links, ${recorded} ` +
-      `(their devices are ${recorded}b<id>, ${recorded}c<id> and ${recorded}p<id>), so nothing was done: ${fixOf(source, recorded)}; ` +
+      `(their devices are ${recorded}b<id>, ${recorded}c<id> and ${recorded}p<id>), so nothing was done: ${fixOf(source, recorded, { value: recorded, give: recorded, option: `--device-prefix ${recorded}` })}; ` +
       'the links of a state dir share one prefix, kept when they are all forgotten (another needs another state dir, or every link there forgotten and its state file removed)',
   );
 }
@@ -151,13 +143,22 @@ export async function loadRunState(options: StatePrefixOptions): Promise<{ reado
 // its next write records. `unlink` and `gc` take no netns prefix: deleting a veth's host end
 // deletes its far end, wherever that is.
 
+/** The device and netns prefixes a state records (recordedPrefixesOf): each absent where it records none. */
+export interface StatePrefixes {
+  readonly devicePrefix?: DevicePrefix;
+  readonly netnsPrefix?: string;
+}
+
 /**
- * recordedPrefix and the netns prefix the state records (while a link is up in netns mode), of one
- * read of the state, for a command given none; each undefined where it records none, or the state
- * cannot be read. Read without the lock as recordedPrefix: `link` reads the state again
- * (loadLinkRunState), which refuses a netns prefix recorded meanwhile.
+ * The device prefix the state in `stateDir` records for its links (its links all forgotten too),
+ * and the netns prefix it records (while a link is up in netns mode), of one read of the state,
+ * for a command given none; each undefined where it records none (no state, or a file written
+ * before it was recorded, or, the device prefix, before it was kept without links). Read without
+ * the lock: the run reads the state again (loadLinkState, loadLinkRunState), which refuses a
+ * prefix recorded meanwhile. A state that cannot be read is left to the run too (none), which
+ * says why where it always has.
  */
-export async function recordedPrefixesOf(stateDir: string): Promise<{ readonly devicePrefix?: DevicePrefix; readonly netnsPrefix?: string }> {
+export async function recordedPrefixesOf(stateDir: string): Promise<StatePrefixes> {
   try {
     const state = await loadState(stateDir);
     const netnsPrefix = recordedNetnsPrefix(state);
@@ -167,23 +168,15 @@ export async function recordedPrefixesOf(stateDir: string): Promise<{ readonly d
   }
 }
 
-/** What the netns prefix refusal says to do, by where the run's prefix came from (as fixOf). */
+/** What the netns prefix refusal says to do, by where the run's prefix came from (fixOf: the prefix quoted, given as the option). */
 function netnsFixOf(source: NetnsPrefixSource | undefined, recorded: string): string {
   const option = `--netns-prefix ${JSON.stringify(recorded)}`;
-  switch (source?.from) {
-    case 'option':
-      if ('overrides' in source && source.overrides.value !== recorded) {
-        return `leave ${source.flag} out and unset ${source.overrides.variable}, which gives another (the recorded prefix is then used), or give ${option}`;
-      }
-      return `leave ${source.flag} out (the recorded prefix is then used) or give ${option}`;
-    case 'environment':
-      return `unset ${source.variable} (the recorded prefix is then used) or set it to ${JSON.stringify(recorded)}, or pass ${option}`;
-    case 'default':
-    case 'state':
-      return 'another spectrum-link recorded it meanwhile: run this again, which uses it';
-    default:
-      return `use ${option}`;
-  }
+  return fixOf(source, recorded, { value: JSON.stringify(recorded), give: option, option });
+}
+
+/** What the netns prefix refusal and list's note say first: the run's prefix, where it came from, and the one the state records. */
+function netnsPrefixNotRecorded(stateDir: string, recorded: string, prefix: string, source: NetnsPrefixSource | undefined): string {
+  return `netns prefix ${JSON.stringify(prefix)} (${originOf(source)}) is not the one state file ${stateFilePath(stateDir)} records for its links attached in netns mode, ${JSON.stringify(recorded)}`;
 }
 
 /**
@@ -194,7 +187,7 @@ function netnsFixOf(source: NetnsPrefixSource | undefined, recorded: string): st
  */
 export function netnsPrefixNotRecordedNote(stateDir: string, recorded: string, prefix: string, source: NetnsPrefixSource | undefined): string {
   return (
-    `netns prefix ${JSON.stringify(prefix)} (${originOf(source)}) is not the one state file ${stateFilePath(stateDir)} records for its links attached in netns mode, ${JSON.stringify(recorded)}: ` +
+    `${netnsPrefixNotRecorded(stateDir, recorded, prefix, source)}: ` +
     `their veths' far ends were looked for in network namespaces ${prefix}<vm>, not in ${recorded}<vm> where link puts them, and link given it is refused; to see them where they are: ${netnsFixOf(source, recorded)}`
   );
 }
@@ -206,7 +199,7 @@ export function netnsPrefixNotRecordedNote(stateDir: string, recorded: string, p
 function netnsPrefixMismatch(stateDir: string, recorded: string, prefix: string, source: NetnsPrefixSource | undefined): LinkerError {
   return new LinkerError(
     'netns-prefix-mismatch',
-    `netns prefix ${JSON.stringify(prefix)} (${originOf(source)}) is not the one state file ${stateFilePath(stateDir)} records for its links attached in netns mode, ${JSON.stringify(recorded)} ` +
+    `${netnsPrefixNotRecorded(stateDir, recorded, prefix, source)} ` +
       `(their VMs' interfaces are in network namespaces ${recorded}<vm>), so nothing was done, as this link would move them into ${prefix}<vm>: ${netnsFixOf(source, recorded)}; ` +
       `the netns links of a state dir share one netns prefix: another needs every link of the state dir attached in netns mode unlinked first`,
   );
@@ -242,7 +235,7 @@ function netnsPrefixNoLongerRecorded(stateDir: string, prefix: string, otherwise
 }
 
 /** `state` (as a `link` run read it) taking the run's netns prefix, refused where it records another, or no longer records the one the run took from it (loadLinkRunState). */
-export function withRunNetnsPrefix(state: LinkState, options: Pick<LinkerOptions, 'stateDir' | 'netnsPrefix' | 'netnsPrefixSource'>): LinkState {
+function withRunNetnsPrefix(state: LinkState, options: Pick<LinkerOptions, 'stateDir' | 'netnsPrefix' | 'netnsPrefixSource'>): LinkState {
   const recorded = conflictingNetnsPrefix(state, options.netnsPrefix);
   if (recorded !== undefined) throw netnsPrefixMismatch(options.stateDir, recorded, options.netnsPrefix, options.netnsPrefixSource);
   const source = options.netnsPrefixSource;

@@ -71,6 +71,11 @@ interface Claim {
   readonly link?: Link;
 }
 
+/** The Claim of a side the state records (recordedSides), with its link. */
+interface RecordedClaim extends Claim {
+  readonly link: Link;
+}
+
 /** Spelled otherwise (`//`, `./`, `..`, a symlinked directory, a hard link), each VM's path is said, then the one socket they name where the key is a path. */
 function shownPaths(first: Claim, second: Claim): string {
   if (first.path === second.path) return shownSocket(first.path);
@@ -84,7 +89,7 @@ function shownPaths(first: Claim, second: Claim): string {
  * one socket, written before this check), that socket is its own as much as the other's: it is
  * not told to take its own path, but that one record is wrong and how to set it right.
  */
-function recordedSocketShared(recorded: Claim & { readonly link: Link }, claim: Claim, ownToo: boolean): CliError {
+function recordedSocketShared(recorded: RecordedClaim, claim: Claim, ownToo: boolean): CliError {
   const { side } = claim;
   const other = recorded.side.vm;
   const paths = recorded.path === claim.path ? `${shownSocket(claim.path)}, the socket` : `${shownSocket(claim.path)}, which leads to ${shownSocket(recorded.path)}, the socket`;
@@ -134,8 +139,8 @@ export function sharedSocketFailures(
   const claimed = new Map<string, Claim>();
   const failures = new Map<VmName, CliError>();
   // The recorded sides by key, each key's (a state written before this check may hold two VMs at one).
-  let recordedByKey: Map<string, (Claim & { readonly link: Link })[]> | undefined;
-  const recordedAt = (key: string): (Claim & { readonly link: Link })[] => {
+  let recordedByKey: Map<string, RecordedClaim[]> | undefined;
+  const recordedAt = (key: string): RecordedClaim[] => {
     if (recordedByKey === undefined) {
       recordedByKey = new Map();
       for (const { side, path, link } of recorded) {

@@ -71,56 +71,43 @@ describeNetns('link --all interrupted', () => {
       .sort();
   const hostDevices = async (): Promise<string[]> => [...(await devices(world().host)).keys()].sort();
 
-  it('the first SIGINT stops the run at a safe point and undoes it: exit 130, one line, state, devices and namespaces as before', async () => {
+  /** appvm-lynx linked (a state to keep: idempotent where a test before linked it already), and the state file, host devices and namespaces then. */
+  const linkedBefore = async (): Promise<{ state: string; devices: string[]; namespaces: string[] }> => {
     const first = await world().link(['link', 'appvm-lynx', '--attach', 'netns']);
     expect(first.code, first.stderr).toBe(0);
-    const stateBefore = await readFile(statePath(), 'utf8');
-    const devicesBefore = await hostDevices();
-    const namespacesBefore = await namespaces();
-
+    return { state: await readFile(statePath(), 'utf8'), devices: await hostDevices(), namespaces: await namespaces() };
+  };
+  /** The state file, host devices and namespaces as linkedBefore found them. */
+  const expectAsBefore = async (before: Awaited<ReturnType<typeof linkedBefore>>): Promise<void> => {
+    expect(await readFile(statePath(), 'utf8')).toBe(before.state);
+    expect(await hostDevices()).toEqual(before.devices);
+    expect(await namespaces()).toEqual(before.namespaces);
+  };
+  /** link --all stopped by `signal` well into the run: it exits `code` after its one line, having undone the run. */
+  const stoppedAndUndone = async (signal: NodeJS.Signals, code: number): Promise<void> => {
+    const before = await linkedBefore();
     const run = spawnLink(['link', '--all', '--attach', 'netns']);
     // Some chunks' ids recorded (and devices on the way): well into the run.
     await eventually('the run to record some links', async () => (await recorded()) > 13, 30_000);
-    const exit = await run.kill('SIGINT', 60_000);
+    const exit = await run.kill(signal, 60_000);
     await run.waitClosed();
-    expect(exit, run.stderr).toEqual({ code: 130, signal: null });
+    expect(exit, run.stderr).toEqual({ code, signal: null });
     expect(run.stdout).toBe('');
     const lines = run.stderr.split('\n').filter((line) => line !== '');
-    expect(lines).toEqual([expect.stringMatching(/^spectrum-link: link interrupted by SIGINT: undid what this run had made/)]);
-    expect(await readFile(statePath(), 'utf8')).toBe(stateBefore);
-    expect(await hostDevices()).toEqual(devicesBefore);
-    expect(await namespaces()).toEqual(namespacesBefore);
+    expect(lines).toEqual([expect.stringMatching(new RegExp(`^spectrum-link: link interrupted by ${signal}: undid what this run had made`))]);
+    await expectAsBefore(before);
+  };
+
+  it('the first SIGINT stops the run at a safe point and undoes it: exit 130, one line, state, devices and namespaces as before', async () => {
+    await stoppedAndUndone('SIGINT', 130);
   });
 
   it('a SIGHUP (its terminal gone) stops the run and undoes it as SIGTERM does: exit 129, one line, state, devices and namespaces as before', async () => {
-    // A state to keep (idempotent where a test before linked it already).
-    const first = await world().link(['link', 'appvm-lynx', '--attach', 'netns']);
-    expect(first.code, first.stderr).toBe(0);
-    const stateBefore = await readFile(statePath(), 'utf8');
-    const devicesBefore = await hostDevices();
-    const namespacesBefore = await namespaces();
-
-    const run = spawnLink(['link', '--all', '--attach', 'netns']);
-    await eventually('the run to record some links', async () => (await recorded()) > 13, 30_000);
-    const exit = await run.kill('SIGHUP', 60_000);
-    await run.waitClosed();
-    expect(exit, run.stderr).toEqual({ code: 129, signal: null });
-    expect(run.stdout).toBe('');
-    const lines = run.stderr.split('\n').filter((line) => line !== '');
-    expect(lines).toEqual([expect.stringMatching(/^spectrum-link: link interrupted by SIGHUP: undid what this run had made/)]);
-    expect(await readFile(statePath(), 'utf8')).toBe(stateBefore);
-    expect(await hostDevices()).toEqual(devicesBefore);
-    expect(await namespaces()).toEqual(namespacesBefore);
+    await stoppedAndUndone('SIGHUP', 129);
   });
 
   it('a hangup whose line cannot be written (stderr a pipe closed before it) still undoes the run: SIGHUP twice, as a hangup sends it, exit 129, nothing left', async () => {
-    // A state to keep (idempotent where a test before linked it already).
-    const first = await world().link(['link', 'appvm-lynx', '--attach', 'netns']);
-    expect(first.code, first.stderr).toBe(0);
-    const stateBefore = await readFile(statePath(), 'utf8');
-    const devicesBefore = await hostDevices();
-    const namespacesBefore = await namespaces();
-
+    const before = await linkedBefore();
     const run = spawnLink(['link', '--all', '--attach', 'netns']);
     await eventually('the run to record some links', async () => (await recorded()) > 13, 30_000);
     // The reader goes away: each write to stderr from here on fails (EPIPE).
@@ -133,17 +120,11 @@ describeNetns('link --all interrupted', () => {
     if (exit === 'timeout') await run.kill('SIGKILL', 5_000);
     expect(exit).toEqual({ code: 129, signal: null });
     await run.waitClosed();
-    expect(await readFile(statePath(), 'utf8')).toBe(stateBefore);
-    expect(await hostDevices()).toEqual(devicesBefore);
-    expect(await namespaces()).toEqual(namespacesBefore);
+    await expectAsBefore(before);
   });
 
   it('run from a terminal that hangs up (an SSH session dropped): undone all the same, though its line cannot be written (EIO): exit 129, nothing left', async () => {
-    const first = await world().link(['link', 'appvm-lynx', '--attach', 'netns']);
-    expect(first.code, first.stderr).toBe(0);
-    const stateBefore = await readFile(statePath(), 'utf8');
-    const devicesBefore = await hostDevices();
-    const namespacesBefore = await namespaces();
+    const before = await linkedBefore();
     const dir = await mkdtemp(join(tmpdir(), 'spectrum-link-hangup-'));
     trackTempDir(dir);
     const exitFile = join(dir, 'exit.json');
@@ -162,9 +143,7 @@ describeNetns('link --all interrupted', () => {
     } finally {
       await terminal.kill('SIGKILL', 0);
     }
-    expect(await readFile(statePath(), 'utf8')).toBe(stateBefore);
-    expect(await hostDevices()).toEqual(devicesBefore);
-    expect(await namespaces()).toEqual(namespacesBefore);
+    await expectAsBefore(before);
   });
 
   it.each([[['appvm-catgirl']], [['--all']]] as const)('a SIGINT while link %j waits for another run to release the state lock stops the wait: exit 130, nothing made', async (vms) => {

@@ -14,7 +14,7 @@ import { devicePrefix, linkDeviceNames } from '../../host/device-names.js';
 import { ID_COUNT, type LinkState, allocateMany, emptyState, isRecordedSocket, parseState, preferredId, serializeState, setAttachments, withDevicePrefix, withNetnsPrefix } from '../../host/link-state.js';
 import type { PlanMade } from '../../host/netlink-devices.js';
 import { StateStoreError, loadState, saveState, withStateLock } from '../../host/state-store.js';
-import { recordedPrefix } from '../../host/state-prefix.js';
+import { recordedPrefixesOf } from '../../host/state-prefix.js';
 import { CliError, EXIT, runCli } from '../../shared/cli/run-cli.js';
 import { leftDownLine, linkCommands } from '../../host/link-commands.js';
 import { isLinkUsageError } from '../../host/exit-codes.js';
@@ -608,7 +608,7 @@ describe('link into a state dir that claims no device prefix, where devices name
     /** The failing run's ids recorded under `prefix`, read as the CLI of a run given none reads them before the lock (it then waits for the lock), then that run undone whole: the state claims no prefix, as it was. */
     const takenThenUndone = async (prefix: typeof typo): Promise<LinkerOptions> => {
       await saveState(stateDir, allocateMany(withDevicePrefix(emptyState(), prefix), [{ client: c1, provider: NETVM }]).state);
-      const taken = await recordedPrefix(stateDir);
+      const taken = (await recordedPrefixesOf(stateDir)).devicePrefix;
       expect(taken).toBe(prefix);
       await saveState(stateDir, emptyState());
       store.saves = 0;
@@ -624,7 +624,7 @@ describe('link into a state dir that claims no device prefix, where devices name
       expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
     }
     // Run again (the CLI reads no prefix now: the default), and the failed link's retry with the prefix corrected: both linked.
-    expect(await recordedPrefix(stateDir)).toBeUndefined();
+    expect((await recordedPrefixesOf(stateDir)).devicePrefix).toBeUndefined();
     await linkVms([c2], options());
     await linkVms([c1], options());
     expect(await loadState(stateDir)).toEqual(expect.objectContaining({ devicePrefix: PREFIX, links: expect.arrayContaining([expect.objectContaining({ client: c1 }), expect.objectContaining({ client: c2 })]) }));

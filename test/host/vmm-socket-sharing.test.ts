@@ -19,6 +19,17 @@ const qemu = (vm: typeof lynx): VmmSide => ({ kind: 'qemu', vm });
 const perVm = (_kind: string, vm: string): string => `/run/vm/${vm}/qmp.sock`;
 const fixed = (): string => '/run/one.sock';
 
+/** A VM directory with a kernel, a disk and `providers`, as the config reader gives one. */
+const vmDir = (name: string, providers: readonly string[] = []): VmDir => ({
+  name: vmName(name),
+  location: 'directory',
+  kernel: 'file',
+  blk: { state: 'directory', entries: [{ name: 'root.img', type: 'file' }] },
+  providers: { state: 'directory', entries: providers.map((provider) => ({ name: provider, type: 'file' as const })) },
+});
+/** lynx and catgirl, each with netvm for provider. */
+const config: ConfigSnapshot = { dir: '/cfg', vms: new Map([lynx, catgirl, netvm].map((name) => [name, vmDir(name, name === netvm ? [] : [netvm])])) };
+
 describe('sharedSocketFailures', () => {
   it('refuses a client whose two sides, or whose side and an earlier client\'s, a path gives one VMM: the earlier keeps it', () => {
     expect(sharedSocketFailures([{ client: lynx, sides: [qemu(lynx), qemu(netvm)] }], perVm)).toEqual(new Map());
@@ -101,14 +112,6 @@ describe('the socket the state records for another VM', () => {
   });
 
   it('refuses it in a run (runSocketSharing given the state before it): a later run pinning a VM at a fixed path of another VM\'s socket', () => {
-    const vmDir = (name: string, providers: readonly string[] = []): VmDir => ({
-      name: vmName(name),
-      location: 'directory',
-      kernel: 'file',
-      blk: { state: 'directory', entries: [{ name: 'root.img', type: 'file' }] },
-      providers: { state: 'directory', entries: providers.map((provider) => ({ name: provider, type: 'file' as const })) },
-    });
-    const config: ConfigSnapshot = { dir: '/cfg', vms: new Map([lynx, catgirl, netvm].map((name) => [name, vmDir(name, name === netvm ? [] : [netvm])])) };
     const attach = ['appvm-catgirl=qemu', 'netvm=none'];
     const vmm = vmmPort(parseAttachChoice(attach), { qmpSocket: '/run/vm/appvm-lynx/qmp.sock', chSocket: '/run/vm/{vm}/ch.sock' });
     const before: LinkState = { ...emptyState(), links: [lynxLink] };
@@ -129,14 +132,6 @@ describe('vmmSidesOf', () => {
 });
 
 describe('two VMs at one socket however their paths spell it', () => {
-  const vmDir = (name: string, providers: readonly string[] = []): VmDir => ({
-    name: vmName(name),
-    location: 'directory',
-    kernel: 'file',
-    blk: { state: 'directory', entries: [{ name: 'root.img', type: 'file' }] },
-    providers: { state: 'directory', entries: providers.map((provider) => ({ name: provider, type: 'file' as const })) },
-  });
-  const config: ConfigSnapshot = { dir: '/cfg', vms: new Map([lynx, catgirl, netvm].map((name) => [name, vmDir(name, name === netvm ? [] : [netvm])])) };
   /** The run's refusals (runSocketSharing) with the real port's templates, --attach as given. */
   const refused = (qmpSocket: string, chSocket: string, attach: readonly string[], vms = [lynx]): Map<string, string> => {
     const vmm = vmmPort(parseAttachChoice([...attach]), { qmpSocket, chSocket });

@@ -102,31 +102,19 @@ describeNetns("scripts/run-tests at its end kills what runs in the run's namespa
     { config: 'elsewhere-run-swept.config.ts', status: 1 },
   ])('names with the run prefix that lead to its own namespace (a symlink to /proc/PID/ns/net, a bind mount) are removed, and the processes there, not the run\'s, left running: $config', { timeout: 120_000 }, async ({ config, status }) => {
     const dir = mkdtempSync(join(tmpdir(), 'spectrum-run-tests-'));
-    const sandbox = [
-      'mount -t tmpfs spectrum-sandbox /run/netns || exit 99',
-      'sleep 600 & sleeper=$!',
-      `scripts/run-tests --config test/harness/fixtures/${config}; status=$?`,
-      'if kill -0 "$sleeper" 2>/dev/null; then echo "sleeper: running"; kill "$sleeper"; else echo "sleeper: gone"; fi',
-      'echo "names left: $(ls /run/netns)"',
-      'echo "run-tests: $status"',
-    ].join('\n');
-    const child = spawn('unshare', ['--pid', '--fork', '--mount-proc', '--net', '--mount', '--propagation', 'private', '--', 'sh', '-c', sandbox], {
-      cwd: repoRoot,
-      env: { ...process.env, SPECTRUM_TEST_RESULTS: join(dir, 'results.json') },
-      detached: true,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let output = '';
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
     try {
-      const exit = await new Promise<ProcessExit>((resolve) => child.once('exit', (code, sig) => resolve({ code, signal: sig })));
+      const { exit, output } = await sandboxRun(['--pid', '--fork', '--mount-proc', '--net', '--mount', '--propagation', 'private'], [
+        'mount -t tmpfs spectrum-sandbox /run/netns || exit 99',
+        'sleep 600 & sleeper=$!',
+        `scripts/run-tests --config test/harness/fixtures/${config}; status=$?`,
+        'if kill -0 "$sleeper" 2>/dev/null; then echo "sleeper: running"; kill "$sleeper"; else echo "sleeper: gone"; fi',
+        'echo "names left: $(ls /run/netns)"',
+        'echo "run-tests: $status"',
+      ].join('\n'), dir, repoRoot);
       expect({ exit, output }).toEqual({ exit: { code: 0, signal: null }, output: expect.stringContaining('tests: 1 passed, 0 failed, 0 skipped') });
       if (status !== 0) expect(output).toContain('leaked network namespaces (now removed)');
       expect(output.split('\n').filter((line) => /^(sleeper|names left|run-tests):/.test(line))).toEqual(['sleeper: running', 'names left: ', `run-tests: ${String(status)}`]);
     } finally {
-      // The sandbox's first process: everything in it goes with it.
-      if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) process.kill(-child.pid, 'SIGKILL');
       rmSync(dir, { recursive: true, force: true });
     }
   });
@@ -152,10 +140,10 @@ function fakeVitestTree(dir: string, vitest: string, afterStart?: string): strin
   return tree;
 }
 
-/** Runs `script` (bash) under unshare with `options`, in a process group of its own. */
-async function sandboxRun(options: readonly string[], script: string, dir: string): Promise<{ exit: ProcessExit; output: string }> {
+/** Runs `script` (bash) under unshare with `options`, in a process group of its own, in `cwd` (`dir`, the temp dir, unless given). */
+async function sandboxRun(options: readonly string[], script: string, dir: string, cwd = dir): Promise<{ exit: ProcessExit; output: string }> {
   const child = spawn('unshare', [...options, '--', 'bash', '-c', script], {
-    cwd: dir,
+    cwd,
     env: { ...process.env, TMPDIR: dir, SPECTRUM_TEST_RESULTS: join(dir, 'results.json') },
     detached: true,
     stdio: ['ignore', 'pipe', 'pipe'],
