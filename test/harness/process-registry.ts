@@ -100,8 +100,15 @@ export function signalProcessGroup(pgid: number, signal: NodeJS.Signals | 0): bo
  * reused since, a bind mount of it), and nothing in it is the run's to kill.
  */
 function isOwnNamespace(path: string): boolean {
+  let own;
   try {
-    const [named, own] = [statSync(path), statSync('/proc/self/ns/net')];
+    own = statSync('/proc/self/ns/net');
+  } catch {
+    // Not known: any name might lead here, so taken as this one (nothing killed), as scripts/run-tests does.
+    return true;
+  }
+  try {
+    const named = statSync(path);
     return named.dev === own.dev && named.ino === own.ino;
   } catch {
     return false;
