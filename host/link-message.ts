@@ -603,44 +603,53 @@ function kindOf(info: Uint8Array | undefined): string | null {
   return type === IFF_TUN ? TUN_MODE_KIND : kind;
 }
 
-/** Every RTM_NEWLINK message in `bytes` (answers to queries; anything else is skipped). */
-export function decodeLinks(bytes: Uint8Array): LinkInfo[] {
-  const links: LinkInfo[] = [];
+/**
+ * Each message of `type` in `bytes` (answers to queries) whose body holds at least `headerLength`
+ * bytes after the netlink header: where its body starts and where it ends; anything else is
+ * skipped, and a message whose length runs past the bytes ends the walk.
+ */
+function* messagesOf(bytes: Uint8Array, type: number, headerLength: number): Generator<{ readonly body: number; readonly end: number }> {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   let offset = 0;
   while (offset + NLMSG_HDRLEN <= bytes.length) {
     const length = view.getUint32(offset, true);
     if (length < NLMSG_HDRLEN || offset + length > bytes.length) break;
-    if (view.getUint16(offset + 4, true) === RTM_NEWLINK && length >= NLMSG_HDRLEN + IFINFOMSG_LEN) {
-      const body = offset + NLMSG_HDRLEN;
-      const attributes = attributesOf(bytes, body + IFINFOMSG_LEN, offset + length);
-      const address = attributes.get(IFLA_ADDRESS);
-      const name = stringOf(attributes.get(IFLA_IFNAME));
-      if (name !== null) {
-        const index = view.getInt32(body + 4, true);
-        const peerNetnsId = s32Of(attributes.get(IFLA_LINK_NETNSID));
-        const flags = view.getUint32(body + 8, true);
-        const settings = bridgeSettingsOf(attributes.get(IFLA_LINKINFO), (flags & IFF_RUNNING) !== 0);
-        links.push({
-          index,
-          name,
-          kind: kindOf(attributes.get(IFLA_LINKINFO)),
-          // Kernels before 5.2 (and stable ones without its backport) leave IFLA_LINK out where it
-          // is the device's own index, also for a peer in another namespace that has this index
-          // there: then the peer's index is this one.
-          peerIndex: u32Of(attributes.get(IFLA_LINK)) ?? (peerNetnsId === null ? null : index),
-          peerNetnsId,
-          masterIndex: u32Of(attributes.get(IFLA_MASTER)),
-          mtu: u32Of(attributes.get(IFLA_MTU)) ?? 0,
-          up: (flags & IFF_UP) !== 0,
-          mac: address === undefined ? '' : [...address].map((octet) => octet.toString(16).padStart(2, '0')).join(':'),
-          ...ipv6Of(attributes.get(IFLA_AF_SPEC)),
-          group: u32Of(attributes.get(IFLA_GROUP)) ?? 0,
-          ...(settings !== null && { settings }),
-        });
-      }
-    }
+    if (view.getUint16(offset + 4, true) === type && length >= NLMSG_HDRLEN + headerLength) yield { body: offset + NLMSG_HDRLEN, end: offset + length };
     offset += align4(length);
+  }
+}
+
+/** Every RTM_NEWLINK message in `bytes` (answers to queries; anything else is skipped). */
+export function decodeLinks(bytes: Uint8Array): LinkInfo[] {
+  const links: LinkInfo[] = [];
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  for (const { body, end } of messagesOf(bytes, RTM_NEWLINK, IFINFOMSG_LEN)) {
+    const attributes = attributesOf(bytes, body + IFINFOMSG_LEN, end);
+    const address = attributes.get(IFLA_ADDRESS);
+    const name = stringOf(attributes.get(IFLA_IFNAME));
+    if (name !== null) {
+      const index = view.getInt32(body + 4, true);
+      const peerNetnsId = s32Of(attributes.get(IFLA_LINK_NETNSID));
+      const flags = view.getUint32(body + 8, true);
+      const settings = bridgeSettingsOf(attributes.get(IFLA_LINKINFO), (flags & IFF_RUNNING) !== 0);
+      links.push({
+        index,
+        name,
+        kind: kindOf(attributes.get(IFLA_LINKINFO)),
+        // Kernels before 5.2 (and stable ones without its backport) leave IFLA_LINK out where it
+        // is the device's own index, also for a peer in another namespace that has this index
+        // there: then the peer's index is this one.
+        peerIndex: u32Of(attributes.get(IFLA_LINK)) ?? (peerNetnsId === null ? null : index),
+        peerNetnsId,
+        masterIndex: u32Of(attributes.get(IFLA_MASTER)),
+        mtu: u32Of(attributes.get(IFLA_MTU)) ?? 0,
+        up: (flags & IFF_UP) !== 0,
+        mac: address === undefined ? '' : [...address].map((octet) => octet.toString(16).padStart(2, '0')).join(':'),
+        ...ipv6Of(attributes.get(IFLA_AF_SPEC)),
+        group: u32Of(attributes.get(IFLA_GROUP)) ?? 0,
+        ...(settings !== null && { settings }),
+      });
+    }
   }
   return links;
 }
@@ -653,26 +662,19 @@ export function decodeLinks(bytes: Uint8Array): LinkInfo[] {
 export function decodePorts(bytes: Uint8Array): Pick<LinkInfo, 'index' | 'name' | 'masterIndex'>[] {
   const ports: Pick<LinkInfo, 'index' | 'name' | 'masterIndex'>[] = [];
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  let offset = 0;
-  while (offset + NLMSG_HDRLEN <= bytes.length) {
-    const length = view.getUint32(offset, true);
-    if (length < NLMSG_HDRLEN || offset + length > bytes.length) break;
-    if (view.getUint16(offset + 4, true) === RTM_NEWLINK && length >= NLMSG_HDRLEN + IFINFOMSG_LEN) {
-      const body = offset + NLMSG_HDRLEN;
-      let name: string | null = null;
-      let masterIndex: number | null = null;
-      let at = body + IFINFOMSG_LEN;
-      while (at + NLA_HDRLEN <= offset + length) {
-        const size = view.getUint16(at, true);
-        if (size < NLA_HDRLEN || at + size > offset + length) break;
-        const type = view.getUint16(at + 2, true) & NLA_TYPE_MASK;
-        if (type === IFLA_IFNAME) name = stringOf(bytes.subarray(at + NLA_HDRLEN, at + size));
-        else if (type === IFLA_MASTER) masterIndex = u32Of(bytes.subarray(at + NLA_HDRLEN, at + size));
-        at += align4(size);
-      }
-      if (name !== null) ports.push({ index: view.getInt32(body + 4, true), name, masterIndex });
+  for (const { body, end } of messagesOf(bytes, RTM_NEWLINK, IFINFOMSG_LEN)) {
+    let name: string | null = null;
+    let masterIndex: number | null = null;
+    let at = body + IFINFOMSG_LEN;
+    while (at + NLA_HDRLEN <= end) {
+      const size = view.getUint16(at, true);
+      if (size < NLA_HDRLEN || at + size > end) break;
+      const type = view.getUint16(at + 2, true) & NLA_TYPE_MASK;
+      if (type === IFLA_IFNAME) name = stringOf(bytes.subarray(at + NLA_HDRLEN, at + size));
+      else if (type === IFLA_MASTER) masterIndex = u32Of(bytes.subarray(at + NLA_HDRLEN, at + size));
+      at += align4(size);
     }
-    offset += align4(length);
+    if (name !== null) ports.push({ index: view.getInt32(body + 4, true), name, masterIndex });
   }
   return ports;
 }
@@ -686,32 +688,25 @@ export interface AddressInfo extends DeviceAddress {
 export function decodeAddresses(bytes: Uint8Array): AddressInfo[] {
   const found: AddressInfo[] = [];
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  let offset = 0;
-  while (offset + NLMSG_HDRLEN <= bytes.length) {
-    const length = view.getUint32(offset, true);
-    if (length < NLMSG_HDRLEN || offset + length > bytes.length) break;
-    if (view.getUint16(offset + 4, true) === RTM_NEWADDR && length >= NLMSG_HDRLEN + IFADDRMSG_LEN) {
-      const body = offset + NLMSG_HDRLEN;
-      const family = bytes[body];
-      const attributes = attributesOf(bytes, body + IFADDRMSG_LEN, offset + length);
-      // IFA_LOCAL is the address itself (IFA_ADDRESS the peer's, on a point-to-point device, or
-      // one given a peer: `ip addr add A peer B`; the same as IFA_LOCAL otherwise).
-      const local = attributes.get(IFA_LOCAL);
-      const other = attributes.get(IFA_ADDRESS);
-      const raw = local ?? other;
-      const peerRaw = local !== undefined && other !== undefined && Buffer.compare(local, other) !== 0 ? other : undefined;
-      const index = view.getUint32(body + 4, true);
-      const prefixLength = bytes[body + 1] ?? 0;
-      // IFA_F_SECONDARY is among ifa_flags' low 8 bits (IFA_FLAGS repeats them, and more).
-      const secondary = ((bytes[body + 2] ?? 0) & IFA_F_SECONDARY) !== 0;
-      if (family === AF_INET && raw?.length === 4) {
-        const peer = peerRaw?.length === 4 ? { peer: [...peerRaw].join('.') } : {};
-        found.push({ index, family: 4, address: [...raw].join('.'), prefixLength, ...(secondary && { secondary: true as const }), ...peer });
-      } else if (family === AF_INET6 && raw?.length === 16) {
-        found.push({ index, family: 6, address: ipv6Text(raw), prefixLength, ...(peerRaw?.length === 16 && { peer: ipv6Text(peerRaw) }) });
-      }
+  for (const { body, end } of messagesOf(bytes, RTM_NEWADDR, IFADDRMSG_LEN)) {
+    const family = bytes[body];
+    const attributes = attributesOf(bytes, body + IFADDRMSG_LEN, end);
+    // IFA_LOCAL is the address itself (IFA_ADDRESS the peer's, on a point-to-point device, or
+    // one given a peer: `ip addr add A peer B`; the same as IFA_LOCAL otherwise).
+    const local = attributes.get(IFA_LOCAL);
+    const other = attributes.get(IFA_ADDRESS);
+    const raw = local ?? other;
+    const peerRaw = local !== undefined && other !== undefined && Buffer.compare(local, other) !== 0 ? other : undefined;
+    const index = view.getUint32(body + 4, true);
+    const prefixLength = bytes[body + 1] ?? 0;
+    // IFA_F_SECONDARY is among ifa_flags' low 8 bits (IFA_FLAGS repeats them, and more).
+    const secondary = ((bytes[body + 2] ?? 0) & IFA_F_SECONDARY) !== 0;
+    if (family === AF_INET && raw?.length === 4) {
+      const peer = peerRaw?.length === 4 ? { peer: [...peerRaw].join('.') } : {};
+      found.push({ index, family: 4, address: [...raw].join('.'), prefixLength, ...(secondary && { secondary: true as const }), ...peer });
+    } else if (family === AF_INET6 && raw?.length === 16) {
+      found.push({ index, family: 6, address: ipv6Text(raw), prefixLength, ...(peerRaw?.length === 16 && { peer: ipv6Text(peerRaw) }) });
     }
-    offset += align4(length);
   }
   return found;
 }
@@ -796,16 +791,9 @@ export function observedDevices(links: readonly LinkInfo[], bridges?: BridgeDeta
  * says none is assigned (negative: NETNSA_NSID_NOT_ASSIGNED).
  */
 export function decodeNamespaceId(bytes: Uint8Array): number | null {
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  let offset = 0;
-  while (offset + NLMSG_HDRLEN <= bytes.length) {
-    const length = view.getUint32(offset, true);
-    if (length < NLMSG_HDRLEN || offset + length > bytes.length) break;
-    if (view.getUint16(offset + 4, true) === RTM_NEWNSID && length >= NLMSG_HDRLEN + RTGENMSG_LEN) {
-      const id = s32Of(attributesOf(bytes, offset + NLMSG_HDRLEN + RTGENMSG_LEN, offset + length).get(NETNSA_NSID));
-      return id === null || id < 0 ? null : id;
-    }
-    offset += align4(length);
+  for (const { body, end } of messagesOf(bytes, RTM_NEWNSID, RTGENMSG_LEN)) {
+    const id = s32Of(attributesOf(bytes, body + RTGENMSG_LEN, end).get(NETNSA_NSID));
+    return id === null || id < 0 ? null : id;
   }
   return null;
 }
