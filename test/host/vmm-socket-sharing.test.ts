@@ -93,6 +93,18 @@ describe('the socket the state records for another VM', () => {
     expect(atNetvm.get(catgirl)?.message).toMatch(/^--qmp-socket gives VM appvm-catgirl the socket path \/run\/vm\/\/netvm\/ch\.sock, which leads to \/run\/vm\/netvm\/ch\.sock, the socket the state records for VM netvm /);
   });
 
+  it('says how to take a stale record off the socket (the VM it records stopped or moved): unlink that VM, or link its record\'s client where it runs now', () => {
+    const atLynx = (): string => '/run/vm/appvm-lynx/qmp.sock';
+    const byClient = sharedSocketFailures([{ client: catgirl, sides: [qemu(catgirl)] }], atLynx, undefined, recordedSides([lynxLink]));
+    expect(byClient.get(catgirl)?.message).toMatch(
+      /; if appvm-lynx's VMM is no longer there, take its record off that socket first: unlink appvm-lynx \(it stopped\), or link appvm-lynx with the socket path it runs at now \(it moved\), then run this link again$/,
+    );
+    // A provider's side moves with its client's link.
+    const atNetvm = sharedSocketFailures([{ client: catgirl, sides: [qemu(catgirl)] }], () => '/run/vm/netvm/ch.sock', undefined, recordedSides([lynxLink]));
+    expect(atNetvm.get(catgirl)?.message).toMatch(/: unlink netvm \(it stopped\), or link appvm-lynx with netvm at the socket path it runs at now \(it moved\), then run this link again$/);
+    expect(atNetvm.get(catgirl)?.message).not.toContain('\n');
+  });
+
   it('refuses a VM at its own recorded socket that the state records for another VM too (written before the check) without telling it to take its own path: it says which record to set right', () => {
     // catgirl hot-plugged into lynx's QEMU by a run before the check: both recorded at lynx's socket.
     const wrong: Link = { client: catgirl, provider: netvm, id: 38997 as ClientId, attached: { client: 'qemu', provider: 'none', clientSocket: '/run/vm/appvm-lynx/qmp.sock' } };
