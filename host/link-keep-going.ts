@@ -183,7 +183,6 @@ async function keepGoingRun<T extends RunVms>(target: T | (() => Promise<T>), op
     socketOf: (kind, vm) => options.vmm.socketOf?.(kind, vm),
     templateSocket: (kind, vm) => options.vmm.templateSocket?.(kind, vm),
     ...(vmmAt === undefined ? {} : { vmmAt: (kind: VmmKind, vm: VmName, socket: string) => vmmAt.call(options.vmm, kind, vm, socket) }),
-    sameSocket: (recorded, wanted) => options.vmm.sameSocket?.(recorded, wanted) === true,
     socketKey: (path) => options.vmm.socketKey?.(path) ?? path,
   };
   // Undo steps that failed, said once the run ends too: only what is still left then (stepsStillLeft).
