@@ -691,6 +691,33 @@ describe('gc of a state dir with no state file', () => {
   });
 });
 
+describe('gc racing a first link into a new state dir', () => {
+  it('waits for the link holding the lock and collects as its state file says, not refusing that there is no state file (there is one by then)', async () => {
+    const recorded = withDevicePrefix(allocateMany(emptyState(), [{ client: CLIENTS[0]!, provider: NETVM }]).state, PREFIX);
+    const names = linkDeviceNames(PREFIX, recorded.links[0]!.id);
+    let release = (): void => undefined;
+    // The link: its lock held, its devices there, its state file not at gc's first look (written before its lock is let go).
+    const holding = withStateLock(stateDir, () => new Promise<void>((resolve) => (release = resolve)));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    kernel.host = new Map([names.bridge, names.client, names.provider].map((name): [string, ObservedDevice] => [name, { name } as ObservedDevice]));
+    try {
+      const gc = collectGarbage({ stateDir, devicePrefix: PREFIX, lockWaitMs: 5000 });
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      await saveState(stateDir, recorded);
+      release();
+      expect(await gc).toEqual([]);
+    } finally {
+      release();
+      await holding;
+    }
+    expect(kernel.removed).toEqual([]);
+    // With no state file under the lock either, it is refused as before, nothing removed.
+    await rm(join(stateDir, 'links.json'));
+    await expect(collectGarbage({ stateDir, devicePrefix: PREFIX })).rejects.toMatchObject({ name: 'LinkerError', kind: 'no-state' });
+    expect(kernel.removed).toEqual([]);
+  });
+});
+
 describe('gc with a --state-dir that is a file', () => {
   it('says the state dir is no directory (as link does), not that it holds no state file, and removes nothing', async () => {
     const file = join(stateDir, 'a-file');
