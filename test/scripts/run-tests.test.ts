@@ -263,6 +263,24 @@ describeNetns('scripts/run-tests stopped by a signal stops only what runs under 
       rmSync(dir, { recursive: true, force: true });
     }
   });
+  // In a PID namespace of its own: what is left of the run there is seen. Its stderr a pipe whose
+  // reader is gone (`scripts/test 2>&1 | tee log`, tee ended by the same Ctrl-C): SIGPIPE.
+  it('its stderr a pipe whose reader ended: the line it cannot write does not cut the stop short', { timeout: 120_000 }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'spectrum-run-tests-'));
+    try {
+      const tree = fakeVitestTree(dir, `echo "$PPID" >${dir}/run; touch ${dir}/ready; exec sleep 600`);
+      const { exit, output } = await sandboxRun(['--pid', '--fork', '--mount-proc'], [
+        waitForFile,
+        `{ ( ${tree}/scripts/run-tests; echo "run-tests: $?" >${dir}/status ) 2>&1 >/dev/null | true; } & pipeline=$!`,
+        `wait_for ${dir}/ready; kill -TERM "$(<${dir}/run)"; wait "$pipeline"; cat ${dir}/status`,
+        'for stat in /proc/[0-9]*/stat; do read -r line <"$stat" && ((${line%% *} != 1)) && echo "left: $line"; done 2>/dev/null; true',
+      ].join('\n'), dir);
+      expect(exit).toEqual({ code: 0, signal: null });
+      expect(output.split('\n').filter((line) => /^(run-tests|left):/.test(line))).toEqual([`run-tests: ${String(signalExitCode('SIGTERM'))}`]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
   // In a PID namespace of its own: what is left of the run there is seen.
   it('a signal in the instant after vitest started (before any command after it) stops vitest too', { timeout: 120_000 }, async () => {
     const dir = mkdtempSync(join(tmpdir(), 'spectrum-run-tests-'));
