@@ -167,11 +167,11 @@ describeNetns('scripts/run-tests: its cleanup never changes its exit status', ()
   it.each([
     { how: 'vitest ends with status 3', stop: false, status: 3 },
     { how: 'a SIGTERM stops it', stop: true, status: signalExitCode('SIGTERM') },
-  ])('a temp dir it cannot remove (a busy mount) is said in one line, the status kept: $how', { timeout: 120_000 }, async ({ stop, status }) => {
+  ])('a temp dir it cannot remove (a busy mount) is said in one line, the status kept, the mount\'s files left alone: $how', { timeout: 120_000 }, async ({ stop, status }) => {
     const dir = mkdtempSync(join(tmpdir(), 'spectrum-run-tests-'));
     try {
       const tree = fakeVitestTree(dir, [
-        'mkdir "$TMPDIR/busy" && mount -t tmpfs busy "$TMPDIR/busy" || exit 99',
+        'mkdir "$TMPDIR/busy" && mount -t tmpfs busy "$TMPDIR/busy" && touch "$TMPDIR/busy/canary" || exit 99',
         stop ? `touch ${dir}/ready; exec sleep 600` : 'exit 3',
       ].join('\n'));
       const { exit, output } = await sandboxRun(['--mount', '--propagation', 'private'], [
@@ -179,11 +179,13 @@ describeNetns('scripts/run-tests: its cleanup never changes its exit status', ()
         `${tree}/scripts/run-tests & run=$!`,
         stop ? `wait_for ${dir}/ready; kill -TERM "$run"` : '',
         'wait "$run"; echo "run-tests: $?"',
+        `echo "canary: $(cd ${dir} && echo snt-*/busy/canary)"`,
       ].join('\n'), dir);
       expect(exit).toEqual({ code: 0, signal: null });
-      expect(output.split('\n').filter((line) => /^(run-tests:|test run: could not)/.test(line))).toEqual([
+      expect(output.split('\n').filter((line) => /^(run-tests:|test run: could not|canary:)/.test(line))).toEqual([
         expect.stringMatching(new RegExp(`^test run: could not remove its temp dir ${dir}/snt-[^/ ]+: .*busy.*`)),
         `run-tests: ${String(status)}`,
+        expect.stringMatching(/^canary: snt-[^/ *]+\/busy\/canary$/),
       ]);
     } finally {
       // The mount went with the sandbox's mount namespace.
