@@ -548,8 +548,14 @@ export async function collectGarbage(options: GcOptions): Promise<string[]> {
     // link done by then; where it is not, no link into it made them.
     if (stateDirAbsent(options.stateDir)) throw noStateFile(options);
     return underCommandLock('gc', options, 'nothing was deleted', async () => {
-      if (!hasStateFile(options.stateDir, options.stateDirSource)) throw noStateFile(options);
-      return collectUnderLock(options);
+      if (hasStateFile(options.stateDir, options.stateDirSource)) return collectUnderLock(options);
+      // Still none: that link may have failed and undone its devices meanwhile (a first link's
+      // undo writes no state file); refused only where such devices are still there.
+      const now = await observeDevices([]).catch((error: unknown) => {
+        throw gcStopped(error);
+      });
+      if (linkNamedDevices(now.host.keys(), options.devicePrefix).length === 0) return [];
+      throw noStateFile(options);
     });
   }
   return underCommandLock('gc', options, 'nothing was deleted', async () => collectUnderLock(options));

@@ -716,6 +716,28 @@ describe('gc racing a first link into a new state dir', () => {
     await expect(collectGarbage({ stateDir, devicePrefix: PREFIX })).rejects.toMatchObject({ name: 'LinkerError', kind: 'no-state' });
     expect(kernel.removed).toEqual([]);
   });
+
+  it('has nothing to collect where that link failed and undid its devices meanwhile (no state file written): not refused as if they were there', async () => {
+    const recorded = withDevicePrefix(allocateMany(emptyState(), [{ client: CLIENTS[0]!, provider: NETVM }]).state, PREFIX);
+    const names = linkDeviceNames(PREFIX, recorded.links[0]!.id);
+    let release = (): void => undefined;
+    const holding = withStateLock(stateDir, () => new Promise<void>((resolve) => (release = resolve)));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    kernel.host = new Map([names.bridge, names.client, names.provider].map((name): [string, ObservedDevice] => [name, { name } as ObservedDevice]));
+    try {
+      const gc = collectGarbage({ stateDir, devicePrefix: PREFIX, lockWaitMs: 5000 });
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      // The link's undo: its devices deleted, no state file written.
+      kernel.host = new Map();
+      release();
+      expect(await gc).toEqual([]);
+    } finally {
+      release();
+      await holding;
+    }
+    expect(existsSync(join(stateDir, 'links.json'))).toBe(false);
+    expect(kernel.removed).toEqual([]);
+  });
 });
 
 describe('gc with a --state-dir that is a file', () => {
