@@ -69,7 +69,7 @@ const NSFS_MAGIC = 0x6e736673;
  * Whether a network namespace is mounted at /run/netns/NAME: not merely a file there, as an
  * `ip netns add` cut short between making the file and mounting the namespace leaves it.
  */
-function namespaceMounted(name: string): boolean {
+export function namespaceMounted(name: string): boolean {
   try {
     return statfsSync(`${NETNS_DIR}/${name}`).type === NSFS_MAGIC;
   } catch {
