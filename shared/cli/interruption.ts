@@ -15,6 +15,15 @@ type StopSignal = (typeof ALL_SIGNALS)[number];
  */
 export interface StopSignals {
   readonly hangup?: boolean;
+  /**
+   * For a command whose first signal has it undo its work: after the first signal only a SIGINT
+   * exits at once (an operator pressing Ctrl-C again, who will not wait); a SIGTERM or SIGHUP,
+   * repeated or mixed (logind's KillUserProcesses, a dropped SSH session, systemd send them close
+   * together, from no operator at all), is said once (`goesOn`: what the run does instead) and the
+   * run goes on to its end, its undo finished (SIGKILL forces it). Without it, any second signal
+   * but a SIGHUP exits at once.
+   */
+  readonly goesOn?: string;
 }
 
 const signalsOf = (options: StopSignals): readonly StopSignal[] => (options.hangup === true ? ALL_SIGNALS : ['SIGINT', 'SIGTERM']);
@@ -43,15 +52,22 @@ export interface Interruption {
  * is left open before it (progress lines are drawn on terminals only). A SIGHUP after the first
  * signal is no second one: a hangup comes more than once (the shell sends it on to its jobs, then,
  * as it exits, the kernel sends it again to the terminal's foreground group), from no operator
- * who will not wait; the undo goes on.
+ * who will not wait; the undo goes on. With `goesOn`, nor is a SIGTERM (StopSignals.goesOn).
  */
 export function interruptOnSignals(program: string, onSecond: string, stderr: LineSink = process.stderr, options: StopSignals = {}): Interruption {
   const controller = new AbortController();
   let received: StopSignal | undefined;
+  let noted = false;
   const handler = (signal: StopSignal): void => {
     if (received === undefined) {
       received = signal;
       controller.abort(signal);
+      return;
+    }
+    if (options.goesOn !== undefined && signal !== 'SIGINT') {
+      // Said once: a hangup and logind's SIGTERM may come again and again.
+      if (!noted) stderr.write(`${stderr.isTTY === true ? '\n' : ''}${program}: ${signal} after ${received}: not exiting at once; ${options.goesOn} (a SIGINT, or SIGKILL, ends it at once)\n`);
+      noted = true;
       return;
     }
     if (signal === 'SIGHUP') return;

@@ -1,5 +1,6 @@
 // spectrum-link link --all (a few hundred VMs, --attach netns) interrupted: the first SIGINT,
-// SIGTERM or SIGHUP stops it at a safe point and undoes the run; a second exits at once, and a re-run converges.
+// SIGTERM or SIGHUP stops it at a safe point and undoes the run; a second SIGINT exits at once, and
+// a re-run converges; a SIGTERM or SIGHUP after the first signal is said, and the undo finishes.
 // With --keep-going, a signal while it links VM by VM undoes the VM in progress only. A signal
 // while a failed run is undone is said after the failure, which is not lost. A signal after the
 // last safe point undoes nothing, and the line says so truly (a VM that failed was undone alone).
@@ -150,17 +151,37 @@ describeNetns('link --all interrupted', () => {
     await interruptedWhileWaiting(world, ['link', ...vms, '--attach', 'netns'], 'SIGINT', 130, 'link interrupted by SIGINT while waiting for another spectrum-link to finish: nothing was made');
   });
 
-  it('a second signal exits at once (143 after SIGTERM, saying so), and a re-run links every VM', async () => {
+  it('a SIGTERM close after a SIGHUP (logind, a dropped SSH session), and more of both, do not cut the undo short: one line says so, exit 129, nothing left', async () => {
+    const before = await linkedBefore();
     const run = spawnLink(['link', '--all', '--attach', 'netns']);
     await eventually('the run to record some links', async () => (await recorded()) > 13, 30_000);
-    process.kill(run.pid, 'SIGTERM');
+    for (const signal of ['SIGHUP', 'SIGTERM', 'SIGHUP', 'SIGTERM'] as const) {
+      // A run that exited at once (as it did, cutting its undo short) is said by its exit below.
+      if (run.child.exitCode === null && run.child.signalCode === null) process.kill(run.pid, signal);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    const exit = await Promise.race([run.wait(), new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), 60_000))]);
+    if (exit === 'timeout') await run.kill('SIGKILL', 5_000);
+    await run.waitClosed();
+    expect(exit, run.stderr).toEqual({ code: 129, signal: null });
+    expect(run.stderr.split('\n').filter((line) => line !== '')).toEqual([
+      'spectrum-link: SIGTERM after SIGHUP: not exiting at once; the undo (or the run, past its last safe point) goes on to its end (a SIGINT, or SIGKILL, ends it at once)',
+      expect.stringMatching(/^spectrum-link: link interrupted by SIGHUP: undid what this run had made/),
+    ]);
+    await expectAsBefore(before);
+  });
+
+  it('a second SIGINT (Ctrl-C again) exits at once (130, saying so), and a re-run links every VM', async () => {
+    const run = spawnLink(['link', '--all', '--attach', 'netns']);
+    await eventually('the run to record some links', async () => (await recorded()) > 13, 30_000);
+    process.kill(run.pid, 'SIGINT');
     await new Promise((resolve) => setTimeout(resolve, 20));
-    process.kill(run.pid, 'SIGTERM');
+    process.kill(run.pid, 'SIGINT');
     const exit = await run.wait();
     await run.waitClosed();
-    expect(exit, run.stderr).toEqual({ code: 143, signal: null });
+    expect(exit, run.stderr).toEqual({ code: 130, signal: null });
     // stderr is a pipe: no progress line was drawn, so none is ended (no blank line first).
-    expect(run.stderr).toMatch(/^spectrum-link: SIGTERM again: exiting at once; .*run it again, and it converges\n$/);
+    expect(run.stderr).toMatch(/^spectrum-link: SIGINT again: exiting at once; .*run it again, and it converges\n$/);
 
     const again = await world().link(['link', '--all', '--attach', 'netns', '--json']);
     expect(again.code, again.stderr).toBe(0);

@@ -76,6 +76,25 @@ describe('interruptOnSignals', () => {
     }
   });
 
+  it('with goesOn, only a SIGINT after the first signal exits at once: a SIGTERM or SIGHUP, repeated or mixed, is said once and the undo goes on', () => {
+    let written = '';
+    const interruption = interruptOnSignals('prog', 'run it again', { write: (text: string) => (written += text) }, { hangup: true, goesOn: 'the undo goes on' });
+    const exit = vi.spyOn(process, 'exit').mockImplementation(() => undefined as never);
+    try {
+      process.emit('SIGHUP', 'SIGHUP');
+      process.emit('SIGTERM', 'SIGTERM');
+      process.emit('SIGHUP', 'SIGHUP');
+      process.emit('SIGTERM', 'SIGTERM');
+      expect([interruption.received, exit.mock.calls]).toEqual(['SIGHUP', []]);
+      expect(written).toBe('prog: SIGTERM after SIGHUP: not exiting at once; the undo goes on (a SIGINT, or SIGKILL, ends it at once)\n');
+      process.emit('SIGINT', 'SIGINT');
+      expect(exit).toHaveBeenCalledWith(129);
+      expect(written).toMatch(/\nprog: SIGINT again: exiting at once; run it again\n$/);
+    } finally {
+      interruption.dispose();
+    }
+  });
+
   it('without hangup, leaves SIGHUP alone (a daemon handles it itself)', () => {
     const listeners = process.listenerCount('SIGHUP');
     const interruption = interruptOnSignals('prog', 'run it again', { write: () => undefined });
