@@ -816,13 +816,13 @@ async function interruptibleLockWait<T>(
   run: (wait: { signal: AbortSignal; onLockHeld: () => void; onTakeDownBegun: () => void; onUnlockFailed: (failure: StateStoreError) => void }) => Promise<T>,
   said: (error: unknown) => unknown = (error) => error,
 ): Promise<{ done: T; unreleased: readonly StateStoreError[] }> {
-  const interruption = interruptOnSignals('spectrum-link', nothing, process.stderr, { hangup: true });
+  const interruption = interruptOnSignals('spectrum-link', nothing, process.stderr, { hangup: true, untilExit: true });
   let exiting: { dispose(): void } | undefined;
   // Under the lock, reading the state and listing devices changes nothing: a signal then says so.
   let begun = false;
   const onLockHeld = (): void => {
     interruption.dispose();
-    exiting ??= exitOnSignals('spectrum-link', (signal) => oneLine(begun ? held(signal) : `${name} interrupted by ${signal} before it changed anything: ${nothing}`), process.stderr, { hangup: true });
+    exiting ??= exitOnSignals('spectrum-link', (signal) => oneLine(begun ? held(signal) : `${name} interrupted by ${signal} before it changed anything: ${nothing}`), process.stderr, { hangup: true, untilExit: true });
   };
   const unlockFailures: StateStoreError[] = [];
   try {
@@ -842,6 +842,7 @@ async function interruptibleLockWait<T>(
       unlockFailures.map((unreleased) => unreleased.message),
     );
   } finally {
+    // The result is decided: a signal from here to exit is ignored (untilExit).
     interruption.dispose();
     exiting?.dispose();
   }
@@ -1225,6 +1226,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       const interruption = interruptOnSignals('spectrum-link', 'what this run made may be left over: run it again, and it converges', process.stderr, {
         hangup: true,
         goesOn: 'the undo (or the run, past its last safe point) goes on to its end',
+        untilExit: true,
       });
       let outcome: KeepGoingOutcome;
       // `link --all`'s VMs and the config dir as the run linked them.
@@ -1397,6 +1399,8 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         if ((isStateFailure(error) || isLinkBug(error)) && interruption.received !== undefined) throw interruptedUndoingError(error, interruption.received, undoLines());
         throw withLeftDown(error, undoLines());
       } finally {
+        // The result is decided: a signal from here to exit is ignored (untilExit), not let kill
+        // the run as it says what it did.
         interruption.dispose();
         progress.done();
       }

@@ -24,6 +24,21 @@ export interface StopSignals {
    * but a SIGHUP exits at once.
    */
   readonly goesOn?: string;
+  /**
+   * For a one-shot command: dispose() leaves the signals ignored until the process exits, not ended
+   * by default. Its result is decided then (the run done or undone, its lines being written): a
+   * signal in that window (a second SIGHUP as a terminal hangs up, logind's SIGTERM) would kill it
+   * with its output cut short and no exit code of its own.
+   */
+  readonly untilExit?: boolean;
+}
+
+/** What a signal does once its command's result is decided (StopSignals.untilExit): nothing. */
+const ignored = (): void => undefined;
+
+/** Hand `signals` over to `ignored` (once each) as their handler goes, for the process's remaining life. */
+function ignoreUntilExit(signals: readonly StopSignal[]): void {
+  for (const signal of signals) if (!process.listeners(signal).includes(ignored)) process.on(signal, ignored);
 }
 
 const signalsOf = (options: StopSignals): readonly StopSignal[] => (options.hangup === true ? ALL_SIGNALS : ['SIGINT', 'SIGTERM']);
@@ -41,7 +56,7 @@ export interface Interruption {
   readonly signal: AbortSignal;
   /** The first signal received; undefined while none came. */
   readonly received: StopSignal | undefined;
-  /** Restore the default handling (the process ends at the next signal). */
+  /** Restore the default handling (the process ends at the next signal), or with `untilExit` ignore the signals until exit. */
   dispose(): void;
 }
 
@@ -82,6 +97,7 @@ export function interruptOnSignals(program: string, onSecond: string, stderr: Li
       return received;
     },
     dispose: () => {
+      if (options.untilExit === true) ignoreUntilExit(signals);
       for (const signal of signals) process.off(signal, handler);
     },
   };
@@ -91,7 +107,8 @@ export function interruptOnSignals(program: string, onSecond: string, stderr: Li
  * Until dispose(), end the process at the first SIGINT or SIGTERM (or SIGHUP with `hangup`; exit
  * 128 + the signal's number, as without a handler) after one line saying what that leaves (`line`,
  * given the signal): for a command whose work, once begun, it cannot stop at a safe point or undo.
- * The line starts on a line of its own on a terminal (after the echoed ^C).
+ * The line starts on a line of its own on a terminal (after the echoed ^C). After dispose() the
+ * default handling is back, or with `untilExit` the signals are ignored until exit.
  */
 export function exitOnSignals(program: string, line: (signal: StopSignal) => string, stderr: LineSink = process.stderr, options: StopSignals = {}): { dispose(): void } {
   const handler = (signal: StopSignal): void => {
@@ -102,6 +119,7 @@ export function exitOnSignals(program: string, line: (signal: StopSignal) => str
   for (const signal of signals) process.on(signal, handler);
   return {
     dispose: () => {
+      if (options.untilExit === true) ignoreUntilExit(signals);
       for (const signal of signals) process.off(signal, handler);
     },
   };

@@ -17,6 +17,7 @@ import { ScriptedQemu } from './vmm/scripted-qemu.js';
 const CLIENTS = 300;
 const HOLD_FIXTURE = join(import.meta.dirname, '..', '..', 'dist', 'test', 'host', 'fixtures', 'allocate.js');
 const RECORDER_FIXTURE = join(import.meta.dirname, '..', '..', 'dist', 'test', 'host', 'fixtures', 'exit-recorder.js');
+const BLOCKED_FIXTURE = join(import.meta.dirname, 'fixtures', 'stdout-blocked.py');
 
 /**
  * Run `args` while another process holds the state lock (after linking appvm-lynx, a state to keep:
@@ -169,6 +170,15 @@ describeNetns('link --all interrupted', () => {
       expect.stringMatching(/^spectrum-link: link interrupted by SIGHUP: undid what this run had made/),
     ]);
     await expectAsBefore(before);
+  });
+
+  it('a SIGHUP once its result is decided (writing its answer to a full pipe) is ignored: the answer is written whole, exit 0', async () => {
+    const run = world().host.spawn(['python3', BLOCKED_FIXTURE, 'node', LINK_BIN, ...withWorldOptions(['link', '--all', '--attach', 'netns'], world())], { enter: 'nsenter' });
+    const exit = await run.wait();
+    await run.waitClosed();
+    expect(exit, run.stderr).toEqual({ code: 0, signal: null });
+    // Each VM linked (the extra clients and the example's two app VMs) is printed, a line each.
+    expect(JSON.parse(run.stdout), run.stderr).toEqual({ full: true, code: 0, signal: null, lines: CLIENTS + 2 });
   });
 
   it('a second SIGINT (Ctrl-C again) exits at once (130, saying so), and a re-run links every VM', async () => {
