@@ -56,7 +56,7 @@ async function interruptedWhileWaiting(world: () => LinkWorld, args: readonly st
 describeNetns('link --all interrupted', () => {
   const world = linkWorldPerSuite('linkint', CLIENTS);
 
-  const spawnLink = (args: readonly string[]) => world().host.spawn(['node', LINK_BIN, ...withWorldOptions(args, world())], { enter: 'nsenter' });
+  const spawnLink = (args: readonly string[], wrapper: readonly string[] = []) => world().host.spawn([...wrapper, 'node', LINK_BIN, ...withWorldOptions(args, world())], { enter: 'nsenter' });
   const statePath = (): string => join(world().stateDir, 'links.json');
   const recorded = async (): Promise<number> => {
     try {
@@ -86,9 +86,9 @@ describeNetns('link --all interrupted', () => {
     expect(await namespaces()).toEqual(before.namespaces);
   };
   /** link --all stopped by `signal` well into the run: it exits `code` after its one line, having undone the run. */
-  const stoppedAndUndone = async (signal: NodeJS.Signals, code: number): Promise<void> => {
+  const stoppedAndUndone = async (signal: NodeJS.Signals, code: number, wrapper: readonly string[] = []): Promise<void> => {
     const before = await linkedBefore();
-    const run = spawnLink(['link', '--all', '--attach', 'netns']);
+    const run = spawnLink(['link', '--all', '--attach', 'netns'], wrapper);
     // Some chunks' ids recorded (and devices on the way): well into the run.
     await eventually('the run to record some links', async () => (await recorded()) > 13, 30_000);
     const exit = await run.kill(signal, 60_000);
@@ -106,6 +106,10 @@ describeNetns('link --all interrupted', () => {
 
   it('a SIGHUP (its terminal gone) stops the run and undoes it as SIGTERM does: exit 129, one line, state, devices and namespaces as before', async () => {
     await stoppedAndUndone('SIGHUP', 129);
+  });
+
+  it('under nohup a SIGHUP stops and undoes the run all the same (Node puts an ignored SIGHUP back to its default as it starts): exit 129, one line, nothing left', async () => {
+    await stoppedAndUndone('SIGHUP', 129, ['nohup']);
   });
 
   it('a hangup whose line cannot be written (stderr a pipe closed before it) still undoes the run: SIGHUP twice, as a hangup sends it, exit 129, nothing left', async () => {
