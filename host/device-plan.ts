@@ -495,12 +495,19 @@ function settingsStep(op: 'bridge-settings' | 'port-settings', device: ObservedD
 
 /**
  * A port that stays on its link's bridge (seen there: one joining anew gets a new port's
- * settings) with settings other than a new port's: the step that puts them back.
+ * settings) with settings other than a new port's: the steps that put them back. Its STP state
+ * goes back in a step of its own, after the others: a port whose device stops running (its
+ * carrier lost) after the plan looked is refused any state but disabled (ENETDOWN), which the
+ * kernel holds it in until it runs again, and then, STP off, forwards on it by itself. That
+ * refusal counts as done (netlink-devices.ts), and in a step with the other settings it would
+ * stop those the kernel sets after the state (br_setport).
  */
 function portSettingsSteps(connection: DesiredConnection, seen: ObservedDevice | undefined, bridge: ObservedDevice | undefined): DeviceStep[] {
   if (seen?.master !== connection.bridge) return [];
   const changed = portSettingsChanged(seen.settings, bridge?.kind === DEVICE_KIND.bridge && bridge.up);
-  return changed.length === 0 ? [] : [settingsStep('port-settings', seen, changed)];
+  const others = changed.filter(({ name }) => name !== 'state');
+  const state = changed.filter(({ name }) => name === 'state');
+  return [...(others.length === 0 ? [] : [settingsStep('port-settings', seen, others)]), ...(state.length === 0 ? [] : [settingsStep('port-settings', seen, state)])];
 }
 
 interface PlanBuilder {
@@ -599,11 +606,16 @@ export function foreignChanged(connections: readonly DesiredConnection[], plan: 
     // A set step with a master other than the connection's is a foreign port moved to its own bridge (foreignOnBridge).
     const movedHome = steps.flatMap((step) => (step.op === 'set' && step.change.master !== undefined && step.change.master !== connection.bridge ? [{ device: step.name, bridge: step.change.master }] : []));
     const addressesRemoved = steps.flatMap((step) => (step.op === 'delete-address' ? [addressText({ family: 4, ...step })] : []));
-    const settingsPutBack = steps.flatMap((step) => {
-      if (step.op !== 'bridge-settings' && step.op !== 'port-settings') return [];
+    // A port's STP state goes back in a step of its own (portSettingsSteps): said with its other settings.
+    const settingsPutBack: { device: string; settings: string[] }[] = [];
+    for (const step of steps) {
+      if (step.op !== 'bridge-settings' && step.op !== 'port-settings') continue;
       const table = step.op === 'bridge-settings' ? BRIDGE_SETTINGS : PORT_SETTINGS;
-      return [{ device: step.name, settings: Object.entries(step.settings).map(([name, value]) => `${name} ${settingText(table, name, value)}`) }];
-    });
+      const settings = Object.entries(step.settings).map(([name, value]) => `${name} ${settingText(table, name, value)}`);
+      const said = settingsPutBack.find(({ device }) => device === step.name);
+      if (said === undefined) settingsPutBack.push({ device: step.name, settings });
+      else said.settings.push(...settings);
+    }
     if (released.length + addressesRemoved.length + settingsPutBack.length + movedHome.length === 0) return null;
     return { bridge: connection.bridge, released, ...(releasedFromLink.length > 0 && { releasedFromLink }), ...(movedHome.length > 0 && { movedHome }), addressesRemoved, settingsPutBack };
   });

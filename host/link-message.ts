@@ -113,6 +113,11 @@ const KIND_DISABLE_IPV6 = 4;
  * so, and the program goes on as after one done.
  */
 const FLAG_GONE_GOES_ON = 0x100;
+/**
+ * A record kind's flag (rtnl.c's DOWN_GOES_ON): an RTM_NEWLINK refused with ENETDOWN (a port's
+ * STP state on a port whose device does not run) is said failed so, and the program goes on.
+ */
+const FLAG_DOWN_GOES_ON = 0x200;
 
 const text = new TextEncoder();
 
@@ -303,7 +308,11 @@ export class ProgramWriter {
         // A bridge's own settings go in IFLA_INFO_DATA with its kind; a port's in IFLA_INFO_SLAVE_DATA (its master's).
         const bridge = step.op === 'bridge-settings';
         const table = bridge ? BRIDGE_ATTRIBUTES : PORT_ATTRIBUTES;
-        this.beginRecord(KIND_REQUEST);
+        // A port's STP state alone (the plan puts it back in a step of its own): refused as its
+        // device stopped running meanwhile (ENETDOWN), the kernel holds it disabled until it runs
+        // again, then forwards on it: the program goes on.
+        const stateAlone = !bridge && Object.keys(step.settings).join() === 'state';
+        this.beginRecord(KIND_REQUEST | (stateAlone ? FLAG_DOWN_GOES_ON : 0));
         this.beginMessage(RTM_NEWLINK, 0);
         this.ifinfomsg(step.index, false);
         this.beginNest(IFLA_LINKINFO);
