@@ -658,6 +658,12 @@ export interface PlanOptions {
    * else off (said with it: a release step's homeBridge).
    */
   readonly homeBridges?: ReadonlyMap<string, string>;
+  /**
+   * The side devices of links the run makes in other plans (link --all's other chunks): one found
+   * on a bridge of this plan's is left to its own plan's steps, as a side device of this plan's
+   * other connections is (never released nor moved home by this plan: said by none).
+   */
+  readonly runSideDevices?: ReadonlySet<string>;
 }
 
 /** The steps that make every connection's devices exist exactly as desired. */
@@ -667,7 +673,7 @@ export function planDevices(connections: readonly DesiredConnection[], observed:
   const hostSteps: DeviceStep[][] = [];
   // A side device of another connection of the plan found on this one's bridge is none to take
   // off: its own steps put it on its bridge (a release after them would take it off that one).
-  const sideDevices = new Set(connections.flatMap((c) => [c.client.device, c.provider.device]));
+  const sideDevices = new Set([...connections.flatMap((c) => [c.client.device, c.provider.device]), ...(options.runSideDevices ?? [])]);
   for (const connection of connections) {
     const steps: DeviceStep[] = [];
     plan.hostSteps = steps;
