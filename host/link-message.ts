@@ -43,6 +43,7 @@ const PORT_ATTRIBUTES: Readonly<Record<string, { readonly type: number; readonly
   /** Reported only where the port has one (bridgeSettingsOf: 0 where it has none); 0 put back takes it away. */
   backup_port: { type: 34, size: 4 },
 };
+import { ipv6Text } from '../shared/ipv6-text.js';
 import type { Program } from '../shared/rtnl-socket.js';
 
 const NLMSG_HDRLEN = 16;
@@ -728,19 +729,6 @@ export function decodeAddresses(bytes: Uint8Array): AddressInfo[] {
     }
   }
   return found;
-}
-
-/** An IPv6 address in RFC 5952 form (the longest run of two or more zero groups as ::). */
-function ipv6Text(raw: Uint8Array): string {
-  const groups = Array.from({ length: 8 }, (_, index) => (((raw[2 * index] ?? 0) << 8) | (raw[2 * index + 1] ?? 0)).toString(16));
-  let best = { start: -1, length: 1 };
-  for (let start = 0; start < 8; start++) {
-    let end = start;
-    while (end < 8 && groups[end] === '0') end++;
-    if (end - start > best.length) best = { start, length: end - start };
-  }
-  if (best.start < 0) return groups.join(':');
-  return `${groups.slice(0, best.start).join(':')}::${groups.slice(best.start + best.length).join(':')}`;
 }
 
 /** What observedDevices adds where the observation looked at bridges (observeDevices' `bridges`). */

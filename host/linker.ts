@@ -41,7 +41,7 @@ import {
   vmmNics,
 } from './linker-types.js';
 import { type NamespaceLeft, type PlanMade, type PlanUndone, applyDevicePlan, newPlanMade, observeDevices, undoDevicePlan } from './netlink-devices.js';
-import { assertNoUnrecordedDevices, loadLinkRunState } from './state-prefix.js';
+import { assertNetnsPrefixUsable, assertNoUnrecordedDevices, loadLinkRunState } from './state-prefix.js';
 import { recordedSides, sharedSocketFailures, vmmSidesOf } from './vmm-socket-sharing.js';
 import { StateStoreError, hasStateFile, saveState, stateDirAbsent, stateFilePath } from './state-store.js';
 import type { VmName } from './vm-name.js';
@@ -834,11 +834,13 @@ async function linkRun<T extends RunVms>(target: T | (() => Promise<T>), options
     const { vms, wholeDir } = run;
     const leftDown = options.onLeftDown;
     const undoWrite = options.onUndoStateWriteFailed;
-    const { state: before, claimsPrefix } = await loadLinkRunState(options);
+    const { state: before, claimsPrefix, netnsRefusal } = await loadLinkRunState(options);
     // Still nothing recorded: the checks made before the lock, on an empty state and this config,
     // hold as they are (a thousand VMs' take milliseconds).
     const unchanged = fresh !== undefined && !again && before.links.length === 0;
     const { kept, snapshot } = unchanged ? fresh : await runAttachModes(vms, before, options, wholeDir?.snapshot ?? (again ? undefined : fresh?.snapshot));
+    // Another netns prefix than the state records: refused where a link of the run would use it.
+    assertNetnsPrefixUsable(netnsRefusal, vms.flatMap((vm) => pairsOf(snapshot, vm)), kept);
     // Links to record in a state that claims no device prefix: not over devices named as links with the run's.
     if (!claimsPrefix && vms.some((vm) => pairsOf(snapshot, vm).length > 0)) await assertNoUnrecordedDevices(options);
     const made = newRunDevices();

@@ -8,6 +8,7 @@ import { type Logger, createLogger } from '../shared/log.js';
 import { characterCount, quoteText, shownSocket } from '../shared/shown-text.js';
 import { UNIX_SOCKET_PATH_MAX } from '../shared/unix-socket-path.js';
 import type { AttachChoice, AttachMode } from './attach-mode.js';
+import { type SameSocket, sameSocketBy } from './kept-attach.js';
 import { isRecordedSocket } from './link-state.js';
 import { type LinkReport, VMM_NAMES, VMM_SOCKET_OPTIONS, type VmmPort } from './linker-types.js';
 import type { VmmNic } from './vmm/nic.js';
@@ -210,15 +211,12 @@ function resolvedSocket(path: string): string | undefined {
 
 /**
  * Whether two socket paths the state records (or would: recordableSocket) name the same socket:
- * the same text, or the same once their directories are resolved (resolvedSocket), so that
- * `qmp/{vm}.sock` from /srv and `/srv/./qmp/{vm}.sock` are one. Where either directory cannot be
- * resolved, only the same text is.
+ * the same text, or one key (socketKey: the same file, a hard link of it too, where one is there;
+ * else the same once their directories are resolved), so that `qmp/{vm}.sock` from /srv and
+ * `/srv/./qmp/{vm}.sock` are one, as the socket sharing check takes them. Where neither is there
+ * and a directory cannot be resolved, only the same text is.
  */
-export function sameSocketPath(recorded: string, wanted: string): boolean {
-  if (recorded === wanted) return true;
-  const left = resolvedSocket(recorded);
-  return left !== undefined && left === resolvedSocket(wanted);
-}
+export const sameSocketPath: SameSocket = sameSocketBy(socketKey);
 
 /**
  * One key of a socket path however spelled (VmmPort.socketKey): where a file is at the path, its
@@ -302,7 +300,6 @@ export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
       // Bounded by one --vmm-timeout; a socket the state would not record is refused as at a detach.
       return (await import('./vmm/vmm-socket.js')).vmmPresence(detachSocket(kind, vm, socket), timeoutMs);
     },
-    sameSocket: sameSocketPath,
     socketKey,
     socketOf(kind, vm) {
       try {

@@ -25,6 +25,7 @@ import {
 import { CLIENT_MARK, type DumpTable, type KernelAddress, type KernelEvent, type KernelLink, type KernelNeighbour, type KernelRoute, type KernelView, sysctlName } from './kernel-view.js';
 import { KernelRefusal, NetdError } from './netd-error.js';
 import { type Operation, SYSCTL_ABSENT } from './plan.js';
+import { ipv6Text } from '../../shared/ipv6-text.js';
 import { type MarkedOutcome, RtnlError, RtnlSocket, requestProgram } from '../../shared/rtnl-socket.js';
 import { type ReceiveBuffer, RtnlEventSocket, loadRtnlEventsAddon } from './rtnl-events.js';
 
@@ -63,13 +64,6 @@ const ipBytes = (text: string): Buffer => Buffer.from(text.split('.').map(Number
 function ipv4Text(bytes: Buffer): string {
   if (bytes.length !== 4) throw new Error(`Unexpected length (got ${bytes.length}, expected 4)`);
   return bytes.join('.');
-}
-
-/** Exactly 16 bytes, compressed as RFC 5952 has it (`fe80::1`): the WHATWG URL parser's serialisation (an IPv4-mapped one in hex). */
-function ipv6Text(bytes: Buffer): string {
-  if (bytes.length !== 16) throw new Error(`Unexpected length (got ${bytes.length}, expected 16)`);
-  const groups = Array.from({ length: 8 }, (_, at) => bytes.readUInt16BE(2 * at).toString(16));
-  return new URL(`http://[${groups.join(':')}]/`).hostname.slice(1, -1);
 }
 
 const macText = (bytes: Buffer | undefined): string =>

@@ -13,7 +13,7 @@ const outcome: DemoOutcome = {
     { from: 'appvm-catgirl', to: 'internet', allowed: true },
     { from: 'appvm-catgirl', to: 'appvm-lynx', allowed: false },
   ],
-  drops: { isolationDrops: 2, antispoofDrops: 3, inputDrops: 0, flowLimitDrops: 1, flowRateDrops: 4 },
+  drops: { isolationDrops: 2, antispoofDrops: 3, inputDrops: 0, arpDrops: 5, flowLimitDrops: 1, flowRateDrops: 4, fragmentDrops: 6, leakDrops: 7 },
 };
 
 describe('demo output', () => {
@@ -29,13 +29,19 @@ describe('demo output', () => {
         'appvm-lynx     reached   -           blocked',
         'appvm-catgirl  reached   blocked     -',
         '',
-        "netvm (spectrum-netd) dropped 2 packets between clients, 3 by anti-spoofing (a wrong source address, or IPv6), 0 to closed ports of the gateway, 1 new flows past a client's flow limit, 4 past its new-flow rate.",
+        "netvm (spectrum-netd) dropped 2 packets between clients, 3 by anti-spoofing (a wrong source address, or IPv6), 5 ARP with a wrong sender, 0 to closed ports of the gateway, 1 new flows past a client's flow limit, 4 past its new-flow rate, 6 fragments past its fragment rate, 7 toward clients gone (out of an uplink).",
         '',
       ].join('\n'),
     );
   });
 
-  it('gives --json the lease, the DNS result and the drop counters too, in one line', () => {
+  it('says where the ARP guard is not in force rather than a count of nothing, and --json gives its null', () => {
+    const noGuard: DemoOutcome = { ...outcome, drops: { ...outcome.drops, arpDrops: null } };
+    expect(demoText(noGuard, ['appvm-lynx', 'appvm-catgirl'], 'www.test.example')).toContain(', no ARP guard (ARP not counted), ');
+    expect((JSON.parse(demoJson(noGuard)) as { firewall: { arpDrops: unknown } }).firewall.arpDrops).toBeNull();
+  });
+
+  it('gives --json the lease, the DNS result and every drop counter of `spectrum-netd status` too, in one line', () => {
     const text = demoJson(outcome);
     expect(text.endsWith('}\n')).toBe(true);
     expect(text.trimEnd()).not.toContain('\n');
@@ -47,6 +53,6 @@ describe('demo output', () => {
     ]);
     expect(parsed.vms[1]).toMatchObject({ lease: '-', dns: false });
     expect(parsed.reach).toEqual(outcome.reach);
-    expect(parsed.firewall).toEqual({ antispoofDrops: 3, isolationDrops: 2, inputDrops: 0, flowLimitDrops: 1, flowRateDrops: 4 });
+    expect(parsed.firewall).toEqual({ antispoofDrops: 3, isolationDrops: 2, inputDrops: 0, arpDrops: 5, flowLimitDrops: 1, flowRateDrops: 4, fragmentDrops: 6, leakDrops: 7 });
   });
 });

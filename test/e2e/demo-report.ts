@@ -1,5 +1,6 @@
 // What the demo prints: the same facts as a table for people and as one JSON object for scripts.
 // Pure, so that both forms are tested without bringing the system up.
+import type { FirewallCounters } from '../../guest/firewall-port.js';
 
 export interface VmReport {
   name: string;
@@ -21,13 +22,7 @@ export interface Reach {
 }
 
 /** netvm's firewall counters, as `spectrum-netd status` gives them. */
-export interface Drops {
-  isolationDrops: number;
-  antispoofDrops: number;
-  inputDrops: number;
-  flowLimitDrops: number;
-  flowRateDrops: number;
-}
+export type Drops = FirewallCounters;
 
 export interface DemoOutcome {
   vms: readonly VmReport[];
@@ -53,12 +48,14 @@ export function demoText(outcome: DemoOutcome, vmNames: readonly string[], testN
     ...outcome.vms.map((vm) => [vm.name, vm.interface, vm.mac, vm.ip, vm.method, vm.lease, vm.dns ? `${testName} ok` : 'failed']),
   ]);
   const reach = table([['FROM \\ TO', ...targets], ...vmNames.map((from) => [from, ...targets.map((to) => cell(from, to))])]);
-  const { isolationDrops, antispoofDrops, inputDrops, flowLimitDrops, flowRateDrops } = outcome.drops;
+  const { isolationDrops, antispoofDrops, inputDrops, arpDrops, flowLimitDrops, flowRateDrops, fragmentDrops, leakDrops } = outcome.drops;
   return (
     `\n${vms}\n\n${reach}\n\n` +
     `netvm (spectrum-netd) dropped ${isolationDrops} packets between clients, ` +
-    `${antispoofDrops} by anti-spoofing (a wrong source address, or IPv6), ${inputDrops} to closed ports of the gateway, ` +
-    `${flowLimitDrops} new flows past a client's flow limit, ${flowRateDrops} past its new-flow rate.\n`
+    `${antispoofDrops} by anti-spoofing (a wrong source address, or IPv6), ${arpDrops === null ? 'no ARP guard (ARP not counted)' : `${arpDrops} ARP with a wrong sender`}, ` +
+    `${inputDrops} to closed ports of the gateway, ` +
+    `${flowLimitDrops} new flows past a client's flow limit, ${flowRateDrops} past its new-flow rate, ` +
+    `${fragmentDrops} fragments past its fragment rate, ${leakDrops} toward clients gone (out of an uplink).\n`
   );
 }
 
@@ -66,6 +63,7 @@ export function demoText(outcome: DemoOutcome, vmNames: readonly string[], testN
 export function demoJson(outcome: DemoOutcome): string {
   const vms = outcome.vms.map(({ name, interface: ifname, mac, ip, method, lease, internet, dns }) => ({ name, interface: ifname, mac, ip, method, lease, internet, dns }));
   // The counters under the names `spectrum-netd status --json` gives them.
-  const { antispoofDrops, isolationDrops, inputDrops, flowLimitDrops, flowRateDrops } = outcome.drops;
-  return `${JSON.stringify({ vms, reach: outcome.reach, firewall: { antispoofDrops, isolationDrops, inputDrops, flowLimitDrops, flowRateDrops } })}\n`;
+  const { antispoofDrops, isolationDrops, inputDrops, arpDrops, flowLimitDrops, flowRateDrops, fragmentDrops, leakDrops } = outcome.drops;
+  const firewall = { antispoofDrops, isolationDrops, inputDrops, arpDrops, flowLimitDrops, flowRateDrops, fragmentDrops, leakDrops };
+  return `${JSON.stringify({ vms, reach: outcome.reach, firewall })}\n`;
 }

@@ -4,6 +4,7 @@
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { FirewallCounters } from '../../guest/firewall-port.js';
 import { type ExecResult, type Harness, type Netns, type NetnsProcess, trackTempDir } from '../harness/index.js';
 import { ROOT } from '../host/link-fixture.js';
 
@@ -142,7 +143,7 @@ export interface AgentStatus {
   links: { name: string; role: string; id: number | null; ip: string | null; state: string; error: string | null }[];
   counters: { initialChanges: number | null; changesApplied: number; conntrackPurged?: number };
   /** null while the table cannot be read (nft refused it: firewallError says why). */
-  firewall: { antispoofDrops: number; isolationDrops: number; inputDrops: number; flowLimitDrops: number; flowRateDrops: number; leakDrops: number; arpDrops: number } | null;
+  firewall: FirewallCounters | null;
   firewallError?: string | null;
   services: { leases: { ifname: string; clientIp: string; state: string }[]; dns: { upstreams: string[]; queries: number; tcpQueries: number; answered: number; failed: number } | null } | null;
 }

@@ -167,11 +167,11 @@ describeNetns('scripts/run-tests: its cleanup never changes its exit status', ()
   it.each([
     { how: 'vitest ends with status 3', stop: false, status: 3 },
     { how: 'a SIGTERM stops it', stop: true, status: signalExitCode('SIGTERM') },
-  ])('a temp dir it cannot remove (a busy mount) is said in one line, the status kept: $how', { timeout: 120_000 }, async ({ stop, status }) => {
+  ])('a temp dir it cannot remove (a busy mount) is said in one line, the status kept, the mount\'s files left alone: $how', { timeout: 120_000 }, async ({ stop, status }) => {
     const dir = mkdtempSync(join(tmpdir(), 'spectrum-run-tests-'));
     try {
       const tree = fakeVitestTree(dir, [
-        'mkdir "$TMPDIR/busy" && mount -t tmpfs busy "$TMPDIR/busy" || exit 99',
+        'mkdir "$TMPDIR/busy" && mount -t tmpfs busy "$TMPDIR/busy" && touch "$TMPDIR/busy/canary" || exit 99',
         stop ? `touch ${dir}/ready; exec sleep 600` : 'exit 3',
       ].join('\n'));
       const { exit, output } = await sandboxRun(['--mount', '--propagation', 'private'], [
@@ -179,14 +179,46 @@ describeNetns('scripts/run-tests: its cleanup never changes its exit status', ()
         `${tree}/scripts/run-tests & run=$!`,
         stop ? `wait_for ${dir}/ready; kill -TERM "$run"` : '',
         'wait "$run"; echo "run-tests: $?"',
+        `echo "canary: $(cd ${dir} && echo snt-*/busy/canary)"`,
       ].join('\n'), dir);
       expect(exit).toEqual({ code: 0, signal: null });
-      expect(output.split('\n').filter((line) => /^(run-tests:|test run: could not)/.test(line))).toEqual([
+      expect(output.split('\n').filter((line) => /^(run-tests:|test run: could not|canary:)/.test(line))).toEqual([
         expect.stringMatching(new RegExp(`^test run: could not remove its temp dir ${dir}/snt-[^/ ]+: .*busy.*`)),
         `run-tests: ${String(status)}`,
+        expect.stringMatching(/^canary: snt-[^/ *]+\/busy\/canary$/),
       ]);
     } finally {
       // The mount went with the sandbox's mount namespace.
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describeNetns('scripts/run-tests: a signal during its cleanup after the run', () => {
+  it('neither stops the cleanup half done nor changes the status: the temp dir goes, vitest\'s status kept', { timeout: 120_000 }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'spectrum-run-tests-'));
+    try {
+      const tree = fakeVitestTree(dir, 'exit 3');
+      // The cleanup's first command, `ip netns list` (the tree's bin is first on the script's
+      // PATH): it says it began, then waits until the signal was sent; it lists nothing.
+      writeFileSync(join(tree, 'node_modules/.bin/ip'), [
+        '#!/bin/bash',
+        waitForFile,
+        `if [[ $1 == netns && $2 == list ]]; then touch ${dir}/cleaning; wait_for ${dir}/signalled; fi`,
+      ].join('\n') + '\n', { mode: 0o755 });
+      const { exit, output } = await sandboxRun([], [
+        waitForFile,
+        `${tree}/scripts/run-tests & run=$!`,
+        `wait_for ${dir}/cleaning; kill -TERM "$run"; touch ${dir}/signalled`,
+        'wait "$run"; echo "run-tests: $?"',
+        `echo "temp dirs left: $(cd ${dir} && echo snt-*)"`,
+      ].join('\n'), dir);
+      expect(exit).toEqual({ code: 0, signal: null });
+      expect(output.split('\n').filter((line) => /^(run-tests|temp dirs left|test run):/.test(line))).toEqual([
+        'run-tests: 3',
+        'temp dirs left: snt-*',
+      ]);
+    } finally {
       rmSync(dir, { recursive: true, force: true });
     }
   });
@@ -229,6 +261,24 @@ describeNetns('scripts/run-tests stopped by a signal stops only what runs under 
         `run-tests: ${String(signalExitCode('SIGTERM'))}`,
         'unrelated child: S',
       ]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+  // In a PID namespace of its own: what is left of the run there is seen. Its stderr a pipe whose
+  // reader is gone (`scripts/test 2>&1 | tee log`, tee ended by the same Ctrl-C): SIGPIPE.
+  it('its stderr a pipe whose reader ended: the line it cannot write does not cut the stop short', { timeout: 120_000 }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'spectrum-run-tests-'));
+    try {
+      const tree = fakeVitestTree(dir, `echo "$PPID" >${dir}/run; touch ${dir}/ready; exec sleep 600`);
+      const { exit, output } = await sandboxRun(['--pid', '--fork', '--mount-proc'], [
+        waitForFile,
+        `{ ( ${tree}/scripts/run-tests; echo "run-tests: $?" >${dir}/status ) 2>&1 >/dev/null | true; } & pipeline=$!`,
+        `wait_for ${dir}/ready; kill -TERM "$(<${dir}/run)"; wait "$pipeline"; cat ${dir}/status`,
+        'for stat in /proc/[0-9]*/stat; do read -r line <"$stat" && ((${line%% *} != 1)) && echo "left: $line"; done 2>/dev/null; true',
+      ].join('\n'), dir);
+      expect(exit).toEqual({ code: 0, signal: null });
+      expect(output.split('\n').filter((line) => /^(run-tests|left):/.test(line))).toEqual([`run-tests: ${String(signalExitCode('SIGTERM'))}`]);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
