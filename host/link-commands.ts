@@ -411,9 +411,9 @@ function onBridgeLines({ ports, addresses, uppers }: BridgeForeign, bridge: stri
 }
 
 /** What `list` and `show` say, under a link, of a setting of its bridge or of a port of it there other than a new one has. */
-function settingOffLine({ device, setting, value, expected }: SettingOff, bridge: string): string {
+function settingOffLine({ device, setting, value, expected, valueDevice }: SettingOff, bridge: string): string {
   const table = device === bridge ? BRIDGE_SETTINGS : PORT_SETTINGS;
-  return `  ${device} has ${setting} ${settingText(table, setting, value)}, not ${settingText(table, setting, expected)} (link puts it back)`;
+  return `  ${device} has ${setting} ${settingText(table, setting, value, valueDevice === undefined ? undefined : shownPath(valueDevice))}, not ${settingText(table, setting, expected)} (link puts it back)`;
 }
 
 /** Whether anything is on a link's bridge that is none of the link's. */
@@ -708,7 +708,7 @@ function linkedVmLines(
 }
 
 /** What `link` says on stderr (a warning each) of what it changed of another's on a link's bridge of `vm`'s. */
-function foreignChangedLines(vm: string, { bridge, released, releasedFromLink = [], movedHome = [], addressesRemoved, settingsPutBack }: ForeignChanged): string[] {
+function foreignChangedLines(vm: string, { bridge, released, releasedFromLink = [], movedHome = [], addressesRemoved, settingsPutBack, upperDevices = [] }: ForeignChanged): string[] {
   const homeOf = (port: string): string | undefined => releasedFromLink.find((entry) => entry.device === port)?.bridge;
   return [
     ...movedHome.map(({ device, bridge: home }) => `link ${vm}: put ${device}, another link's side device, back on its link's bridge ${home} (off bridge ${bridge})`),
@@ -720,6 +720,10 @@ function foreignChangedLines(vm: string, { bridge, released, releasedFromLink = 
     }),
     ...addressesRemoved.map((address) => `link ${vm}: removed address ${address} from bridge ${bridge}`),
     ...settingsPutBack.map(({ device, settings }) => `link ${vm}: put back ${device}'s ${settings.join(', ')}${device === bridge ? '' : ` (a port of bridge ${bridge})`}`),
+    ...upperDevices.map(
+      ({ device, kind }) =>
+        `link ${vm}: left ${shownPath(device)} (${shownPath(kind ?? 'no kind')}) stacked on bridge ${bridge}: whoever holds it is a party on a VM's link (not spectrum-link's: delete it)`,
+    ),
   ];
 }
 
@@ -1555,7 +1559,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       });
       // `changedSettings` only where there are any, as `offBridge`.
       const changedSettings = ({ settingsOff }: ListedLink): Record<string, unknown> =>
-        settingsOff.length === 0 ? {} : { changedSettings: settingsOff.map(({ device, setting, value, expected }) => ({ device, setting, value, expected })) };
+        settingsOff.length === 0 ? {} : { changedSettings: settingsOff.map(({ device, setting, value, expected, valueDevice }) => ({ device, setting, value, expected, ...(valueDevice !== undefined && { valueDevice }) })) };
       // After the link's fields, linked or not: whether it is there and linked, and what of it is not as link leaves it.
       const seen = (entry: ListedLink): Record<string, unknown> => ({
         present: entry.present,
