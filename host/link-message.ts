@@ -8,16 +8,22 @@ import { type DeviceAddress, type DeviceStep, type ObservedDevice, type PortSeen
 const IFLA_INFO_SLAVE_KIND = 4;
 const IFLA_INFO_SLAVE_DATA = 5;
 /** BRIDGE_SETTINGS (device-plan.ts) in a bridge's IFLA_INFO_DATA: IFLA_BR_* and their sizes. */
-const BRIDGE_ATTRIBUTES: Readonly<Record<string, { readonly type: number; readonly size: 1 | 4 }>> = {
+const BRIDGE_ATTRIBUTES: Readonly<Record<string, { readonly type: number; readonly size: 1 | 2 | 4 }>> = {
   forward_delay: { type: 1, size: 4 },
   hello_time: { type: 2, size: 4 },
   max_age: { type: 3, size: 4 },
   ageing_time: { type: 4, size: 4 },
   stp_state: { type: 5, size: 4 },
   vlan_filtering: { type: 7, size: 1 },
+  group_fwd_mask: { type: 9, size: 2 },
+  mcast_snooping: { type: 23, size: 1 },
+  /** Reported only by a kernel built with bridge netfilter (CONFIG_BRIDGE_NETFILTER), br_netfilter loaded or not. */
+  nf_call_iptables: { type: 36, size: 1 },
+  nf_call_ip6tables: { type: 37, size: 1 },
+  nf_call_arptables: { type: 38, size: 1 },
 };
-/** PORT_SETTINGS in a bridge port's IFLA_INFO_SLAVE_DATA: IFLA_BRPORT_* (u8 each). */
-const PORT_ATTRIBUTES: Readonly<Record<string, { readonly type: number; readonly size: 1 | 4 }>> = {
+/** PORT_SETTINGS in a bridge port's IFLA_INFO_SLAVE_DATA: IFLA_BRPORT_* (u8 each, but backup_port's ifindex). */
+const PORT_ATTRIBUTES: Readonly<Record<string, { readonly type: number; readonly size: 1 | 2 | 4 }>> = {
   state: { type: 1, size: 1 },
   hairpin: { type: 4, size: 1 },
   guard: { type: 5, size: 1 },
@@ -32,6 +38,10 @@ const PORT_ATTRIBUTES: Readonly<Record<string, { readonly type: number; readonly
   isolated: { type: 33, size: 1 },
   /** Linux 5.18 on: an older kernel reports none, and none is compared. */
   locked: { type: 39, size: 1 },
+  /** Linux 6.2 on, as locked. */
+  mab: { type: 40, size: 1 },
+  /** Reported only where the port has one (bridgeSettingsOf: 0 where it has none); 0 put back takes it away. */
+  backup_port: { type: 34, size: 4 },
 };
 import { ipv6Text } from '../shared/ipv6-text.js';
 import type { Program } from '../shared/rtnl-socket.js';
@@ -68,7 +78,6 @@ const IFLA_LINK_NETNSID = 37;
 /** A request's: the namespace (by the id this one gives it) that a device it names is in. */
 const IFLA_TARGET_NETNSID = 46;
 const AF_INET = 2;
-const AF_BRIDGE = 7;
 const AF_INET6 = 10;
 /** struct ifaddrmsg: family, prefix length, flags, scope (u8 each), index (u32). */
 const IFADDRMSG_LEN = 8;
@@ -114,6 +123,11 @@ const KIND_DISABLE_IPV6 = 4;
  * so, and the program goes on as after one done.
  */
 const FLAG_GONE_GOES_ON = 0x100;
+/**
+ * A record kind's flag (rtnl.c's DOWN_GOES_ON): an RTM_NEWLINK refused with ENETDOWN (a port's
+ * STP state on a port whose device does not run) is said failed so, and the program goes on.
+ */
+const FLAG_DOWN_GOES_ON = 0x200;
 
 const text = new TextEncoder();
 
@@ -173,9 +187,8 @@ export class ProgramWriter {
     this.view.setUint32(this.messageStart, this.length - this.messageStart, true);
   }
 
-  private ifinfomsg(index: number, up: boolean, family = 0): void {
+  private ifinfomsg(index: number, up: boolean): void {
     const at = this.reserve(IFINFOMSG_LEN);
-    this.bytes[at] = family;
     this.view.setInt32(at + 4, index, true);
     this.view.setUint32(at + 8, up ? IFF_UP : 0, true);
     this.view.setUint32(at + 12, up ? IFF_UP : 0, true);
@@ -200,6 +213,13 @@ export class ProgramWriter {
     this.attributeHeader(type, 4);
     const at = this.reserve(4); // before this.view is read: reserving may replace the buffer
     this.view.setUint32(at, value >>> 0, true);
+  }
+
+  private u16Attribute(type: number, value: number): void {
+    this.attributeHeader(type, 2);
+    const at = this.reserve(2); // before this.view is read: reserving may replace the buffer
+    this.view.setUint16(at, value, true);
+    this.pad();
   }
 
   private u8Attribute(type: number, value: number): void {
@@ -304,7 +324,11 @@ export class ProgramWriter {
         // A bridge's own settings go in IFLA_INFO_DATA with its kind; a port's in IFLA_INFO_SLAVE_DATA (its master's).
         const bridge = step.op === 'bridge-settings';
         const table = bridge ? BRIDGE_ATTRIBUTES : PORT_ATTRIBUTES;
-        this.beginRecord(KIND_REQUEST);
+        // A port's STP state alone (the plan puts it back in a step of its own): refused as its
+        // device stopped running meanwhile (ENETDOWN), the kernel holds it disabled until it runs
+        // again, then forwards on it: the program goes on.
+        const stateAlone = !bridge && Object.keys(step.settings).join() === 'state';
+        this.beginRecord(KIND_REQUEST | (stateAlone ? FLAG_DOWN_GOES_ON : 0));
         this.beginMessage(RTM_NEWLINK, 0);
         this.ifinfomsg(step.index, false);
         this.beginNest(IFLA_LINKINFO);
@@ -314,6 +338,7 @@ export class ProgramWriter {
           const attribute = table[name];
           if (attribute === undefined) throw new Error(`ProgramWriter: no bridge setting ${name}`);
           if (attribute.size === 1) this.u8Attribute(attribute.type, value);
+          else if (attribute.size === 2) this.u16Attribute(attribute.type, value);
           else this.u32Attribute(attribute.type, value);
         }
         this.endNest();
@@ -375,30 +400,6 @@ export class ProgramWriter {
   /** A query for every device of the namespace. */
   dumpLinks(): this {
     return this.linkRequest(RTM_GETLINK, NLM_F_DUMP, 0, () => this.u32Attribute(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS));
-  }
-
-  /**
-   * A query for every bridge port of the namespace (RTM_GETLINK of family AF_BRIDGE: a short
-   * answer per port, with its master, and nothing for a device that is none).
-   */
-  dumpBridgePorts(): this {
-    this.beginRecord(KIND_REQUEST);
-    this.beginMessage(RTM_GETLINK, NLM_F_DUMP);
-    this.ifinfomsg(0, false, AF_BRIDGE);
-    this.endMessage();
-    this.endRecord();
-    return this;
-  }
-
-  /**
-   * A query for every device that is a port of the device with this index (a dump the kernel
-   * filters by IFLA_MASTER: it answers with those alone).
-   */
-  dumpPortsOf(masterIndex: number): this {
-    return this.linkRequest(RTM_GETLINK, NLM_F_DUMP, 0, () => {
-      this.u32Attribute(IFLA_MASTER, masterIndex);
-      this.u32Attribute(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
-    });
   }
 
   /** A query for every IP address of the namespace (RTM_GETADDR, both families). */
@@ -489,13 +490,13 @@ export interface LinkInfo {
 }
 
 /** The settings of `table` found among these attributes (a bridge's IFLA_INFO_DATA, a port's IFLA_INFO_SLAVE_DATA). */
-function settingsOf(data: Uint8Array | undefined, table: Readonly<Record<string, { readonly type: number; readonly size: 1 | 4 }>>): Record<string, number> | null {
+function settingsOf(data: Uint8Array | undefined, table: Readonly<Record<string, { readonly type: number; readonly size: 1 | 2 | 4 }>>): Record<string, number> | null {
   if (data === undefined) return null;
   const attributes = attributesOf(data, 0, data.length);
   const found: Record<string, number> = {};
   for (const [name, { type, size }] of Object.entries(table)) {
     const payload = attributes.get(type);
-    const value = size === 1 ? payload?.[0] : (u32Of(payload) ?? undefined);
+    const value = size === 1 ? payload?.[0] : size === 2 ? (u16Of(payload) ?? undefined) : (u32Of(payload) ?? undefined);
     if (value !== undefined) found[name] = value;
   }
   return found;
@@ -533,6 +534,8 @@ function bridgeSettingsOf(info: Uint8Array | undefined, running: boolean): Recor
   if (stringOf(attributes.get(IFLA_INFO_SLAVE_KIND)) !== 'bridge') return null;
   const settings = settingsOf(attributes.get(IFLA_INFO_SLAVE_DATA), PORT_ATTRIBUTES);
   if (settings !== null && !running) delete settings.state;
+  // The kernel reports a backup port only where the port has one.
+  if (settings !== null) settings.backup_port ??= 0;
   return settings;
 }
 
@@ -576,6 +579,11 @@ function ipv6Of(afSpec: Uint8Array | undefined): { ipv6: boolean; ipv6LinkLocal:
     ipv6LinkLocal: attributes.get(IFLA_INET6_ADDR_GEN_MODE)?.[0] !== IN6_ADDR_GEN_MODE_NONE,
     ipv6Forwarding: (devconf(conf, DEVCONF_FORWARDING) ?? 0) !== 0,
   };
+}
+
+function u16Of(payload: Uint8Array | undefined): number | null {
+  if (payload === undefined || payload.length < 2) return null;
+  return new DataView(payload.buffer, payload.byteOffset, 2).getUint16(0, true);
 }
 
 function u32Of(payload: Uint8Array | undefined): number | null {
@@ -655,29 +663,40 @@ export function decodeLinks(bytes: Uint8Array): LinkInfo[] {
   return links;
 }
 
+/** What a device of a dump is read for where only its place among the others matters: whose port it is, on which device it is stacked. */
+export type DevicePlace = Pick<LinkInfo, 'index' | 'name' | 'masterIndex' | 'peerIndex' | 'peerNetnsId' | 'kind'>;
+
 /**
- * Of every RTM_NEWLINK message in `bytes`, only the device's index, name and master: what a dump
- * of bridge ports is read for (a port's answer holds 30-odd settings besides, which decodeLinks
- * would read for nothing: two thirds of the time of a dump of 2000 ports).
+ * Of every RTM_NEWLINK message in `bytes` (a dump of every device), only the device's index,
+ * name, master, lower device (IFLA_LINK, with IFLA_LINK_NETNSID where it is elsewhere) and kind:
+ * what `link` reads every device for (a bridge's ports, and the devices stacked on it), not the
+ * rest decodeLinks reads.
  */
-export function decodePorts(bytes: Uint8Array): Pick<LinkInfo, 'index' | 'name' | 'masterIndex'>[] {
-  const ports: Pick<LinkInfo, 'index' | 'name' | 'masterIndex'>[] = [];
+export function decodePlaces(bytes: Uint8Array): DevicePlace[] {
+  const places: DevicePlace[] = [];
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   for (const { body, end } of messagesOf(bytes, RTM_NEWLINK, IFINFOMSG_LEN)) {
     let name: string | null = null;
     let masterIndex: number | null = null;
+    let peerIndex: number | null = null;
+    let peerNetnsId: number | null = null;
+    let kind: string | null = null;
     let at = body + IFINFOMSG_LEN;
     while (at + NLA_HDRLEN <= end) {
       const size = view.getUint16(at, true);
       if (size < NLA_HDRLEN || at + size > end) break;
       const type = view.getUint16(at + 2, true) & NLA_TYPE_MASK;
-      if (type === IFLA_IFNAME) name = stringOf(bytes.subarray(at + NLA_HDRLEN, at + size));
-      else if (type === IFLA_MASTER) masterIndex = u32Of(bytes.subarray(at + NLA_HDRLEN, at + size));
+      const payload = bytes.subarray(at + NLA_HDRLEN, at + size);
+      if (type === IFLA_IFNAME) name = stringOf(payload);
+      else if (type === IFLA_MASTER) masterIndex = u32Of(payload);
+      else if (type === IFLA_LINK) peerIndex = u32Of(payload);
+      else if (type === IFLA_LINK_NETNSID) peerNetnsId = s32Of(payload);
+      else if (type === IFLA_LINKINFO) kind = stringOf(attributesOf(payload, 0, payload.length).get(IFLA_INFO_KIND)) ?? null;
       at += align4(size);
     }
-    if (name !== null) ports.push({ index: view.getInt32(body + 4, true), name, masterIndex });
+    if (name !== null) places.push({ index: view.getInt32(body + 4, true), name, masterIndex, peerIndex, peerNetnsId, kind });
   }
-  return ports;
+  return places;
 }
 
 /** An IP address an RTM_NEWADDR answer gives, with the index of its device. */
@@ -714,9 +733,15 @@ export function decodeAddresses(bytes: Uint8Array): AddressInfo[] {
 
 /** What observedDevices adds where the observation looked at bridges (observeDevices' `bridges`). */
 export interface BridgeDetails {
-  /** Devices that are bridge ports, besides `links` (an AF_BRIDGE dump: a port not named among them). */
+  /** Devices that are bridge ports, besides `links` (from a dump of every device: a port not named among them). */
   readonly ports: readonly Pick<LinkInfo, 'index' | 'name' | 'masterIndex'>[];
   readonly addresses: readonly AddressInfo[];
+  /**
+   * Where the devices stacked on a bridge were looked for among others than `links` (a dump of
+   * every device, decodePlaces: `links` then named a few): those. Absent where `links` are all
+   * there are (a dump of every device), or where none were looked for.
+   */
+  readonly others?: readonly DevicePlace[];
 }
 
 /**
@@ -733,8 +758,10 @@ export function observedDevices(links: readonly LinkInfo[], bridges?: BridgeDeta
   // namespace is not among `links`.
   const uppersOf = new Map<number, { name: string; kind: string | null }[]>();
   if (bridges !== undefined) {
-    for (const link of links) {
-      if (link.peerNetnsId !== null || link.peerIndex === null || link.peerIndex === link.index || link.kind === 'veth') continue;
+    const stacked = new Set<number>();
+    for (const link of [...links, ...(bridges.others ?? [])]) {
+      if (link.peerNetnsId !== null || link.peerIndex === null || link.peerIndex === link.index || link.kind === 'veth' || stacked.has(link.index)) continue;
+      stacked.add(link.index);
       uppersOf.set(link.peerIndex, [...(uppersOf.get(link.peerIndex) ?? []), { name: link.name, kind: link.kind }]);
     }
   }

@@ -359,7 +359,11 @@ function takenDownText(reports: readonly LinkReport[], failures: readonly VmmDet
 export function notRecorded(said: string, reports: readonly LinkReport[], failures: readonly VmmDetachFailure[], error: unknown, again: string, idsKept = false, wereLinked = true): unknown {
   if (!(error instanceof StateStoreError)) return error;
   if (!wereLinked) {
-    // Only --forget changed the state: nothing was up to take down.
+    // Only --forget changed the state: nothing was up to take down. Once the file is renamed the
+    // ids are released (recorded so), only the dir's sync failed: another run finds no record.
+    if (error.kind === 'sync-failed') {
+      return new LinkerError('taken-down-not-recorded', `${said}its links were unlinked already, and their ids are released: ${error.message}: should a crash bring back their records, ${again}`, error);
+    }
     return new LinkerError('taken-down-not-recorded', `${said}its links were unlinked already; but then ${error.message}; so the state file still records their ids: once the state dir can be written, ${again}`, error);
   }
   const what = `${said}took down ${takenDownText(reports, failures)}`;

@@ -3193,6 +3193,24 @@ describe('taking links down (unlink, link of a VM that dropped a provider) where
     expect((await loadState(stateDir)).links.map((recorded) => recorded.attached)).toEqual([undefined]);
   });
 
+  it('unlink --forget of links unlinked already, only the sync of the state dir failing after the rename: says their ids are released, and to run it again only should a crash bring them back', async () => {
+    const { vmm } = recordingVmm();
+    await linkC1(vmm);
+    await unlinkVm(c1, { forget: false, force: false }, { ...options(), attach: qemu, vmm });
+    // The check before goes through; the save renames the file, then its dir's sync fails.
+    store.passSaves = 1;
+    store.failSyncs = 1;
+    await expect(unlinkVm(c1, { forget: true, force: false }, { ...options(), attach: qemu, vmm })).rejects.toMatchObject({
+      kind: 'taken-down-not-recorded',
+      message: expect.stringMatching(
+        /^unlink c1: its links were unlinked already, and their ids are released: wrote .* but could not sync .* \(EIO\); the change may not survive a crash: should a crash bring back their records, run spectrum-link unlink c1 --forget again$/,
+      ),
+    });
+    // Written: the file records no link of c1, so an unlink --forget now finds none (as the line says, not to run it again).
+    expect((await loadState(stateDir)).links).toEqual([]);
+    await expect(unlinkVm(c1, { forget: true, force: false }, { ...options(), attach: qemu, vmm })).rejects.toMatchObject({ kind: 'not-linked' });
+  });
+
   it('link, a provider dropped from the config: a state dir that cannot be written stops its take-down before anything goes, saying so; what was linked stays', async () => {
     const { vmm, detached } = recordingVmm();
     const { text } = await linkC1(vmm, ['netvm2']);
