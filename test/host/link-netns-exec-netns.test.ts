@@ -32,8 +32,8 @@ describeNetns('spectrum-link netns mode outside the host mount namespace', () =>
   const vmNamespaceFiles = (): string[] => readdirSync('/run/netns').filter((name) => name.startsWith(world.netnsPrefix));
   const linkArgs = (): string[] => withWorldOptions(['link', 'appvm-lynx', '--attach', 'netns'], world);
 
-  it('refuses under ip netns exec, naming nsenter, before it makes anything', async () => {
-    const run = await world.host.exec(['node', LINK_BIN, ...linkArgs()], { enter: 'netns-exec', allowFailure: true, timeoutMs: 60_000 });
+  it.each([[[] as string[]], [['--keep-going']]])('refuses under ip netns exec, naming nsenter, before it makes anything (%j)', async (extra) => {
+    const run = await world.host.exec(['node', LINK_BIN, ...linkArgs(), ...extra], { enter: 'netns-exec', allowFailure: true, timeoutMs: 60_000 });
     expect(run.code, run.stdout + run.stderr).toBe(2);
     const line = oneLineError(run.stderr);
     expect(line).toMatch(/mount namespace of its own/);
