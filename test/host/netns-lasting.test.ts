@@ -2,7 +2,8 @@
 // writes them, ours and PID 1's, under nsenter (one mount namespace), ip netns exec (a slave copy)
 // and unshare -m --propagation shared (a copy in the same peer group).
 import { describe, expect, it } from 'vitest';
-import { coveringMount, mountsReach, parseMountinfo } from '../../host/netns-lasting.js';
+import { coveringMount, parseMountinfo } from '../../host/mountinfo.js';
+import { mountsReach } from '../../host/netns-lasting.js';
 
 const HOST = [
   '27 1 254:0 / / rw,relatime - ext4 /dev/vda rw',
