@@ -466,10 +466,12 @@ describeNetns('spectrum-link link --attach netns', () => {
   it('undoes a run whose kernel program fails part-way (a read-only /proc/sys refuses turning IPv6 off)', async () => {
     const before = await devices(world.host);
     const stateBefore = await readFile(join(world.stateDir, 'links.json'), 'utf8');
-    // In a mount namespace of its own (unshare makes its mounts private), /proc/sys read-only.
-    const readOnlySysctl = 'mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && exec "$@"';
+    // In a mount namespace of its own, /proc/sys read-only there (its /proc made private first, so
+    // that nothing reaches ours); its /run/netns kept in the host's peer group (propagation
+    // unchanged: ip netns makes it shared), where the VM namespace it adds lasts (not refused).
+    const readOnlySysctl = 'mount --make-rprivate /proc && mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && exec "$@"';
     const args = ['link', 'appvm-20', '--config-dir', world.configDir, '--state-dir', world.stateDir, '--netns-prefix', world.netnsPrefix, '--attach', 'netns'];
-    const result = await world.host.exec(['unshare', '-m', 'sh', '-c', readOnlySysctl, 'sh', 'node', LINK_BIN, ...args], { enter: 'nsenter', allowFailure: true });
+    const result = await world.host.exec(['unshare', '-m', '--propagation', 'unchanged', 'sh', '-c', readOnlySysctl, 'sh', 'node', LINK_BIN, ...args], { enter: 'nsenter', allowFailure: true });
     expect(result.code).toBe(1);
     expect(oneLineError(result.stderr)).toMatch(/sysctl -w net\.ipv6\.conf\.snb\d+\.disable_ipv6=1 failed: Read-only file system/);
     const after = await devices(world.host);
