@@ -196,7 +196,8 @@ export function portSettingsChanged(settings: Readonly<Record<string, number>> |
 export function settingText(table: readonly BridgeSetting[], name: string, value: number, deviceName?: string): string {
   const setting = table.find((entry) => entry.name === name);
   if (setting?.flag === true) return value === 0 ? 'off' : 'on';
-  if (setting?.hex === true) return `0x${value.toString(16)}`;
+  // As printf's %#x, which ip uses: 0 bare, any other with 0x.
+  if (setting?.hex === true) return value === 0 ? '0' : `0x${value.toString(16)}`;
   if (setting?.device === true) return value === 0 ? 'none' : (deviceName ?? `ifindex ${value}`);
   return setting?.words?.[value] ?? String(value);
 }

@@ -510,7 +510,7 @@ describeNetns('list, show, unlink and link tell a link\'s devices by kind', () =
     expect([set.code, set.stderr]).toEqual([0, '']);
     const clientIndex = (JSON.parse((await world().host.ip(['-j', 'link', 'show', 'dev', names.client])).stdout) as { ifindex: number }[])[0]!.ifindex;
     const changed = [
-      { device: names.bridge, setting: 'group_fwd_mask', value: 8, expected: 0, text: '0x8, not 0x0' },
+      { device: names.bridge, setting: 'group_fwd_mask', value: 8, expected: 0, text: '0x8, not 0' },
       { device: names.bridge, setting: 'mcast_snooping', value: 0, expected: 1, text: '0, not 1' },
       { device: names.bridge, setting: 'nf_call_iptables', value: 1, expected: 0, text: '1, not 0' },
       { device: names.bridge, setting: 'nf_call_ip6tables', value: 1, expected: 0, text: '1, not 0' },
@@ -529,7 +529,7 @@ describeNetns('list, show, unlink and link tell a link\'s devices by kind', () =
     const relinked = await world().link(['link', 'appvm-lynx']);
     expect(relinked.code, relinked.stderr).toBe(0);
     expect(warnings(relinked.stderr)).toEqual([
-      `link appvm-lynx: put back ${names.bridge}'s group_fwd_mask 0x0, mcast_snooping 1, nf_call_iptables 0, nf_call_ip6tables 0, nf_call_arptables 0`,
+      `link appvm-lynx: put back ${names.bridge}'s group_fwd_mask 0, mcast_snooping 1, nf_call_iptables 0, nf_call_ip6tables 0, nf_call_arptables 0`,
       `link appvm-lynx: put back ${names.client}'s backup_port none (a port of bridge ${names.bridge})`,
       `link appvm-lynx: put back ${names.provider}'s locked off, mab off (a port of bridge ${names.bridge})`,
     ]);
