@@ -411,9 +411,9 @@ function onBridgeLines({ ports, addresses, uppers }: BridgeForeign, bridge: stri
 }
 
 /** What `list` and `show` say, under a link, of a setting of its bridge or of a port of it there other than a new one has. */
-function settingOffLine({ device, setting, value, expected }: SettingOff, bridge: string): string {
+function settingOffLine({ device, setting, value, expected, valueDevice }: SettingOff, bridge: string): string {
   const table = device === bridge ? BRIDGE_SETTINGS : PORT_SETTINGS;
-  return `  ${device} has ${setting} ${settingText(table, setting, value)}, not ${settingText(table, setting, expected)} (link puts it back)`;
+  return `  ${device} has ${setting} ${settingText(table, setting, value, valueDevice === undefined ? undefined : shownPath(valueDevice))}, not ${settingText(table, setting, expected)} (link puts it back)`;
 }
 
 /** Whether anything is on a link's bridge that is none of the link's. */
@@ -1555,7 +1555,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       });
       // `changedSettings` only where there are any, as `offBridge`.
       const changedSettings = ({ settingsOff }: ListedLink): Record<string, unknown> =>
-        settingsOff.length === 0 ? {} : { changedSettings: settingsOff.map(({ device, setting, value, expected }) => ({ device, setting, value, expected })) };
+        settingsOff.length === 0 ? {} : { changedSettings: settingsOff.map(({ device, setting, value, expected, valueDevice }) => ({ device, setting, value, expected, ...(valueDevice !== undefined && { valueDevice }) })) };
       // After the link's fields, linked or not: whether it is there and linked, and what of it is not as link leaves it.
       const seen = (entry: ListedLink): Record<string, unknown> => ({
         present: entry.present,
