@@ -196,7 +196,8 @@ export function portSettingsChanged(settings: Readonly<Record<string, number>> |
 export function settingText(table: readonly BridgeSetting[], name: string, value: number, deviceName?: string): string {
   const setting = table.find((entry) => entry.name === name);
   if (setting?.flag === true) return value === 0 ? 'off' : 'on';
-  if (setting?.hex === true) return `0x${value.toString(16)}`;
+  // As printf's %#x, which ip uses: 0 bare, any other with 0x.
+  if (setting?.hex === true) return value === 0 ? '0' : `0x${value.toString(16)}`;
   if (setting?.device === true) return value === 0 ? 'none' : (deviceName ?? `ifindex ${value}`);
   return setting?.words?.[value] ?? String(value);
 }
@@ -627,23 +628,11 @@ export interface ForeignChanged {
   readonly addressesRemoved: readonly string[];
   /** Each device (the bridge, a side device on it) whose settings went back, with them as `ip -d link` says them (`stp_state 0`, `hairpin off`). */
   readonly settingsPutBack: readonly { readonly device: string; readonly settings: readonly string[] }[];
-  /**
-   * The devices found stacked on it (a macvlan, a vlan: whoever holds one is a party on the link),
-   * each with its kind (null for none), left as they are: not spectrum-link's to delete, and no
-   * port to take off. Only where any.
-   */
-  readonly upperDevices?: readonly { readonly device: string; readonly kind: string | null }[];
 }
 
-/**
- * Of each connection (in plan order), what its plan changes of its bridge that is not
- * spectrum-link's, and what it leaves there (the devices `observed` has stacked on a bridge it
- * keeps): null where nothing.
- */
-export function foreignChanged(connections: readonly DesiredConnection[], plan: DevicePlan, observed?: ObservedDevices): (ForeignChanged | null)[] {
+/** Of each connection (in plan order), what its plan changes of its bridge that is not spectrum-link's: null where nothing. */
+export function foreignChanged(connections: readonly DesiredConnection[], plan: DevicePlan): (ForeignChanged | null)[] {
   return connections.map((connection, index) => {
-    const bridge = observed?.host.get(connection.bridge);
-    const upperDevices = bridge?.kind === DEVICE_KIND.bridge ? (bridge.uppers ?? []).map(({ name, kind }) => ({ device: name, kind })) : [];
     const steps = plan.hostSteps[index] ?? [];
     const released = steps.flatMap((step) => (step.op === 'release' ? [step.name] : []));
     const releasedFromLink = steps.flatMap((step) => (step.op === 'release' && step.homeBridge !== undefined ? [{ device: step.name, bridge: step.homeBridge }] : []));
@@ -660,16 +649,8 @@ export function foreignChanged(connections: readonly DesiredConnection[], plan: 
       if (said === undefined) settingsPutBack.push({ device: step.name, settings });
       else said.settings.push(...settings);
     }
-    if (released.length + addressesRemoved.length + settingsPutBack.length + movedHome.length + upperDevices.length === 0) return null;
-    return {
-      bridge: connection.bridge,
-      released,
-      ...(releasedFromLink.length > 0 && { releasedFromLink }),
-      ...(movedHome.length > 0 && { movedHome }),
-      addressesRemoved,
-      settingsPutBack,
-      ...(upperDevices.length > 0 && { upperDevices }),
-    };
+    if (released.length + addressesRemoved.length + settingsPutBack.length + movedHome.length === 0) return null;
+    return { bridge: connection.bridge, released, ...(releasedFromLink.length > 0 && { releasedFromLink }), ...(movedHome.length > 0 && { movedHome }), addressesRemoved, settingsPutBack };
   });
 }
 

@@ -708,7 +708,7 @@ function linkedVmLines(
 }
 
 /** What `link` says on stderr (a warning each) of what it changed of another's on a link's bridge of `vm`'s. */
-function foreignChangedLines(vm: string, { bridge, released, releasedFromLink = [], movedHome = [], addressesRemoved, settingsPutBack, upperDevices = [] }: ForeignChanged): string[] {
+function foreignChangedLines(vm: string, { bridge, released, releasedFromLink = [], movedHome = [], addressesRemoved, settingsPutBack }: ForeignChanged): string[] {
   const homeOf = (port: string): string | undefined => releasedFromLink.find((entry) => entry.device === port)?.bridge;
   return [
     ...movedHome.map(({ device, bridge: home }) => `link ${vm}: put ${device}, another link's side device, back on its link's bridge ${home} (off bridge ${bridge})`),
@@ -720,10 +720,6 @@ function foreignChangedLines(vm: string, { bridge, released, releasedFromLink = 
     }),
     ...addressesRemoved.map((address) => `link ${vm}: removed address ${address} from bridge ${bridge}`),
     ...settingsPutBack.map(({ device, settings }) => `link ${vm}: put back ${device}'s ${settings.join(', ')}${device === bridge ? '' : ` (a port of bridge ${bridge})`}`),
-    ...upperDevices.map(
-      ({ device, kind }) =>
-        `link ${vm}: left ${shownPath(device)} (${shownPath(kind ?? 'no kind')}) stacked on bridge ${bridge}: whoever holds it is a party on a VM's link (not spectrum-link's: delete it)`,
-    ),
   ];
 }
 

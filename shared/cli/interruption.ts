@@ -86,7 +86,9 @@ export function interruptOnSignals(program: string, onSecond: string, stderr: Li
       return;
     }
     if (signal === 'SIGHUP') return;
-    stderr.write(`${stderr.isTTY === true ? '\n' : ''}${program}: ${signal} again: exiting at once; ${onSecond}\n`);
+    // `again` only where it is the first one's signal: a Ctrl-C after a SIGTERM or SIGHUP is the first SIGINT.
+    const which = signal === received ? 'again' : `after ${received}`;
+    stderr.write(`${stderr.isTTY === true ? '\n' : ''}${program}: ${signal} ${which}: exiting at once; ${onSecond}\n`);
     exitProcess(signalExitCode(received));
   };
   const signals = signalsOf(options);

@@ -557,7 +557,7 @@ describe('planDevices, the settings of a link\'s bridge and ports', () => {
       'ip link set dev snp7 type bridge_slave locked off mab off',
     ]);
     expect(foreignChanged([connection(7)], plan)[0]?.settingsPutBack).toEqual([
-      { device: 'snb7', settings: ['group_fwd_mask 0x0', 'mcast_snooping 1', 'nf_call_arptables 0'] },
+      { device: 'snb7', settings: ['group_fwd_mask 0', 'mcast_snooping 1', 'nf_call_arptables 0'] },
       { device: 'snc7', settings: ['backup_port none'] },
       { device: 'snp7', settings: ['locked off', 'mab off'] },
     ]);

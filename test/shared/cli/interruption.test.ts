@@ -6,7 +6,7 @@ describe('interruptOnSignals', () => {
     vi.restoreAllMocks();
   });
 
-  it('aborts at the first SIGINT or SIGTERM, exits at once at a second (128 + the first), and restores the defaults on dispose', () => {
+  it('aborts at the first SIGINT or SIGTERM, exits at once at a second (128 + the first, its line saying after which), and restores the defaults on dispose', () => {
     const listeners = { SIGINT: process.listenerCount('SIGINT'), SIGTERM: process.listenerCount('SIGTERM') };
     let written = '';
     const interruption = interruptOnSignals('prog', 'run it again', { write: (text: string) => (written += text) });
@@ -18,7 +18,8 @@ describe('interruptOnSignals', () => {
     process.emit('SIGINT', 'SIGINT');
     expect(exit).toHaveBeenCalledWith(143);
     // stderr no terminal: the line alone, no blank line before it.
-    expect(written).toBe('prog: SIGINT again: exiting at once; run it again\n');
+    // Not `again`: no SIGINT came before it.
+    expect(written).toBe('prog: SIGINT after SIGTERM: exiting at once; run it again\n');
     interruption.dispose();
     expect({ SIGINT: process.listenerCount('SIGINT'), SIGTERM: process.listenerCount('SIGTERM') }).toEqual(listeners);
   });
@@ -55,7 +56,7 @@ describe('interruptOnSignals', () => {
       expect(written).toBe('');
       process.emit('SIGTERM', 'SIGTERM');
       expect(exit).toHaveBeenCalledWith(129);
-      expect(written).toBe('prog: SIGTERM again: exiting at once; run it again\n');
+      expect(written).toBe('prog: SIGTERM after SIGHUP: exiting at once; run it again\n');
     } finally {
       interruption.dispose();
     }
@@ -89,7 +90,7 @@ describe('interruptOnSignals', () => {
       expect(written).toBe('prog: SIGTERM after SIGHUP: not exiting at once; the undo goes on (a SIGINT, or SIGKILL, ends it at once)\n');
       process.emit('SIGINT', 'SIGINT');
       expect(exit).toHaveBeenCalledWith(129);
-      expect(written).toMatch(/\nprog: SIGINT again: exiting at once; run it again\n$/);
+      expect(written).toMatch(/\nprog: SIGINT after SIGHUP: exiting at once; run it again\n$/);
     } finally {
       interruption.dispose();
     }
