@@ -42,6 +42,7 @@ import {
 } from './linker-types.js';
 import { type NamespaceLeft, type PlanMade, type PlanUndone, applyDevicePlan, newPlanMade, observeDevices, undoDevicePlan } from './netlink-devices.js';
 import { assertNetnsPrefixUsable, assertNoUnrecordedDevices, loadLinkRunState } from './state-prefix.js';
+import { assertRunNamespacesLast } from './netns-lasting.js';
 import { recordedSides, sharedSocketFailures, vmmSidesOf } from './vmm-socket-sharing.js';
 import { StateStoreError, hasStateFile, saveState, stateDirAbsent, stateFilePath } from './state-store.js';
 import type { VmName } from './vm-name.js';
@@ -841,6 +842,8 @@ async function linkRun<T extends RunVms>(target: T | (() => Promise<T>), options
     const { kept, snapshot } = unchanged ? fresh : await runAttachModes(vms, before, options, wholeDir?.snapshot ?? (again ? undefined : fresh?.snapshot));
     // Another netns prefix than the state records: refused where a link of the run would use it.
     assertNetnsPrefixUsable(netnsRefusal, vms.flatMap((vm) => pairsOf(snapshot, vm)), kept);
+    // VM namespaces to add where they would not outlive the run (under ip netns exec): refused.
+    assertRunNamespacesLast(vms.flatMap((vm) => pairsOf(snapshot, vm)), kept, options.netnsPrefix);
     // Links to record in a state that claims no device prefix: not over devices named as links with the run's.
     if (!claimsPrefix && vms.some((vm) => pairsOf(snapshot, vm).length > 0)) await assertNoUnrecordedDevices(options);
     const made = newRunDevices();
