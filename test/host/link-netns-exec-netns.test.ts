@@ -44,6 +44,14 @@ describeNetns('spectrum-link netns mode outside the host mount namespace', () =>
     expect(listed.stdout).not.toMatch(/appvm-lynx/);
   });
 
+  it('refuses as PID 1 of a PID namespace of its own with private mounts (unshare -mpf --mount-proc): PID 1\'s mount namespace is its own, gone when it exits', async () => {
+    const run = await world.host.exec(['unshare', '-m', '-p', '-f', '--mount-proc', 'node', LINK_BIN, ...linkArgs()], { enter: 'nsenter', allowFailure: true, timeoutMs: 60_000 });
+    expect(run.code, run.stdout + run.stderr).toBe(2);
+    expect(oneLineError(run.stderr)).toMatch(/mount namespace of its own.*not ip netns exec$/);
+    expect(vmNamespaceFiles()).toEqual([]);
+    expect((await world.link(['list'])).stdout).not.toMatch(/appvm-lynx/);
+  });
+
   it('links under unshare -m with shared propagation, the namespaces kept', async () => {
     const run = await world.host.exec(['unshare', '-m', '--propagation', 'shared', 'node', LINK_BIN, ...linkArgs()], { enter: 'nsenter', allowFailure: true, timeoutMs: 60_000 });
     expect(run.code, run.stderr).toBe(0);
