@@ -116,6 +116,28 @@ describe('demo usage', () => {
     expect(readdirSync(join(tree, 'ran'))).toEqual([]);
   });
 
+  // Another user than root: setup's build failed on the root-owned checkout (node-gyp's output
+  // silenced), which ended scripts/demo with exit 1 and nothing said.
+  it.each([[[]], [['--json']], [['--qemu']]])('scripts/demo %j run as nobody says in one line that it needs root, exit 1, before it runs scripts/setup (its help still given)', async (args) => {
+    const tree = fakeDemoTree();
+    for (const dir of ['', 'scripts', 'test', 'test/e2e', 'dist', 'dist/test', 'dist/test/e2e']) chmodSync(join(tree, dir), 0o755);
+    const asNobody = async (given: readonly string[]): Promise<{ code: number; stdout: string; stderr: string }> => {
+      try {
+        const { stdout, stderr } = await promisify(execFile)('setpriv', ['--reuid=nobody', '--regid=nogroup', '--clear-groups', join(tree, 'scripts', 'demo'), ...given], { timeout: 30_000 });
+        return { code: 0, stdout, stderr };
+      } catch (error) {
+        const failed = error as { code?: unknown; stdout?: string; stderr?: string };
+        return { code: typeof failed.code === 'number' ? failed.code : -1, stdout: failed.stdout ?? '', stderr: failed.stderr ?? '' };
+      }
+    };
+    const result = await asNobody(args);
+    expect(result).toEqual({ code: 1, stdout: '', stderr: expect.stringMatching(/^demo: run it as root \(it builds network namespaces[^\n]*; you are nobody\n$/) });
+    expect(readdirSync(join(tree, 'ran'))).toEqual([]);
+    // Help and bad usage need no root.
+    expect(await asNobody([...args, '--help'])).toMatchObject({ code: 0, stdout: expect.stringMatching(/^Usage: demo/), stderr: '' });
+    expect(await asNobody([...args, '--bogus'])).toEqual({ code: 2, stdout: '', stderr: "demo: unknown option '--bogus'\n" });
+  });
+
   // What the built demo makes of some arguments, told apart without bringing anything up: a run
   // prefix that is not one stops a demo that took them at its first step (exit 1, saying so).
   async function demoVerdict(args: readonly string[]): Promise<{ takes: true; help?: string } | { takes: false; line: string }> {

@@ -1,0 +1,95 @@
+// scripts/setup (which scripts/demo and scripts/test run first): a step that fails is said in one
+// line, naming the step and where its output is, never a silent exit (as its build as another
+// user than root was: node-gyp's output silenced under `npm run --silent`).
+import { execFile } from 'node:child_process';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterEach, describe, expect, it } from 'vitest';
+import { trackTempDir } from '../harness/index.js';
+import { ROOT } from '../host/link-fixture.js';
+
+type Run = { code: number; stdout: string; stderr: string };
+
+async function run(file: string, args: readonly string[], options: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<Run> {
+  try {
+    const { stdout, stderr } = await promisify(execFile)(file, args, { timeout: 60_000, ...options });
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const failed = error as { code?: unknown; stdout?: string; stderr?: string };
+    return { code: typeof failed.code === 'number' ? failed.code : -1, stdout: failed.stdout ?? '', stderr: failed.stderr ?? '' };
+  }
+}
+
+const dirs: string[] = [];
+afterEach(() => {
+  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
+});
+
+function tempDir(name: string): string {
+  const dir = mkdtempSync(join(tmpdir(), name));
+  trackTempDir(dir);
+  dirs.push(dir);
+  return dir;
+}
+
+/**
+ * A copy of scripts/setup in a tree of its own (with this checkout's package-lock.json), run with
+ * an `npm` first on PATH whose `ci` and `run build` print a line each and exit with the code
+ * given (the Debian packages and Node.js are this machine's, all there); its temp dir one of its
+ * own, where a kept log is found.
+ */
+async function setup(exits: { ci?: number; build?: number }): Promise<Run & { tree: string; logs: string[] }> {
+  const tree = tempDir('sn-setup-script-');
+  mkdirSync(join(tree, 'scripts'));
+  copyFileSync(join(ROOT, 'scripts', 'setup'), join(tree, 'scripts', 'setup'));
+  copyFileSync(join(ROOT, 'package-lock.json'), join(tree, 'package-lock.json'));
+  const bin = join(tree, 'bin');
+  mkdirSync(bin);
+  writeFileSync(
+    join(bin, 'npm'),
+    `#!/bin/sh\ncase "$1" in\n` +
+      `  ci) mkdir -p node_modules && cp package-lock.json node_modules/.package-lock.json; echo "npm ci's own words"; exit ${exits.ci ?? 0};;\n` +
+      `  run) echo "the build's own words: $*"; exit ${exits.build ?? 0};;\n` +
+      `esac\nexit 99\n`,
+  );
+  chmodSync(join(bin, 'npm'), 0o755);
+  const temp = join(tree, 'tmp');
+  mkdirSync(temp);
+  const result = await run(join(tree, 'scripts', 'setup'), [], { env: { ...process.env, PATH: `${bin}:${process.env['PATH'] ?? ''}`, TMPDIR: temp } });
+  return { ...result, tree, logs: readdirSync(temp).map((name) => join(temp, name)) };
+}
+
+describe('scripts/setup', () => {
+  it.each([
+    ['the build (npm run build)', { build: 1 }, "the build's own words: run build"],
+    ['npm ci', { ci: 1 }, "npm ci's own words"],
+  ])('a failing step (%s) is one line naming it and the file holding its output, exit 1', async (step, exits, words) => {
+    const result = await setup(exits);
+    expect([result.code, result.stdout]).toEqual([1, '']);
+    const logs = result.logs;
+    expect(logs).toHaveLength(1);
+    const lines = result.stderr.split('\n');
+    expect(lines.at(-2)).toBe(`setup: ${step} failed (exit 1): its output is in ${logs[0] ?? ''}`);
+    expect(lines.at(-1)).toBe('');
+    expect(readFileSync(logs[0] ?? '', 'utf8')).toContain(words);
+  });
+
+  it('with every step passing, exit 0, no log left', async () => {
+    const result = await setup({});
+    expect(result).toMatchObject({ code: 0, stdout: '', logs: [] });
+    expect(result.stderr).not.toMatch(/failed/);
+  });
+
+  // What the build prints as another user than root (the checkout root's): under `npm run
+  // --silent`, as scripts/setup ran it and the build runs build:native, node-gyp said nothing.
+  it('npm run --silent build:native as nobody says why it fails (node-gyp\'s error), where it said nothing', async () => {
+    if (!existsSync(join(ROOT, 'build', 'Makefile'))) throw new Error('the checkout is not built (npm run build)');
+    const home = tempDir('sn-setup-home-');
+    chmodSync(home, 0o777);
+    const result = await run('setpriv', ['--reuid=nobody', '--regid=nogroup', '--clear-groups', 'npm', 'run', '--silent', 'build:native'], { cwd: ROOT, env: { ...process.env, HOME: home, npm_config_update_notifier: 'false' } });
+    expect(result.code).not.toBe(0);
+    expect(result.stderr).toMatch(/gyp ERR! [^\n]*EACCES/);
+  });
+});
