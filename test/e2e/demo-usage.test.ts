@@ -201,7 +201,7 @@ describeNetns('demo failure', () => {
   it.each([
     ['the simulated internet is up', '] starting spectrum-netd in netvm\n', undefined],
     ['spectrum-link has made an app VM\'s namespace', '] linking appvm-lynx and appvm-catgirl to netvm', 'vm-appvm-'],
-  ])('stopped by SIGTERM once %s, dies by it leaving nothing: no namespace, nothing in the temp dir (its state dir, the internet\'s files)', async (_when, line, namespace) => {
+  ])('stopped by SIGTERM once %s, dies by it leaving nothing: no namespace, nothing in the temp dir (its state dir, the internet\'s files), its last line saying so', async (_when, line, namespace) => {
     const script = compiledFixture('test/e2e/demo', ['shared/cli/run-cli', 'test/e2e/example-system', 'test/guest/provider-world', 'test/harness/process-registry']);
     // The demo's temp dirs go in a dir of this test's own (TMPDIR), so that no other test's count.
     const temp = mkdtempSync(join(tmpdir(), 'sn-demo-signal-'));
@@ -211,7 +211,8 @@ describeNetns('demo failure', () => {
       const child = spawn(process.execPath, [script], { env: { ...process.env, TMPDIR: temp }, stdio: ['ignore', 'pipe', 'pipe'] });
       const prefix = `${runPrefix()}demo-${child.pid ?? 0}-`;
       let stderr = '';
-      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+      // On close, its stderr read to the end.
+      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('close', (code, signal) => resolve({ code, signal })));
       const said = new Promise<void>((resolve) => {
         child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
           stderr += chunk;
@@ -226,12 +227,46 @@ describeNetns('demo failure', () => {
       const made = readdirSync(temp).map((name) => name.replace(/[^-]+$/, '')).sort();
       child.kill('SIGTERM');
       expect(await exited, stderr).toEqual({ code: null, signal: 'SIGTERM' });
+      // Said as a normal run's last line says it: it was the last progress line.
+      expect(stderr.split('\n').slice(-2)).toEqual(['demo: stopped by SIGTERM, everything torn down', '']);
       expect(made).toEqual(['spectrum-example-state-', 'spectrum-internet-']);
       expect(readdirSync(temp)).toEqual([]);
       expect(namespaces(prefix)).toEqual([]);
       expect(readdirSync('/etc/netns').filter((name) => name.startsWith(prefix))).toEqual([]);
     } finally {
       rmSync(temp, { recursive: true, force: true });
+    }
+  });
+
+  it('stopped by SIGINT (Ctrl-C) where the tear-down fails (an `ip netns delete` refused), says so in its last line, naming what was left, and dies by SIGINT', async () => {
+    const script = compiledFixture('test/e2e/demo', ['shared/cli/run-cli', 'test/e2e/example-system', 'test/guest/provider-world', 'test/harness/process-registry']);
+    const dir = mkdtempSync(join(tmpdir(), 'sn-demo-stuck-'));
+    trackTempDir(dir);
+    const realIp = execFileSync('sh', ['-c', 'command -v ip'], { encoding: 'utf8' }).trim();
+    // An `ip` first in PATH that refuses to delete the demo's host namespace.
+    writeFileSync(join(dir, 'ip'), `#!/bin/sh\ncase "$*" in *"netns delete "*-host) echo 'refused by the test' >&2; exit 1;; esac\nexec ${realIp} "$@"\n`);
+    chmodSync(join(dir, 'ip'), 0o755);
+    const child = spawn(process.execPath, [script], { env: { ...process.env, PATH: `${dir}:${process.env['PATH'] ?? ''}` }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const prefix = `${runPrefix()}demo-${child.pid ?? 0}-`;
+    const namespaces = (): string[] => execFileSync(realIp, ['netns', 'list'], { encoding: 'utf8' }).split('\n').map((entry) => entry.split(' ')[0] ?? '').filter((name) => name.startsWith(prefix));
+    try {
+      let stderr = '';
+      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('close', (code, signal) => resolve({ code, signal })));
+      const said = new Promise<void>((resolve) => {
+        child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+          stderr += chunk;
+          if (stderr.includes('] starting spectrum-netd in netvm\n')) resolve();
+        });
+      });
+      await Promise.race([said, exited]);
+      child.kill('SIGINT');
+      expect(await exited, stderr).toEqual({ code: null, signal: 'SIGINT' });
+      const [left] = namespaces();
+      expect(namespaces(), stderr).toEqual([expect.stringMatching(/-host$/)]);
+      expect(stderr.split('\n').slice(-2)).toEqual([`demo: stopped by SIGINT, the tear-down failed: could not delete namespace ${left ?? ''}: Error: Command failed: ip netns delete ${left ?? ''} refused by the test`, '']);
+    } finally {
+      for (const name of namespaces()) execFileSync(realIp, ['netns', 'delete', name], { stdio: 'ignore' });
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
