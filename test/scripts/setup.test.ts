@@ -2,7 +2,7 @@
 // line, naming the step and where its output is, never a silent exit (as its build as another
 // user than root was: node-gyp's output silenced under `npm run --silent`).
 import { execFile } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -12,7 +12,7 @@ import { ROOT } from '../host/link-fixture.js';
 
 type Run = { code: number; stdout: string; stderr: string };
 
-async function run(file: string, args: readonly string[], options: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<Run> {
+async function runFile(file: string, args: readonly string[], options: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<Run> {
   try {
     const { stdout, stderr } = await promisify(execFile)(file, args, { timeout: 60_000, ...options });
     return { code: 0, stdout, stderr };
@@ -34,34 +34,54 @@ function tempDir(name: string): string {
   return dir;
 }
 
+/** What the fake npm ci does (a node -e script, no single quote in it). */
+const INSTALL =
+  'const fs = require("fs"); const lock = JSON.parse(fs.readFileSync("package-lock.json", "utf8")); ' +
+  'for (const path of Object.keys(lock.packages)) if (path !== "") { fs.mkdirSync(path, { recursive: true }); fs.writeFileSync(path + "/package.json", "{}"); } ' +
+  'fs.writeFileSync("node_modules/.package-lock.json", JSON.stringify(lock));';
+
 /**
- * A copy of scripts/setup in a tree of its own (with this checkout's package-lock.json), run with
- * an `npm` first on PATH whose `ci` and `run build` print a line each and exit with the code
- * given (the Debian packages and Node.js are this machine's, all there); its temp dir one of its
- * own, where a kept log is found.
+ * A copy of scripts/setup (and its scripts/build-stamp.mjs) in a tree of its own (with this
+ * checkout's package-lock.json), run with an `npm` first on PATH whose `ci` and `run build` print
+ * a line each and exit with the code given (the build makes dist/ and build/ first); the Debian
+ * packages and Node.js are this machine's, all there. Its temp dir (where a kept log is found),
+ * its `npm` and the record of its calls are outside the tree. `run`: setup run once more, with
+ * the npm commands it ran.
  */
-async function setup(exits: { ci?: number; build?: number }, prepare: (tree: string) => void = () => {}): Promise<Run & { tree: string; logs: string[]; npm: string[] }> {
-  const tree = tempDir('sn-setup-script-');
-  mkdirSync(join(tree, 'scripts'));
-  copyFileSync(join(ROOT, 'scripts', 'setup'), join(tree, 'scripts', 'setup'));
+function setupTree(exits: { ci?: number; build?: number }): { tree: string; run: () => Promise<Run & { logs: string[]; npm: string[] }> } {
+  const outer = tempDir('sn-setup-script-');
+  const tree = join(outer, 'checkout');
+  mkdirSync(join(tree, 'scripts'), { recursive: true });
+  for (const script of ['setup', 'build-stamp.mjs']) copyFileSync(join(ROOT, 'scripts', script), join(tree, 'scripts', script));
   copyFileSync(join(ROOT, 'package-lock.json'), join(tree, 'package-lock.json'));
-  const bin = join(tree, 'bin');
+  const bin = join(outer, 'bin');
   mkdirSync(bin);
+  const calls = join(outer, 'npm-calls');
   writeFileSync(
     join(bin, 'npm'),
-    `#!/bin/sh\necho "$*" >>npm-calls\ncase "$1" in\n` +
-      `  ci) mkdir -p node_modules && cp package-lock.json node_modules/.package-lock.json; echo "npm ci's own words"; exit ${exits.ci ?? 0};;\n` +
-      `  run) echo "the build's own words: $*"; exit ${exits.build ?? 0};;\n` +
+    `#!/bin/sh\necho "$*" >>'${calls}'\ncase "$1" in\n` +
+      // As npm ci leaves node_modules: a folder per package, its record of them.
+      `  ci) node -e '${INSTALL}'; echo "npm ci's own words"; exit ${exits.ci ?? 0};;\n` +
+      `  run) mkdir -p dist build/Release && echo built >dist/out.js && echo addon >build/Release/addon.node; echo "the build's own words: $*"; exit ${exits.build ?? 0};;\n` +
       `esac\nexit 99\n`,
   );
   chmodSync(join(bin, 'npm'), 0o755);
-  const temp = join(tree, 'tmp');
+  const temp = join(outer, 'tmp');
   mkdirSync(temp);
+  const run = async (): Promise<Run & { logs: string[]; npm: string[] }> => {
+    rmSync(calls, { force: true });
+    const result = await runFile(join(tree, 'scripts', 'setup'), [], { env: { ...process.env, PATH: `${bin}:${process.env['PATH'] ?? ''}`, TMPDIR: temp } });
+    const npm = existsSync(calls) ? readFileSync(calls, 'utf8').trim().split('\n') : [];
+    return { ...result, logs: readdirSync(temp).map((name) => join(temp, name)), npm };
+  };
+  return { tree, run };
+}
+
+/** Setup run once in a new tree (setupTree), `prepare`d first. */
+async function setup(exits: { ci?: number; build?: number }, prepare: (tree: string) => void = () => {}): Promise<Run & { logs: string[]; npm: string[] }> {
+  const { tree, run } = setupTree(exits);
   prepare(tree);
-  const result = await run(join(tree, 'scripts', 'setup'), [], { env: { ...process.env, PATH: `${bin}:${process.env['PATH'] ?? ''}`, TMPDIR: temp } });
-  const calls = join(tree, 'npm-calls');
-  const npm = existsSync(calls) ? readFileSync(calls, 'utf8').trim().split('\n') : [];
-  return { ...result, tree, logs: readdirSync(temp).map((name) => join(temp, name)), npm };
+  return run();
 }
 
 describe('scripts/setup', () => {
@@ -152,13 +172,84 @@ describe('scripts/setup', () => {
     });
   });
 
+  // The build only where something it could read or made changed since setup's last build: it
+  // rebuilt everything (tsc, node-gyp, the bundle) at every run, costing more than the demo.
+  describe('the build', () => {
+    const BUILD = 'run build';
+    const builtOnce = async (): Promise<ReturnType<typeof setupTree>> => {
+      const tree = setupTree({});
+      expect((await tree.run()).npm).toEqual(['ci --no-audit --no-fund --loglevel=error', BUILD]);
+      return tree;
+    };
+
+    it('is skipped where nothing changed since setup built (nothing said, exit 0)', async () => {
+      const { run } = await builtOnce();
+      expect(await run()).toMatchObject({ code: 0, stdout: '', stderr: '', npm: [] });
+      expect(await run()).toMatchObject({ code: 0, stderr: '', npm: [] });
+    });
+
+    it.each([
+      ['a source changed', (tree: string) => writeFileSync(join(tree, 'scripts', 'setup'), '\n# changed\n', { flag: 'a' })],
+      ['a source touched only (the tests check dist by mtime)', (tree: string) => utimesSync(join(tree, 'package-lock.json'), new Date(), new Date(Date.now() + 5000))],
+      ['a source changed with its mtime kept', (tree: string) => {
+        const path = join(tree, 'package-lock.json');
+        const { atime, mtime } = statSync(path);
+        writeFileSync(path, readFileSync(path, 'utf8').replace('"lockfileVersion": 3', '"lockfileVersion":  3'));
+        utimesSync(path, atime, mtime);
+      }],
+      ['a file added (a new module)', (tree: string) => {
+        mkdirSync(join(tree, 'host'));
+        writeFileSync(join(tree, 'host', 'new.ts'), 'export {};\n');
+      }],
+      ['a config added (tsconfig.json)', (tree: string) => writeFileSync(join(tree, 'tsconfig.json'), '{}\n')],
+      ['a file changed in a folder the tree links to', (tree: string) => {
+        const elsewhere = tempDir('sn-setup-linked-');
+        writeFileSync(join(elsewhere, 'linked.ts'), 'export {};\n');
+        symlinkSync(elsewhere, join(tree, 'linked'));
+        return () => writeFileSync(join(elsewhere, 'linked.ts'), 'export const changed = 1;\n');
+      }],
+      ['the lock has another version of a package (npm ci runs first)', (tree: string) => {
+        const path = join(tree, 'package-lock.json');
+        writeFileSync(path, readFileSync(path, 'utf8').replace(/("node_modules\/commander": \{\s*"version": ")[^"]+/, '$10.0.1'));
+        expect(readFileSync(path, 'utf8')).toContain('0.0.1');
+      }],
+      ['an output changed', (tree: string) => writeFileSync(join(tree, 'dist', 'out.js'), 'edited\n')],
+      ['an output is gone', (tree: string) => rmSync(join(tree, 'build', 'Release', 'addon.node'))],
+      ['dist is gone (as in a clean clone)', (tree: string) => rmSync(join(tree, 'dist'), { recursive: true })],
+      ['its stamp is not its own', (tree: string) => writeFileSync(join(tree, 'dist', '.setup-build-stamp'), '{"inputs":"x","outputs":"y"}\n')],
+    ])('runs again where %s', async (_case, change: (tree: string) => void | (() => void)) => {
+      const { tree, run } = await builtOnce();
+      const after = change(tree);
+      // A change in two steps: the first, then a build, then the one that counts.
+      if (after !== undefined) {
+        await run();
+        expect((await run()).npm).toEqual([]);
+        after();
+      }
+      expect((await run()).npm).toContain(BUILD);
+      // And is skipped after that build.
+      expect((await run()).npm).toEqual([]);
+    });
+
+    it('runs again after a build that failed', async () => {
+      const { tree, run } = await builtOnce();
+      writeFileSync(join(tree, 'dist', 'out.js'), 'edited\n');
+      const bin = readFileSync(join(tree, '..', 'bin', 'npm'), 'utf8');
+      writeFileSync(join(tree, '..', 'bin', 'npm'), bin.replace('exit 0;;\nesac', 'exit 1;;\nesac'));
+      expect(await run()).toMatchObject({ code: 1, npm: [BUILD] });
+      writeFileSync(join(tree, '..', 'bin', 'npm'), bin);
+      // The failed build left its outputs as the passing one does: its stamp is gone all the same.
+      expect(await run()).toMatchObject({ code: 0, npm: [BUILD] });
+    });
+  });
+
   // What the build prints as another user than root (the checkout root's): under `npm run
   // --silent`, as scripts/setup ran it and the build runs build:native, node-gyp said nothing.
   it('npm run --silent build:native as nobody says why it fails (node-gyp\'s error), where it said nothing', async () => {
     if (!existsSync(join(ROOT, 'build', 'Makefile'))) throw new Error('the checkout is not built (npm run build)');
     const home = tempDir('sn-setup-home-');
     chmodSync(home, 0o777);
-    const result = await run('setpriv', ['--reuid=nobody', '--regid=nogroup', '--clear-groups', 'npm', 'run', '--silent', 'build:native'], { cwd: ROOT, env: { ...process.env, HOME: home, npm_config_update_notifier: 'false' } });
+    const result = await runFile('setpriv', ['--reuid=nobody', '--regid=nogroup', '--clear-groups', 'npm', 'run', '--silent', 'build:native'], { cwd: ROOT, env: { ...process.env, HOME: home, npm_config_update_notifier: 'false' } });
     expect(result.code).not.toBe(0);
     expect(result.stderr).toMatch(/gyp ERR! [^\n]*EACCES/);
   });
