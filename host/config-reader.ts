@@ -5,11 +5,11 @@
 // may it be a second name for a directory another VM name reaches (config.ts vmAliases): a VM is
 // its name, and one directory under two would be one VM with two identities.
 // Files inside a VM directory (vmlinux, images) may be symlinks anywhere, as they are in Spectrum.
-import { type BigIntStats, type Dirent, existsSync, lstatSync, readdirSync, realpathSync, statSync } from 'node:fs';
-import { join, sep } from 'node:path';
+import { type BigIntStats, type Dirent, existsSync, lstatSync, readdirSync, readlinkSync, realpathSync, statSync } from 'node:fs';
+import { basename, dirname, join, resolve, sep } from 'node:path';
 import { type OptionSource, pathFix, shownOrigin } from '../shared/cli/option-source.js';
 import { danglingSymlinkOn, symlinkLoopOn } from '../shared/dangling-symlink.js';
-import { CONFIG_DIR_ENV, type ConfigSnapshot, ConfigError, type DirEntry, type EntryType, type FileState, type Listing, type MisnamedVmDir, type ReachedDir, type VmAlias, type VmDir, vmAliases } from './config.js';
+import { CONFIG_DIR_ENV, type ConfigSnapshot, ConfigError, type DirEntry, type EntryType, type FileState, type Listing, type MisnamedVmDir, type ProvidersOutside, type ReachedDir, type VmAlias, type VmDir, vmAliases } from './config.js';
 import { type VmName, isVmName, shownPath, vmNameProblem } from './vm-name.js';
 
 // Synchronous calls behind the async interface: a config dir of a thousand VMs takes several
@@ -130,20 +130,53 @@ function resolveVmEntry(root: string, name: VmName): ResolvedVm {
 }
 
 /**
- * Where providers/net, or providers, is a symlink whose directory is outside the config dir
- * `root`: that directory (its real path); else undefined. Like a VM directory, it may not leave the
- * config dir, the trust boundary: its names say which VMs the VM is linked with. (The images and
- * kernel may be anywhere, as in Spectrum.) Two lstats where neither is a symlink.
+ * The real path of `path`, or, where it cannot be resolved for a directory on the way that may not
+ * be searched (EACCES), as far as it can: a symlink on the way followed where it can be read, the
+ * rest joined as it is. Far enough to tell where a symlink leads that leads to an unreadable
+ * directory. Throws where that cannot be told either.
  */
-function providersOutside(root: string, path: string): string | undefined {
+function reachedPath(path: string, depth = 0): string {
+  try {
+    return realpathSync(path);
+  } catch (error) {
+    if (codeOf(error) !== 'EACCES' || depth > 40) throw error;
+  }
+  const parent = dirname(path);
+  if (parent === path) throw new Error(`${path} cannot be resolved`);
+  let link: ReturnType<typeof lstatSync>;
+  try {
+    link = lstatSync(path, { throwIfNoEntry: false });
+  } catch {
+    link = undefined; // in a directory that may not be searched: what it is cannot be told, nor needs to be
+  }
+  if (link?.isSymbolicLink() === true) return reachedPath(resolve(reachedPath(parent, depth + 1), readlinkSync(path)), depth + 1);
+  return join(reachedPath(parent, depth + 1), basename(path));
+}
+
+/**
+ * Where providers/net, or providers, is a symlink whose directory is outside the config dir
+ * `root`: which of the two leads out (providers, where it is a symlink out of it; else
+ * providers/net) and to where (its real path, as far as it can be resolved: reachedPath, so that
+ * one to a directory that cannot be read is said as leading outside, the reason it is refused);
+ * else undefined. Like a VM directory, it may not leave the config dir, the trust boundary: its
+ * names say which VMs the VM is linked with. (The images and kernel may be anywhere, as in
+ * Spectrum.) Two lstats where neither is a symlink.
+ */
+function providersOutside(root: string, path: string): ProvidersOutside | undefined {
   const providers = join(path, 'providers');
   const net = join(providers, 'net');
   try {
-    if (!lstatSync(providers).isSymbolicLink() && !lstatSync(net).isSymbolicLink()) return undefined;
-    const real = realpathSync(net);
-    return isInside(root, real) ? undefined : real;
+    const providersLink = lstatSync(providers).isSymbolicLink();
+    if (!providersLink && !lstatSync(net).isSymbolicLink()) return undefined;
+    const real = reachedPath(net);
+    if (isInside(root, real)) return undefined;
+    if (providersLink) {
+      const to = reachedPath(providers);
+      if (!isInside(root, to)) return { symlink: 'providers', to };
+    }
+    return { symlink: 'providers/net', to: real };
   } catch {
-    return undefined; // gone meanwhile: as listed
+    return undefined; // gone meanwhile, or not to be resolved: as listed
   }
 }
 
@@ -152,7 +185,8 @@ function readVmContents(root: string, name: VmName, path: string): VmDir {
   const kernel = fileState(join(path, 'vmlinux'));
   const blk = listing(join(path, 'blk'));
   const listed = listing(join(path, 'providers', 'net'));
-  const outside = listed.state === 'directory' ? providersOutside(root, path) : undefined;
+  // One that cannot be read is said as leading outside where it does: the reason it is refused.
+  const outside = listed.state === 'directory' || listed.state === 'unreadable' ? providersOutside(root, path) : undefined;
   const providers: Listing = outside === undefined ? listed : { state: 'not-a-directory', outside };
   return { name, location: 'directory', kernel, blk, providers };
 }

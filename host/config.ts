@@ -29,13 +29,20 @@ export interface DirEntry {
  * What was found at a directory path (`loops`: a symlink that leads round a loop of symlinks;
  * `toNothing`: it is, or goes through, a symlink to nothing, that symlink in words: no directory,
  * not one missing, which for providers/net would be a VM with no providers; `outside`: a symlink
- * led it to this directory outside the config dir, not read).
+ * (`symlink`: the VM directory's path of it, providers or providers/net) led it to this directory
+ * outside the config dir (`to`), not read).
  */
 export type Listing =
   | { readonly state: 'missing' }
-  | { readonly state: 'not-a-directory'; readonly loops?: true; readonly toNothing?: string; readonly outside?: string }
+  | { readonly state: 'not-a-directory'; readonly loops?: true; readonly toNothing?: string; readonly outside?: ProvidersOutside }
   | { readonly state: 'unreadable'; readonly reason: string }
   | { readonly state: 'directory'; readonly entries: readonly DirEntry[] };
+
+/** A symlink of a VM directory (`symlink`: `providers` or `providers/net`) that leads outside the config dir, to `to` (as far as it can be resolved). */
+export interface ProvidersOutside {
+  readonly symlink: 'providers' | 'providers/net';
+  readonly to: string;
+}
 
 /** What was found at a file's path ('symlink-loop': a symlink that leads round a loop of symlinks). */
 export type FileState = 'file' | 'missing' | 'not-a-file' | 'symlink-loop' | 'unreadable';
@@ -405,12 +412,13 @@ export function checkVm(snapshot: ConfigSnapshot, name: VmName): ConfigProblem[]
     const base = entryPath(dir, vm.name);
     if (vm.providers.state === 'not-a-directory' && vm.providers.outside !== undefined) {
       // The config dir itself is not inside it either (its names are every VM's): said as what it is.
-      const where = vm.providers.outside === dir ? `leads to the config dir itself (${shownPath(dir)}), not to a directory in it` : `leads outside the config dir (to ${shownPath(vm.providers.outside)})`;
+      const { symlink, to } = vm.providers.outside;
+      const where = to === dir ? `leads to the config dir itself (${shownPath(dir)}), not to a directory in it` : `leads outside the config dir (to ${shownPath(to)})`;
       problems.push(
         problem(
           vm.name,
           'providers-escapes-config-dir',
-          `${base}/providers/net is a symlink that ${where}; it must stay inside it, as VM directories must: which VMs a VM is linked with is the config dir's to say; make it a directory there`,
+          `${base}/${symlink} is a symlink that ${where}; it must stay inside it, as VM directories must: which VMs a VM is linked with is the config dir's to say; make it a directory there`,
         ),
       );
     } else if (vm.providers.state === 'not-a-directory') {

@@ -143,10 +143,23 @@ export function isVmmMode(mode: AttachMode): mode is 'qemu' | 'cloud-hypervisor'
   return mode === 'qemu' || mode === 'cloud-hypervisor';
 }
 
-/** Whether two recorded socket paths name the same socket (VmmPort.sameSocket); by default, the same text. */
+/** Whether two recorded socket paths name the same socket (sameSocketBy); by default, the same text. */
 export type SameSocket = (recorded: string, wanted: string) => boolean;
 
 const sameText: SameSocket = (recorded, wanted) => recorded === wanted;
+
+/**
+ * Two socket paths are one socket where they are the same text or `keyOf` (VmmPort.socketKey:
+ * device and inode where a file is there, else the path with its directory resolved) gives them
+ * one key; without it, only the same text is. The one notion of one socket: a side kept in its
+ * VMM mode whose path is one with the recorded is not moved (movedVmmSocket), and two VMs at one
+ * key are refused (vmm-socket-sharing), so the two checks cannot disagree (hard links of one
+ * socket, say, are one for both).
+ */
+export function sameSocketBy(keyOf?: (path: string) => string): SameSocket {
+  if (keyOf === undefined) return sameText;
+  return (recorded, wanted) => recorded === wanted || keyOf(recorded) === keyOf(wanted);
+}
 
 /**
  * Whether a side attached as `recorded` keeps its VMM mode in `wanted` but not its socket: both

@@ -61,7 +61,7 @@ import {
   writeBack,
 } from './linker.js';
 import { deleteNamespaces, undoDevices } from './netlink-devices.js';
-import { assertNoUnrecordedDevices, loadLinkRunState } from './state-prefix.js';
+import { assertNetnsPrefixUsable, assertNoUnrecordedDevices, loadLinkRunState } from './state-prefix.js';
 import { StateStoreError, stateDirAbsent } from './state-store.js';
 import type { VmName } from './vm-name.js';
 import { vmName } from './vm-name.js';
@@ -183,7 +183,6 @@ async function keepGoingRun<T extends RunVms>(target: T | (() => Promise<T>), op
     socketOf: (kind, vm) => options.vmm.socketOf?.(kind, vm),
     templateSocket: (kind, vm) => options.vmm.templateSocket?.(kind, vm),
     ...(vmmAt === undefined ? {} : { vmmAt: (kind: VmmKind, vm: VmName, socket: string) => vmmAt.call(options.vmm, kind, vm, socket) }),
-    sameSocket: (recorded, wanted) => options.vmm.sameSocket?.(recorded, wanted) === true,
     socketKey: (path) => options.vmm.socketKey?.(path) ?? path,
   };
   // Undo steps that failed, said once the run ends too: only what is still left then (stepsStillLeft).
@@ -447,7 +446,7 @@ async function keepGoingPasses(vms: readonly VmName[], options: LinkerOptions, s
   const { failures } = soFar;
   const partition = partitionValidVms(snapshot, vms);
   for (const { name, error } of partition.invalid) failures.set(name, error);
-  const { state: before, claimsPrefix } = await loadLinkRunState(options);
+  const { state: before, claimsPrefix, netnsRefusal } = await loadLinkRunState(options);
   soFar.before = before;
   // Links to record in a state that claims no device prefix: not over devices named as links with
   // the run's; the whole run refused, nothing made (the state dir, or the prefix, is not theirs).
@@ -455,6 +454,8 @@ async function keepGoingPasses(vms: readonly VmName[], options: LinkerOptions, s
   // The modes it keeps, checked as it links each VM (no check up front: a VM whose mode cannot be,
   // kept or chosen, fails alone).
   const kept = await runKeptAttach(partition.valid, snapshot, before, options);
+  // Another netns prefix than the state records: the whole run refused where a link of it would use it.
+  assertNetnsPrefixUsable(netnsRefusal, partition.valid.flatMap((vm) => pairsOf(snapshot, vm)), kept);
   // A VM at a VMM socket path an earlier VM of the run has (a template without {vm}), or the state records for another VM's side, fails alone.
   for (const [vm, error] of runSocketSharing(partition.valid, snapshot, kept, options, before)) failures.set(vm, error);
   const made = newRunDevices();

@@ -9,7 +9,7 @@ import { UNIX_SOCKET_PATH_MAX } from '../shared/unix-socket-path.js';
 import { type AttachMode, chosenAttachMode } from './attach-mode.js';
 import { type ConfigSnapshot, requireValidVm } from './config.js';
 import type { ObservedDevice } from './device-plan.js';
-import { type KeptAttach, type LinkSide, linkAttachModes, isVmmMode, movedVmmSocket, sideMode, switchedVmmSides } from './kept-attach.js';
+import { type KeptAttach, type LinkSide, type SameSocket, linkAttachModes, isVmmMode, movedVmmSocket, sameSocketBy, sideMode, switchedVmmSides } from './kept-attach.js';
 import { seenOf } from './link-listing.js';
 import { agreedPins, clientRelinks, providedRelinksText, relinkClients, relinkCommands, relinkModes, relinkedText } from './link-relinks.js';
 import { type Link, type LinkAttachment, type LinkPair, type LinkState, recordedSocket, unrecordedSocketReason } from './link-state.js';
@@ -37,11 +37,16 @@ import { observeDevices } from './netlink-devices.js';
 import type { VmName } from './vm-name.js';
 import { shownSocket, vmName } from './vm-name.js';
 
+/** Whether two socket paths are one socket to the port: one key (VmmPort.socketKey), as the socket sharing check takes them (sameSocketBy). */
+function sameSocketOf(vmm: VmmPort): SameSocket {
+  return sameSocketBy(vmm.socketKey === undefined ? undefined : (path) => vmm.socketKey?.(path) ?? path);
+}
+
 /**
  * The attachment a run gives a link (`modes`), with the socket the run attaches each VMM side
  * through (VmmPort.socketOf), recorded with it: where a later run takes that NIC out. Where the
  * state cannot hold that path (too long once made absolute, say), a side kept in its mode keeps the
- * socket `recorded` for it if the path names that socket too (VmmPort.sameSocket), as a side
+ * socket `recorded` for it if the path names that socket too (sameSocketOf), as a side
  * whose socket is spelled otherwise keeps its NIC; else it gets none (a side up that would so
  * move is refused before: switchedSides).
  */
@@ -52,7 +57,7 @@ export function withSockets(modes: LinkAttachment, pair: LinkPair, vmm: VmmPort,
     if (socket !== undefined) return socket;
     const kept = recorded?.[side] === mode ? recordedSocket(recorded, side) : undefined;
     const path = kept === undefined ? undefined : vmm.templateSocket?.(mode, vm);
-    return kept !== undefined && path !== undefined && vmm.sameSocket?.(kept, path) === true ? kept : undefined;
+    return kept !== undefined && path !== undefined && sameSocketOf(vmm)(kept, path) ? kept : undefined;
   };
   const clientSocket = socketOf('client', modes.client, pair.client);
   const providerSocket = socketOf('provider', modes.provider, pair.provider);
@@ -120,11 +125,11 @@ function unrecordableMoves(recorded: LinkAttachment, wanted: LinkAttachment, pai
  */
 export async function switchedSides(vms: readonly VmName[], snapshot: ConfigSnapshot, before: LinkState, kept: KeptAttach, options: LinkerOptions): Promise<SwitchedSide[]> {
   const order = new Map(vms.map((vm, index) => [vm, index]));
-  const same = (recorded: string, wanted: string): boolean => options.vmm.sameSocket?.(recorded, wanted) === true;
+  const same = sameSocketOf(options.vmm);
   const candidates = before.links.flatMap((link) => {
     if (link.attached === undefined || !order.has(link.client)) return [];
     // With the sockets the run attaches through: a side kept in its VMM mode through another one
-    // moves (the same socket spelled otherwise does not: VmmPort.sameSocket); one that would move
+    // moves (the same socket spelled otherwise does not: sameSocketOf); one that would move
     // to a path the state cannot record is taken too, to be refused.
     const wanted = withSockets(linkAttachModes(kept, link), link, options.vmm, link.attached);
     const unrecordable = unrecordableMoves(link.attached, wanted, link, options.vmm);

@@ -36,7 +36,7 @@ import {
 } from './linker-types.js';
 import { DeviceError, observeDevices, removeDevices } from './netlink-devices.js';
 import { gcUnrecordedDevicesRefusal, linkNamedDevices, loadLinkState, loadRunState } from './state-prefix.js';
-import { STATE_DIR_ENV, StateStoreError, hasStateFile, probeStateWrite, saveState, stateDirFix, stateFilePath } from './state-store.js';
+import { STATE_DIR_ENV, StateStoreError, hasStateFile, probeStateWrite, saveState, stateDirAbsent, stateDirFix, stateFilePath } from './state-store.js';
 import type { VmName } from './vm-name.js';
 import { vmName } from './vm-name.js';
 
@@ -359,7 +359,11 @@ function takenDownText(reports: readonly LinkReport[], failures: readonly VmmDet
 export function notRecorded(said: string, reports: readonly LinkReport[], failures: readonly VmmDetachFailure[], error: unknown, again: string, idsKept = false, wereLinked = true): unknown {
   if (!(error instanceof StateStoreError)) return error;
   if (!wereLinked) {
-    // Only --forget changed the state: nothing was up to take down.
+    // Only --forget changed the state: nothing was up to take down. Once the file is renamed the
+    // ids are released (recorded so), only the dir's sync failed: another run finds no record.
+    if (error.kind === 'sync-failed') {
+      return new LinkerError('taken-down-not-recorded', `${said}its links were unlinked already, and their ids are released: ${error.message}: should a crash bring back their records, ${again}`, error);
+    }
     return new LinkerError('taken-down-not-recorded', `${said}its links were unlinked already; but then ${error.message}; so the state file still records their ids: once the state dir can be written, ${again}`, error);
   }
   const what = `${said}took down ${takenDownText(reports, failures)}`;
@@ -527,7 +531,7 @@ export async function unlinkVm(name: string, flags: UnlinkFlags, options: Unlink
  * claims no prefix (claimsDevicePrefix: a file recording no link and no prefix, written by hand
  * or by an older spectrum-link) owns none of them: where any exists, gc deletes nothing and
  * refuses it as `link` into it is refused (gcUnrecordedDevicesRefusal), as it refuses no state file
- * where any exists ('no-state').
+ * where any exists ('no-state': noStateFile), that is, where there is none under the lock either.
  */
 export async function collectGarbage(options: GcOptions): Promise<string[]> {
   // With no state file every device with the prefix looks unowned, those of working links too:
@@ -542,35 +546,57 @@ export async function collectGarbage(options: GcOptions): Promise<string[]> {
       throw gcStopped(error);
     });
     if (linkNamedDevices(listed.host.keys(), options.devicePrefix).length === 0) return [];
-    const { devicePrefix: prefix, stateDirSource: source } = options;
-    const origin = source === undefined ? '' : ` (the state dir ${source.from === 'default' ? 'is the default' : pathOrigin(source)})`;
-    throw new LinkerError(
-      'no-state',
-      `gc: no state file ${stateFilePath(options.stateDir)}${origin}, so no link is recorded and every ${prefix}b/${prefix}c/${prefix}p device would go, also those of working links; ` +
-        `${stateDirFix(source, 'the state dir the links are recorded in')}. If the state is really lost and those devices are to go, write an empty state there first: {"version":2,"devicePrefix":"${prefix}","links":[]}`,
-    );
-  }
-  return underCommandLock('gc', options, 'nothing was deleted', async () => {
-    const { state, claimsPrefix } = await loadRunState(options);
-    const owned = new Set<number>(state.links.map((link) => link.id));
-    const devices = (
-      await observeDevices([]).catch((error: unknown) => {
+    // Those devices may be a first `link`'s into this state dir: it made the dir and took its lock
+    // before it made them, and writes the state file after (or wrote it since the look above).
+    // Where the dir is there, the state file is looked for again under its lock (no dir made), the
+    // link done by then; where it is not, no link into it made them.
+    if (stateDirAbsent(options.stateDir)) throw noStateFile(options);
+    return underCommandLock('gc', options, 'nothing was deleted', async () => {
+      if (hasStateFile(options.stateDir, options.stateDirSource)) return collectUnderLock(options);
+      // Still none: that link may have failed and undone its devices meanwhile (a first link's
+      // undo writes no state file); refused only where such devices are still there.
+      const now = await observeDevices([]).catch((error: unknown) => {
         throw gcStopped(error);
-      })
-    ).host;
-    const orphans = [...devices.keys()].filter((device) => {
-      const parsed = parseDeviceName(options.devicePrefix, device);
-      return parsed !== undefined && !owned.has(parsed.id);
+      });
+      if (linkNamedDevices(now.host.keys(), options.devicePrefix).length === 0) return [];
+      throw noStateFile(options);
     });
-    // Every one of them would go, another state dir's live links as likely as leftovers.
-    if (!claimsPrefix && orphans.length > 0) throw gcUnrecordedDevicesRefusal(options, linkNamedDevices(orphans, options.devicePrefix));
-    // Only what the kernel deleted: an orphan something else deleted meanwhile is not said to be (as unlink says only what it deleted).
-    if (orphans.length > 0) options.onTakeDownBegun?.();
-    const removal = await removeDevices(orphans).catch((error: unknown) => {
-      throw gcStopped(error, orphans);
-    });
-    return removal.removed.map((device) => device.name);
+  }
+  return underCommandLock('gc', options, 'nothing was deleted', async () => collectUnderLock(options));
+}
+
+/** gc's refusal of a state dir with no state file where devices are named as links with its prefix. */
+function noStateFile(options: GcOptions): LinkerError {
+  const { devicePrefix: prefix, stateDirSource: source } = options;
+  const origin = source === undefined ? '' : ` (the state dir ${source.from === 'default' ? 'is the default' : pathOrigin(source)})`;
+  return new LinkerError(
+    'no-state',
+    `gc: no state file ${stateFilePath(options.stateDir)}${origin}, so no link is recorded and every ${prefix}b/${prefix}c/${prefix}p device would go, also those of working links; ` +
+      `${stateDirFix(source, 'the state dir the links are recorded in')}. If the state is really lost and those devices are to go, write an empty state there first: {"version":2,"devicePrefix":"${prefix}","links":[]}`,
+  );
+}
+
+/** gc with the state lock held and a state file there: delete the devices no recorded link owns. */
+async function collectUnderLock(options: GcOptions): Promise<string[]> {
+  const { state, claimsPrefix } = await loadRunState(options);
+  const owned = new Set<number>(state.links.map((link) => link.id));
+  const devices = (
+    await observeDevices([]).catch((error: unknown) => {
+      throw gcStopped(error);
+    })
+  ).host;
+  const orphans = [...devices.keys()].filter((device) => {
+    const parsed = parseDeviceName(options.devicePrefix, device);
+    return parsed !== undefined && !owned.has(parsed.id);
   });
+  // Every one of them would go, another state dir's live links as likely as leftovers.
+  if (!claimsPrefix && orphans.length > 0) throw gcUnrecordedDevicesRefusal(options, linkNamedDevices(orphans, options.devicePrefix));
+  // Only what the kernel deleted: an orphan something else deleted meanwhile is not said to be (as unlink says only what it deleted).
+  if (orphans.length > 0) options.onTakeDownBegun?.();
+  const removal = await removeDevices(orphans).catch((error: unknown) => {
+    throw gcStopped(error, orphans);
+  });
+  return removal.removed.map((device) => device.name);
 }
 
 /** Of a gc that failed (`error`), the devices it had deleted by then (none too) and those it found to delete but did not (undefined where that is unknown): where the kernel stopped its removal (gcStopped). */

@@ -96,17 +96,12 @@ export interface VmmPort {
    */
   vmmAt?(kind: VmmKind, vm: VmName, socket: string): Promise<VmmPresence>;
   /**
-   * Whether two socket paths the state records (or would) name the same socket however spelled
-   * (`./`, `..`, `//`, a symlinked directory: their directories resolved, their last components as
-   * they are), so that a side whose template now spells its socket otherwise is not moved.
-   * Without it, only the same text is the same socket.
-   */
-  sameSocket?(recorded: string, wanted: string): boolean;
-  /**
-   * One key of a socket path however spelled, as sameSocket takes two for one (its directory
-   * resolved, where it can be), and, where a file is there, its device and inode (hard links of
-   * one socket are one): two VMs of a run whose paths get one key are at one socket. A key that
-   * is a path starts with `/`. Without it, only the same text is.
+   * One key of a socket path however spelled (`./`, `..`, `//`, a symlinked directory: its
+   * directory resolved, where it can be, its last component as it is), and, where a file is
+   * there, its device and inode (hard links of one socket are one): two VMs of a run whose paths
+   * get one key are at one socket, and a side whose template now gives a path of its recorded
+   * socket's key is not moved (sameSocketBy, the one notion of both). A key that is a path starts
+   * with `/`. Without it, only the same text is the same socket.
    */
   socketKey?(path: string): string;
 }

@@ -350,11 +350,16 @@ interface StepsDone {
  * it was seen under (the step goes by that alone: link-message.ts). What it was to bring about
  * (no such device there) is so: reconciled, not a failure. So for a release (a foreign port taken
  * off a link's bridge): gone, it is off it; and for an address's delete, the address found gone
- * (EADDRNOTAVAIL: flushed meanwhile by a DHCP client, another tool), or its device.
+ * (EADDRNOTAVAIL: flushed meanwhile by a DHCP client, another tool), or its device. And for a
+ * port's STP state put back alone (device-plan.ts's portSettingsSteps), refused as its device
+ * stopped running meanwhile (ENETDOWN: its carrier lost): the kernel holds it disabled until it
+ * runs again, and then, STP off, forwards on it by itself, as the step was to make it.
  */
 const foundGone = (step: DeviceStep, outcome: MarkedOutcome & { state: 'failed' }): boolean =>
   outcome.marks.failure === 'refused' &&
-  (((step.op === 'delete' || step.op === 'release' || step.op === 'delete-address') && outcome.code === 'ENODEV') || (step.op === 'delete-address' && outcome.code === 'EADDRNOTAVAIL'));
+  (((step.op === 'delete' || step.op === 'release' || step.op === 'delete-address') && outcome.code === 'ENODEV') ||
+    (step.op === 'delete-address' && outcome.code === 'EADDRNOTAVAIL') ||
+    (step.op === 'port-settings' && Object.keys(step.settings).join() === 'state' && outcome.code === 'ENETDOWN'));
 
 /**
  * Run steps in one namespace, in order; the first failure stops them and is thrown. A delete

@@ -21,7 +21,8 @@
 // a crash's are its recorded links') and gc deletes.
 import { shownOrigin } from '../shared/cli/option-source.js';
 import { type DevicePrefix, parseDeviceName } from './device-names.js';
-import { type LinkState, claimsDevicePrefix, conflictingDevicePrefix, conflictingNetnsPrefix, recordedNetnsPrefix, withDevicePrefix, withNetnsPrefix } from './link-state.js';
+import { type LinkPair, type LinkState, claimsDevicePrefix, conflictingDevicePrefix, conflictingNetnsPrefix, recordedNetnsPrefix, withDevicePrefix, withNetnsPrefix } from './link-state.js';
+import { type KeptAttach, linkAttachModes } from './kept-attach.js';
 import { LinkerError } from './linker-error.js';
 import type { DevicePrefixSource, LinkerOptions, NetnsPrefixSource } from './linker-types.js';
 import { observeDevices } from './netlink-devices.js';
@@ -136,9 +137,11 @@ export async function loadRunState(options: StatePrefixOptions): Promise<{ reado
 // in netns mode (link-state.ts's recordedNetnsPrefix), one per state as the device prefix is (a
 // VM lives in one namespace; one value is what a command given none can take), and as that one:
 // `link`, `list` and `show` given none use it (recordedPrefixesOf, read by the CLI), and
-// `link` given another is refused before anything is done (loadLinkRunState), as it would move
-// the VMs' interfaces into the other prefix's namespaces (the far ends not found where it looks,
-// each pair is made anew there), cutting the VMs off with exit 0. A state that records none (no
+// `link` given another is refused before anything is done where a link of the run has a side in
+// netns mode (loadLinkRunState, assertNetnsPrefixUsable), as it would move the VMs' interfaces
+// into the other prefix's namespaces (the far ends not found where it looks, each pair is made
+// anew there), cutting the VMs off with exit 0; a run whose links have none does not use it, and
+// the state keeps the one it records. A state that records none (no
 // link up in netns mode, or a file written before the prefix was recorded) takes the run's, which
 // its next write records. `unlink` and `gc` take no netns prefix: deleting a veth's host end
 // deletes its far end, wherever that is.
@@ -206,16 +209,33 @@ function netnsPrefixMismatch(stateDir: string, recorded: string, prefix: string,
 }
 
 /**
- * loadRunState for a `link` run, refused too where the state records another netns prefix for
- * its links up in netns mode than the run's (`netnsPrefix`, from `netnsPrefixSource`), and
- * otherwise taking the run's, so that its write records it with the netns links it has or makes
- * (a file written before the prefix was recorded gets the run's, as its device prefix does).
+ * loadRunState for a `link` run, taking the run's netns prefix (`netnsPrefix`, from
+ * `netnsPrefixSource`), so that its write records it with the netns links it has or makes (a file
+ * written before the prefix was recorded gets the run's, as its device prefix does); except where
+ * the state records another for its links up in netns mode (or no longer the one the run took from
+ * it): the state keeps its own, and `netnsRefusal` is the run's refusal, for a run whose links
+ * would use the prefix (assertNetnsPrefixUsable, once their modes are known).
  */
 export async function loadLinkRunState(
   options: StatePrefixOptions & Pick<LinkerOptions, 'netnsPrefix' | 'netnsPrefixSource'>,
-): Promise<{ readonly state: LinkState; readonly claimsPrefix: boolean }> {
+): Promise<{ readonly state: LinkState; readonly claimsPrefix: boolean; readonly netnsRefusal?: LinkerError }> {
   const { state, claimsPrefix } = await loadRunState(options);
-  return { state: withRunNetnsPrefix(state, options), claimsPrefix };
+  return { ...withRunNetnsPrefix(state, options), claimsPrefix };
+}
+
+/**
+ * Throw the refusal of the run's netns prefix (loadLinkRunState's `netnsRefusal`) where a link of
+ * the run (`pairs`, each in the modes `kept` gives it: made, kept or switched to) has a side in
+ * netns mode: its VM's interface is looked for, or put, in `<prefix><vm>`. A run whose links have
+ * none (`--attach none`, say) does not use the prefix: not refused.
+ */
+export function assertNetnsPrefixUsable(refusal: LinkerError | undefined, pairs: readonly LinkPair[], kept: KeptAttach): void {
+  if (refusal === undefined) return;
+  const used = pairs.some((pair) => {
+    const modes = linkAttachModes(kept, pair);
+    return modes.client === 'netns' || modes.provider === 'netns';
+  });
+  if (used) throw refusal;
 }
 
 /**
@@ -234,15 +254,20 @@ function netnsPrefixNoLongerRecorded(stateDir: string, prefix: string, otherwise
   );
 }
 
-/** `state` (as a `link` run read it) taking the run's netns prefix, refused where it records another, or no longer records the one the run took from it (loadLinkRunState). */
-function withRunNetnsPrefix(state: LinkState, options: Pick<LinkerOptions, 'stateDir' | 'netnsPrefix' | 'netnsPrefixSource'>): LinkState {
+/**
+ * `state` (as a `link` run read it) taking the run's netns prefix; where it records another, as it
+ * is, with the refusal of the run's (for a run that would use it: assertNetnsPrefixUsable); where
+ * it no longer records the one the run took from it, with that refusal (loadLinkRunState).
+ */
+function withRunNetnsPrefix(state: LinkState, options: Pick<LinkerOptions, 'stateDir' | 'netnsPrefix' | 'netnsPrefixSource'>): { readonly state: LinkState; readonly netnsRefusal?: LinkerError } {
   const recorded = conflictingNetnsPrefix(state, options.netnsPrefix);
-  if (recorded !== undefined) throw netnsPrefixMismatch(options.stateDir, recorded, options.netnsPrefix, options.netnsPrefixSource);
+  if (recorded !== undefined) return { state, netnsRefusal: netnsPrefixMismatch(options.stateDir, recorded, options.netnsPrefix, options.netnsPrefixSource) };
   const source = options.netnsPrefixSource;
+  const taken = withNetnsPrefix(state, options.netnsPrefix);
   if (source?.from === 'state' && recordedNetnsPrefix(state) === undefined && source.otherwise !== options.netnsPrefix) {
-    throw netnsPrefixNoLongerRecorded(options.stateDir, options.netnsPrefix, source.otherwise);
+    return { state: taken, netnsRefusal: netnsPrefixNoLongerRecorded(options.stateDir, options.netnsPrefix, source.otherwise) };
   }
-  return withNetnsPrefix(state, options.netnsPrefix);
+  return { state: taken };
 }
 
 /** How many of the devices a refusal names. */

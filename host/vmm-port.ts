@@ -8,6 +8,7 @@ import { type Logger, createLogger } from '../shared/log.js';
 import { characterCount, quoteText, shownSocket } from '../shared/shown-text.js';
 import { UNIX_SOCKET_PATH_MAX } from '../shared/unix-socket-path.js';
 import type { AttachChoice, AttachMode } from './attach-mode.js';
+import { type SameSocket, sameSocketBy } from './kept-attach.js';
 import { isRecordedSocket } from './link-state.js';
 import { type LinkReport, VMM_NAMES, VMM_SOCKET_OPTIONS, type VmmPort } from './linker-types.js';
 import type { VmmNic } from './vmm/nic.js';
@@ -210,15 +211,12 @@ function resolvedSocket(path: string): string | undefined {
 
 /**
  * Whether two socket paths the state records (or would: recordableSocket) name the same socket:
- * the same text, or the same once their directories are resolved (resolvedSocket), so that
- * `qmp/{vm}.sock` from /srv and `/srv/./qmp/{vm}.sock` are one. Where either directory cannot be
- * resolved, only the same text is.
+ * the same text, or one key (socketKey: the same file, a hard link of it too, where one is there;
+ * else the same once their directories are resolved), so that `qmp/{vm}.sock` from /srv and
+ * `/srv/./qmp/{vm}.sock` are one, as the socket sharing check takes them. Where neither is there
+ * and a directory cannot be resolved, only the same text is.
  */
-export function sameSocketPath(recorded: string, wanted: string): boolean {
-  if (recorded === wanted) return true;
-  const left = resolvedSocket(recorded);
-  return left !== undefined && left === resolvedSocket(wanted);
-}
+export const sameSocketPath: SameSocket = sameSocketBy(socketKey);
 
 /**
  * One key of a socket path however spelled (VmmPort.socketKey): where a file is at the path, its
@@ -240,19 +238,25 @@ export function socketKey(path: string): string {
 
 /**
  * What a port was told of VMMs that did not answer in time, by socket: one VMM however its socket
- * is spelled (relative or absolute, `./`, `..`, `//`, a symlinked directory), as sameSocketPath
- * takes two spellings for one, so that a VMM that stalled at the path a template gives is known
+ * is spelled (relative or absolute, `./`, `..`, `//`, a symlinked directory, a hard link of the
+ * socket where it is there), as sameSocketPath takes two spellings for one, so that a VMM that stalled at the path a template gives is known
  * at the path the state records for it, and the other way round.
  */
 class UnansweredVmms {
   /** What was said, by each socket's absolute path and, where its directory resolves, its resolved one. */
   private readonly said = new Map<string, string>();
 
-  /** The keys a socket is known by: its absolute path, and its resolved one (resolvedSocket) where there is one. */
+  /**
+   * The keys a socket is known by: its absolute path, its resolved one (resolvedSocket) where there
+   * is one, and its file's (socketKey: device and inode) where one is there, so that a hard link of
+   * the socket is one VMM here as in the checks of one socket (sameSocketPath, socket sharing).
+   */
   private static keysOf(socket: string): string[] {
     const absolute = absoluteSocket(socket) ?? socket;
     const resolved = resolvedSocket(absolute);
-    return resolved === undefined || resolved === absolute ? [absolute] : [resolved, absolute];
+    const paths = resolved === undefined || resolved === absolute ? [absolute] : [resolved, absolute];
+    const key = socketKey(absolute);
+    return key.startsWith('/') ? paths : [key, ...paths];
   }
 
   note(socket: string, said: string): void {
@@ -302,7 +306,6 @@ export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
       // Bounded by one --vmm-timeout; a socket the state would not record is refused as at a detach.
       return (await import('./vmm/vmm-socket.js')).vmmPresence(detachSocket(kind, vm, socket), timeoutMs);
     },
-    sameSocket: sameSocketPath,
     socketKey,
     socketOf(kind, vm) {
       try {

@@ -103,9 +103,14 @@ function recordedSocketShared(recorded: RecordedClaim, claim: Claim, ownToo: boo
       EXIT.usage,
     );
   }
+  // A record may be stale (the VM stopped, or restarted with its socket elsewhere): it stays until
+  // the VM is unlinked or its side moves (a link of its record's client at the path it runs at now).
+  const { client } = recorded.link;
+  const moved = client === other ? `link ${other} with the socket path it runs at now` : `link ${client} with ${other} at the socket path it runs at now`;
   return new CliError(
     `${VMM_SOCKET_OPTIONS[side.kind]} gives VM ${side.vm} the socket path ${paths} the state records for VM ${other} (its side of link ${recorded.link.client} -> ${recorded.link.provider} was hot-plugged there): ` +
-      `${side.vm}'s NIC would be hot-plugged into ${other}'s VMM; give ${side.vm} its own socket path (put {vm}, the VM's name, in the template) or attach it another way (--attach ${side.vm}=MODE)`,
+      `${side.vm}'s NIC would be hot-plugged into ${other}'s VMM; give ${side.vm} its own socket path (put {vm}, the VM's name, in the template) or attach it another way (--attach ${side.vm}=MODE); ` +
+      `if ${other}'s VMM is no longer there, take its record off that socket first: unlink ${other} (it stopped), or ${moved} (it moved), then run this link again`,
     EXIT.usage,
   );
 }
@@ -126,7 +131,8 @@ function sharedSocket(first: Claim, second: Claim): CliError {
  * that another VM has: one of its own sides', or an earlier client's that is not refused (the
  * first to claim a path keeps it, so that `link --keep-going` links it), each with its error;
  * or the socket the state records for another VM's side (`recorded`: recordedSides), whose VMM
- * is there. Paths are one where `keyOf` gives them one key (VmmPort.socketKey: one socket however
+ * may be there (the line says how to take a stale record off it: unlink that VM, or move its
+ * side). Paths are one where `keyOf` gives them one key (VmmPort.socketKey: one socket however
  * spelled); without it, where they are the same text. The recorded sockets' keys are asked only
  * where the run gives a VMM side a path.
  */

@@ -1,11 +1,17 @@
-import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { chmod, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { checkVm } from '../../host/config.js';
 import { isInside, readConfigDir, readConfigVms } from '../../host/config-reader.js';
 import { allVmsOf } from '../../host/linker.js';
 import { vmName } from '../../host/vm-name.js';
+
+/** The built CLI (npm run build), run as another user where a directory must be unreadable. */
+const CLI = join(import.meta.dirname, '..', '..', 'dist', 'host', 'cli.js');
+const run = promisify(execFile);
 
 let base: string;
 let cfg: string;
@@ -432,13 +438,45 @@ describe('a providers/net that leads outside the config dir', () => {
     await symlink('../.shared', join(inside, 'providers'));
     for (const snapshot of [await readConfigDir(cfg), await readConfigVms(cfg, [vmName('app'), vmName('via'), vmName('inside')])]) {
       const at = snapshot.dir;
-      const said = (vm: string): string =>
-        `${vm}: ${at}/${vm}/providers/net is a symlink that leads outside the config dir (to ${base}/elsewhere/net); it must stay inside it, as VM directories must: which VMs a VM is linked with is the config dir's to say; make it a directory there`;
-      expect(checkVm(snapshot, vmName('app'))).toEqual([{ vm: 'app', kind: 'providers-escapes-config-dir', message: said('app') }]);
-      expect(checkVm(snapshot, vmName('via'))).toEqual([{ vm: 'via', kind: 'providers-escapes-config-dir', message: said('via') }]);
+      const said = (vm: string, symlink: string, to: string): string =>
+        `${vm}: ${at}/${vm}/${symlink} is a symlink that leads outside the config dir (to ${to}); it must stay inside it, as VM directories must: which VMs a VM is linked with is the config dir's to say; make it a directory there`;
+      expect(checkVm(snapshot, vmName('app'))).toEqual([{ vm: 'app', kind: 'providers-escapes-config-dir', message: said('app', 'providers/net', `${base}/elsewhere/net`) }]);
+      // The symlink is providers (net is a directory it leads to): said as such, with where it leads.
+      expect(checkVm(snapshot, vmName('via'))).toEqual([{ vm: 'via', kind: 'providers-escapes-config-dir', message: said('via', 'providers', `${base}/elsewhere`) }]);
       expect(checkVm(snapshot, vmName('inside'))).toEqual([]);
     }
     expect(allVmsOf(await readConfigDir(cfg)).vms).toEqual(['app', 'inside', 'via']);
+  });
+
+  it('one that leads to a directory that cannot be read is said as leading outside (why it is refused), not as unreadable; so is providers/net through a providers that leads inside', async () => {
+    expect(process.getuid?.(), 'this test runs check as another user: run it as root').toBe(0);
+    await chmod(base, 0o755);
+    await makeVm('netvm');
+    const app = await makeVm('app');
+    const via = await makeVm('via');
+    const inner = await makeVm('inner');
+    await mkdir(join(base, 'closed', 'net'), { recursive: true });
+    await writeFile(join(base, 'closed', 'net', 'netvm'), '');
+    await chmod(join(base, 'closed'), 0o700);
+    await mkdir(join(app, 'providers'));
+    await symlink(join(base, 'closed', 'net'), join(app, 'providers', 'net'));
+    await symlink(join(base, 'closed'), join(via, 'providers'));
+    // providers leads inside the config dir; the net there is the symlink out.
+    await mkdir(join(cfg, '.shared'));
+    await symlink(join(base, 'closed', 'net'), join(cfg, '.shared', 'net'));
+    await symlink('../.shared', join(inner, 'providers'));
+    const said = (vm: string, symlink: string, to: string): string =>
+      `spectrum-link:   ${vm}: ${cfg}/${vm}/${symlink} is a symlink that leads outside the config dir (to ${to}); it must stay inside it, as VM directories must: which VMs a VM is linked with is the config dir's to say; make it a directory there`;
+    for (const [vm, symlink, to] of [
+      ['app', 'providers/net', `${base}/closed/net`],
+      ['via', 'providers', `${base}/closed`],
+      ['inner', 'providers/net', `${base}/closed/net`],
+    ] as const) {
+      // As nobody, for whom the directory cannot be read (root reads any).
+      const result = await run(process.execPath, [CLI, 'check', vm, '--config-dir', cfg], { uid: 65534, gid: 65534 }).catch((error: { code: number; stderr: string }) => error);
+      expect(result).toMatchObject({ code: 1, stderr: expect.stringContaining(`${said(vm, symlink, to)}\n`) });
+      expect((result as { stderr: string }).stderr).not.toContain('cannot be read');
+    }
   });
 
   it('one that leads to the config dir itself is refused as not inside it, said as the config dir, not as somewhere outside', async () => {

@@ -1,5 +1,6 @@
 // The netns prefix recorded, end to end in namespaces: a `link` given another --netns-prefix (or
-// $SPECTRUM_NETNS_PREFIX) than the one the state records for its links up in netns mode is refused
+// $SPECTRUM_NETNS_PREFIX) than the one the state records for its links up in netns mode is refused,
+// where a link of the run has a side in netns mode,
 // before anything is done, where it moved the VMs' interfaces into the other prefix's namespaces
 // with exit 0; one given none uses the recorded one; a file written before the prefix was recorded
 // takes the run's.
@@ -98,6 +99,35 @@ describeNetns('spectrum-link netns prefix recorded', () => {
     expect(await namespaces()).toEqual(spacesBefore);
     expect((await devices(world.vmNetns('appvm-lynx'))).has(link.clientDevice)).toBe(true);
     expect((await devices(world.vmNetns('netvm'))).has(link.providerDevice)).toBe(true);
+  });
+
+  it('lets a run whose links have no side in netns mode through with another netns prefix (it is not used), the recorded one kept; one that would use it is refused', async () => {
+    const link = await linkNetns();
+    type State = { netnsPrefix?: string; links: { client: string }[] };
+    const lynxBefore = (JSON.parse(await readFile(stateFile(), 'utf8')) as State).links.find((recorded) => recorded.client === 'appvm-lynx');
+    const other = `${world.netnsPrefix}o-`;
+    try {
+      // appvm-catgirl's link, attached in neither side's namespace: no VM interface in any namespace.
+      const none = await world.link(['link', 'appvm-catgirl', '--attach', 'none', '--netns-prefix', other]);
+      expect(none.code, none.stderr).toBe(0);
+      const after = JSON.parse(await readFile(stateFile(), 'utf8')) as State;
+      expect(after.netnsPrefix).toBe(world.netnsPrefix);
+      expect(after.links.map((recorded) => recorded.client).sort()).toEqual(['appvm-catgirl', 'appvm-lynx']);
+      expect(after.links.find((recorded) => recorded.client === 'appvm-lynx')).toEqual(lynxBefore);
+      expect((await namespaces()).filter((name) => name.startsWith(other))).toEqual([]);
+      expect((await devices(world.vmNetns('appvm-lynx'))).has(link.clientDevice)).toBe(true);
+      // Given it where a side of the run's links is in netns mode, made or kept: refused as before, nothing done.
+      const stateNow = await readFile(stateFile(), 'utf8');
+      for (const args of [['link', 'appvm-catgirl', '--attach', 'netns'], ['link', 'appvm-lynx'], ['link', 'appvm-lynx', '--keep-going']]) {
+        const refused = await world.link([...args, '--netns-prefix', other]);
+        expect(refused.code, args.join(' ')).toBe(2);
+        expect(oneLineError(refused.stderr)).toMatch(new RegExp(`^spectrum-link: netns prefix "${other}" \\(from --netns-prefix\\) is not the one state file \\S+ records for its links attached in netns mode`));
+      }
+      expect(await readFile(stateFile(), 'utf8')).toBe(stateNow);
+      expect((await namespaces()).filter((name) => name.startsWith(other))).toEqual([]);
+    } finally {
+      await world.link(['unlink', 'appvm-catgirl', '--forget']);
+    }
   });
 
   it('list and show given another netns prefix than the recorded one say so in one stderr line naming it, not that link makes the pair anew (link given it is refused)', async () => {

@@ -691,6 +691,55 @@ describe('gc of a state dir with no state file', () => {
   });
 });
 
+describe('gc racing a first link into a new state dir', () => {
+  it('waits for the link holding the lock and collects as its state file says, not refusing that there is no state file (there is one by then)', async () => {
+    const recorded = withDevicePrefix(allocateMany(emptyState(), [{ client: CLIENTS[0]!, provider: NETVM }]).state, PREFIX);
+    const names = linkDeviceNames(PREFIX, recorded.links[0]!.id);
+    let release = (): void => undefined;
+    // The link: its lock held, its devices there, its state file not at gc's first look (written before its lock is let go).
+    const holding = withStateLock(stateDir, () => new Promise<void>((resolve) => (release = resolve)));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    kernel.host = new Map([names.bridge, names.client, names.provider].map((name): [string, ObservedDevice] => [name, { name } as ObservedDevice]));
+    try {
+      const gc = collectGarbage({ stateDir, devicePrefix: PREFIX, lockWaitMs: 5000 });
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      await saveState(stateDir, recorded);
+      release();
+      expect(await gc).toEqual([]);
+    } finally {
+      release();
+      await holding;
+    }
+    expect(kernel.removed).toEqual([]);
+    // With no state file under the lock either, it is refused as before, nothing removed.
+    await rm(join(stateDir, 'links.json'));
+    await expect(collectGarbage({ stateDir, devicePrefix: PREFIX })).rejects.toMatchObject({ name: 'LinkerError', kind: 'no-state' });
+    expect(kernel.removed).toEqual([]);
+  });
+
+  it('has nothing to collect where that link failed and undid its devices meanwhile (no state file written): not refused as if they were there', async () => {
+    const recorded = withDevicePrefix(allocateMany(emptyState(), [{ client: CLIENTS[0]!, provider: NETVM }]).state, PREFIX);
+    const names = linkDeviceNames(PREFIX, recorded.links[0]!.id);
+    let release = (): void => undefined;
+    const holding = withStateLock(stateDir, () => new Promise<void>((resolve) => (release = resolve)));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    kernel.host = new Map([names.bridge, names.client, names.provider].map((name): [string, ObservedDevice] => [name, { name } as ObservedDevice]));
+    try {
+      const gc = collectGarbage({ stateDir, devicePrefix: PREFIX, lockWaitMs: 5000 });
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      // The link's undo: its devices deleted, no state file written.
+      kernel.host = new Map();
+      release();
+      expect(await gc).toEqual([]);
+    } finally {
+      release();
+      await holding;
+    }
+    expect(existsSync(join(stateDir, 'links.json'))).toBe(false);
+    expect(kernel.removed).toEqual([]);
+  });
+});
+
 describe('gc with a --state-dir that is a file', () => {
   it('says the state dir is no directory (as link does), not that it holds no state file, and removes nothing', async () => {
     const file = join(stateDir, 'a-file');
@@ -3144,6 +3193,24 @@ describe('taking links down (unlink, link of a VM that dropped a provider) where
     expect((await loadState(stateDir)).links.map((recorded) => recorded.attached)).toEqual([undefined]);
   });
 
+  it('unlink --forget of links unlinked already, only the sync of the state dir failing after the rename: says their ids are released, and to run it again only should a crash bring them back', async () => {
+    const { vmm } = recordingVmm();
+    await linkC1(vmm);
+    await unlinkVm(c1, { forget: false, force: false }, { ...options(), attach: qemu, vmm });
+    // The check before goes through; the save renames the file, then its dir's sync fails.
+    store.passSaves = 1;
+    store.failSyncs = 1;
+    await expect(unlinkVm(c1, { forget: true, force: false }, { ...options(), attach: qemu, vmm })).rejects.toMatchObject({
+      kind: 'taken-down-not-recorded',
+      message: expect.stringMatching(
+        /^unlink c1: its links were unlinked already, and their ids are released: wrote .* but could not sync .* \(EIO\); the change may not survive a crash: should a crash bring back their records, run spectrum-link unlink c1 --forget again$/,
+      ),
+    });
+    // Written: the file records no link of c1, so an unlink --forget now finds none (as the line says, not to run it again).
+    expect((await loadState(stateDir)).links).toEqual([]);
+    await expect(unlinkVm(c1, { forget: true, force: false }, { ...options(), attach: qemu, vmm })).rejects.toMatchObject({ kind: 'not-linked' });
+  });
+
   it('link, a provider dropped from the config: a state dir that cannot be written stops its take-down before anything goes, saying so; what was linked stays', async () => {
     const { vmm, detached } = recordingVmm();
     const { text } = await linkC1(vmm, ['netvm2']);
@@ -4623,7 +4690,7 @@ describe('a side whose socket moved, where a VMM runs at the socket recorded', (
   /** The sockets a VMM takes connections at. */
   let running: Set<string>;
   const socketOf = (kind: string, vm: string): string => `${socketDir}/${vm}.${kind}`;
-  const vmm = (same?: (recorded: string, wanted: string) => boolean): VmmPort => ({
+  const vmm = (key?: (path: string) => string): VmmPort => ({
     attach: async (kind, vm, nic) => {
       events.push(`attach ${kind} ${vm} ${nic.id} at ${socketOf(kind, vm)}`);
       return true;
@@ -4636,7 +4703,7 @@ describe('a side whose socket moved, where a VMM runs at the socket recorded', (
       events.push(`asked ${socket}`);
       return running.has(socket) ? { running: true } : { running: false, none: true, why: 'nothing is at that path' };
     },
-    ...(same === undefined ? {} : { sameSocket: same }),
+    ...(key === undefined ? {} : { socketKey: key }),
   });
   const names = (id: ClientId): ReturnType<typeof linkDeviceNames> => linkDeviceNames(PREFIX, id);
   const up = (ids: readonly ClientId[]): void => {
@@ -4698,11 +4765,11 @@ describe('a side whose socket moved, where a VMM runs at the socket recorded', (
     expect((await loadState(stateDir)).links.find((link) => link.id === id1)?.attached).toEqual({ client: 'qemu', provider: 'netns', clientSocket: '/run/a/c1.qemu' });
   });
 
-  it('the same socket spelled otherwise (the port\'s sameSocket) is no move: nothing asked, nothing comes out; the new spelling is recorded', async () => {
+  it('the same socket spelled otherwise (one key of the port\'s socketKey) is no move: nothing asked, nothing comes out; the new spelling is recorded', async () => {
     const [id] = await linkedAtA();
     running.add('/run/a/c1.qemu');
     socketDir = '/run/./a';
-    await linkVms([c1], { ...options(), attach: parseAttachChoice([]), vmm: vmm((recorded, wanted) => recorded.replace('/./', '/') === wanted.replace('/./', '/')) });
+    await linkVms([c1], { ...options(), attach: parseAttachChoice([]), vmm: vmm((path) => path.replace('/./', '/')) });
     expect(events).toEqual(['apply', `attach qemu c1 ${names(id!).client} at /run/./a/c1.qemu`]);
     expect((await loadState(stateDir)).links[0]?.attached).toEqual({ client: 'qemu', provider: 'netns', clientSocket: '/run/./a/c1.qemu' });
   });
@@ -4726,7 +4793,7 @@ describe('a side kept in its VMM mode whose template now gives a path the state 
     detach: async (kind, vm, nic, socket) => void events.push(`detach ${kind} ${vm} ${nic.id} at ${socket ?? 'template'}`),
     socketOf: (kind, vm) => (isRecordedSocket(pathOf(kind, vm)) ? pathOf(kind, vm) : undefined),
     templateSocket: pathOf,
-    sameSocket: (recorded, wanted) => recorded.replace(/\/(?:\.\/)+/g, '/') === wanted.replace(/\/(?:\.\/)+/g, '/'),
+    socketKey: (path) => path.replace(/\/(?:\.\/)+/g, '/'),
     vmmAt: async () => ({ running: true }),
   };
   const names = (id: ClientId): ReturnType<typeof linkDeviceNames> => linkDeviceNames(PREFIX, id);

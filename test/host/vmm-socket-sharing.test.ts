@@ -5,11 +5,11 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseAttachChoice } from '../../host/attach-mode.js';
 import type { ConfigSnapshot, VmDir } from '../../host/config.js';
-import { keptAttach } from '../../host/kept-attach.js';
+import { keptAttach, switchedVmmSides } from '../../host/kept-attach.js';
 import { type Link, type LinkState, emptyState } from '../../host/link-state.js';
 import type { ClientId } from '../../shared/client-id.js';
 import { runSocketSharing } from '../../host/linker.js';
-import { socketKey, vmmPort } from '../../host/vmm-port.js';
+import { sameSocketPath, socketKey, vmmPort } from '../../host/vmm-port.js';
 import { type VmmSide, recordedSides, sharedSocketFailures, vmmSidesOf } from '../../host/vmm-socket-sharing.js';
 import { vmName } from '../../host/vm-name.js';
 
@@ -91,6 +91,18 @@ describe('the socket the state records for another VM', () => {
     // A provider's recorded socket counts as well, and one spelled otherwise that keyOf makes one.
     const atNetvm = sharedSocketFailures([{ client: catgirl, sides: [qemu(catgirl)] }], () => '/run/vm//netvm/ch.sock', (path) => path.replaceAll('//', '/'), recorded);
     expect(atNetvm.get(catgirl)?.message).toMatch(/^--qmp-socket gives VM appvm-catgirl the socket path \/run\/vm\/\/netvm\/ch\.sock, which leads to \/run\/vm\/netvm\/ch\.sock, the socket the state records for VM netvm /);
+  });
+
+  it('says how to take a stale record off the socket (the VM it records stopped or moved): unlink that VM, or link its record\'s client where it runs now', () => {
+    const atLynx = (): string => '/run/vm/appvm-lynx/qmp.sock';
+    const byClient = sharedSocketFailures([{ client: catgirl, sides: [qemu(catgirl)] }], atLynx, undefined, recordedSides([lynxLink]));
+    expect(byClient.get(catgirl)?.message).toMatch(
+      /; if appvm-lynx's VMM is no longer there, take its record off that socket first: unlink appvm-lynx \(it stopped\), or link appvm-lynx with the socket path it runs at now \(it moved\), then run this link again$/,
+    );
+    // A provider's side moves with its client's link.
+    const atNetvm = sharedSocketFailures([{ client: catgirl, sides: [qemu(catgirl)] }], () => '/run/vm/netvm/ch.sock', undefined, recordedSides([lynxLink]));
+    expect(atNetvm.get(catgirl)?.message).toMatch(/: unlink netvm \(it stopped\), or link appvm-lynx with netvm at the socket path it runs at now \(it moved\), then run this link again$/);
+    expect(atNetvm.get(catgirl)?.message).not.toContain('\n');
   });
 
   it('refuses a VM at its own recorded socket that the state records for another VM too (written before the check) without telling it to take its own path: it says which record to set right', () => {
@@ -192,6 +204,41 @@ describe('two VMs at one socket however their paths spell it', () => {
         new Map([[lynx, expect.stringMatching(new RegExp(`^--qmp-socket gives VMs appvm-lynx and netvm one socket path, ${dir}/appvm-lynx/qmp\\.sock and ${dir}/netvm/qmp\\.sock, which lead to one socket: both would have`))]]),
       );
       expect(refused(`${dir}/{vm}/qmp.sock`, `${dir}/{vm}/ch.sock`, ['appvm-catgirl=qemu', 'netvm=qemu'], [catgirl])).toEqual(new Map());
+    } finally {
+      server.close();
+      other.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('takes two paths for one socket in the kept-socket check (sameSocketPath, a side not moved) exactly where the sharing check does (socketKey): a hard link of the socket, too, which the two took otherwise', async () => {
+    const dir = await realpath(await mkdtemp(join(tmpdir(), 'socket-sharing-')));
+    const server = createServer();
+    const other = createServer();
+    try {
+      await Promise.all([lynx, netvm, catgirl, 'shared'].map((name) => mkdir(join(dir, name))));
+      await new Promise<void>((resolve) => server.listen(join(dir, lynx, 'qmp.sock'), resolve));
+      await new Promise<void>((resolve) => other.listen(join(dir, catgirl, 'qmp.sock'), resolve));
+      await link(join(dir, lynx, 'qmp.sock'), join(dir, netvm, 'qmp.sock'));
+      await symlink(join(dir, lynx), join(dir, 'to-lynx'));
+      const recorded = join(dir, lynx, 'qmp.sock');
+      /** lynx's client side recorded at `recorded`, as qemu. */
+      const at = (socket: string): { client: 'qemu'; provider: 'netns'; clientSocket: string } => ({ client: 'qemu', provider: 'netns', clientSocket: socket });
+      const cases = [
+        { path: join(dir, netvm, 'qmp.sock'), one: true }, // a hard link of lynx's socket
+        { path: `${dir}/${lynx}/./qmp.sock`, one: true },
+        { path: join(dir, 'to-lynx', 'qmp.sock'), one: true },
+        { path: join(dir, catgirl, 'qmp.sock'), one: false }, // another socket
+        { path: join(dir, 'shared', 'none.sock'), one: false }, // nothing there
+      ];
+      for (const { path, one } of cases) {
+        // The sharing check: catgirl given `path` while the state records lynx's side at `recorded`.
+        const shared = sharedSocketFailures([{ client: catgirl, sides: [qemu(catgirl)] }], () => path, socketKey, [{ side: qemu(lynx), path: recorded, link: { client: lynx, provider: netvm, id: 1 as ClientId } }]);
+        expect(shared.has(catgirl), path).toBe(one);
+        // The kept-socket check: lynx's side kept in qemu, its template now giving `path`: moved where it is another socket.
+        expect(sameSocketPath(recorded, path), path).toBe(one);
+        expect(switchedVmmSides(at(recorded), at(path), sameSocketPath), path).toEqual(one ? [] : ['client']);
+      }
     } finally {
       server.close();
       other.close();
