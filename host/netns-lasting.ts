@@ -9,6 +9,7 @@
 // it, master:N), as under `unshare -m --propagation shared`, where they do reach it. Where it is
 // PID 1 itself, that mount is in no peer group. Where either mountinfo cannot be read, it cannot
 // be told: not refused.
+import { readlinkSync } from 'node:fs';
 import { type KeptAttach, linkAttachModes } from './kept-attach.js';
 import type { LinkPair } from './link-state.js';
 import { LinkerError } from './linker-error.js';
@@ -45,12 +46,24 @@ export function mountsReach(own: readonly MountEntry[] | undefined, pid1: readon
 }
 
 /**
+ * Whether /proc/1 is this process: it is PID 1 of the PID namespace /proc shows (process.pid is
+ * 1 also under `unshare -pf` with the host's /proc, where /proc/1 is the host's init).
+ */
+export function procSelfIsPid1(): boolean {
+  try {
+    return readlinkSync('/proc/self') === '1';
+  } catch {
+    return false;
+  }
+}
+
+/**
  * Refuse (LinkerError 'netns-not-lasting', bad usage: exit 2) a `link` that would add VM
  * namespaces `adding` (at least one) where they would not outlive it (mountsReach 'own').
  */
 export function assertNamespacesLast(adding: readonly string[]): void {
   if (adding.length === 0) return;
-  if (mountsReach(readMountinfo(), readMountinfo(1), NETNS_RUN_DIR, process.pid === 1) !== 'own') return;
+  if (mountsReach(readMountinfo(), readMountinfo(1), NETNS_RUN_DIR, procSelfIsPid1()) !== 'own') return;
   const more = adding.length > 1 ? ` and ${adding.length - 1} more` : '';
   throw new LinkerError(
     'netns-not-lasting',

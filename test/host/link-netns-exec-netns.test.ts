@@ -3,6 +3,7 @@
 // exits. It is refused, one line naming the fix, exit 2, nothing made; where it printed its links
 // and exited 0, the links already broken and the /run/netns files left dangling. Under unshare -m
 // with shared propagation the mounts reach the host's: it links, and the namespaces stay.
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -67,6 +68,13 @@ describeNetns('spectrum-link netns mode outside the host mount namespace', () =>
     } finally {
       rmSync(parent, { recursive: true, force: true });
     }
+  });
+
+  it('takes itself for PID 1 only where /proc/1 is itself: not under unshare -pf with the host\'s /proc, whose PID 1 is the host\'s', () => {
+    const lasting = new URL('../../dist/host/netns-lasting.js', import.meta.url).pathname;
+    const probe = `import('${lasting}').then((m) => console.log(process.pid, m.procSelfIsPid1()))`;
+    expect(execFileSync('unshare', ['-p', '-f', 'node', '-e', probe], { encoding: 'utf8' }).trim()).toBe('1 false');
+    expect(execFileSync('unshare', ['-m', '-p', '-f', '--mount-proc', 'node', '-e', probe], { encoding: 'utf8' }).trim()).toBe('1 true');
   });
 
   it('links under unshare -m with shared propagation, the namespaces kept', async () => {
