@@ -213,6 +213,11 @@ async function keepGoingRun<T extends RunVms>(target: T | (() => Promise<T>), op
   // Its first links, recorded in a state that claims no device prefix: devices named as links with
   // the run's (another state dir's) refuse the whole run before the lock makes the dir (and again under it).
   if (early !== undefined) await assertNoUnrecordedDevices(options);
+  // VM namespaces to add where they would not outlive the run: the whole run refused before the lock makes the dir (and again under it).
+  if (early !== undefined) {
+    const valid = partitionValidVms(early.snapshot, early.vms.vms).valid;
+    assertRunNamespacesLast(valid.flatMap((vm) => pairsOf(early.snapshot, vm)), await runKeptAttach(valid, early.snapshot, emptyState(), options), options.netnsPrefix);
+  }
   let locked = false;
   return underLinkLock(options, async () => {
     locked = true;

@@ -826,6 +826,8 @@ async function linkRun<T extends RunVms>(target: T | (() => Promise<T>), options
   // Its first links, recorded in a state that claims no device prefix: devices named as links with
   // the run's (another state dir's) refuse it before the lock makes the dir (and again under it).
   if (fresh !== undefined) await assertNoUnrecordedDevices(options);
+  // VM namespaces to add where they would not outlive the run: refused before the lock makes the dir (and again under it).
+  if (known !== undefined && fresh !== undefined) assertRunNamespacesLast(known.vms.flatMap((vm) => pairsOf(fresh.snapshot, vm)), fresh.kept, options.netnsPrefix);
   return underLinkLock(options, async () => {
     // The config read before the lock may have changed while another run made the dir and
     // recorded (recordedMeanwhile): read again then, as where the dir was there.

@@ -6,8 +6,10 @@
 // mounts under /run/netns would reach no mount namespace but its own: it is not PID 1's (the
 // mount covering /run/netns is not one PID 1's mountinfo lists, mount ids being system-wide), and
 // that mount is not shared with a peer group PID 1's namespace has (shared:N there, or a slave of
-// it, master:N), as under `unshare -m --propagation shared`, where they do reach it. Where either
-// mountinfo cannot be read, it cannot be told: not refused.
+// it, master:N), as under `unshare -m --propagation shared`, where they do reach it. Where it is
+// PID 1 itself, that mount is in no peer group. Where either mountinfo cannot be read, it cannot
+// be told: not refused.
+import { readlinkSync } from 'node:fs';
 import { type KeptAttach, linkAttachModes } from './kept-attach.js';
 import type { LinkPair } from './link-state.js';
 import { LinkerError } from './linker-error.js';
@@ -25,15 +27,34 @@ export type MountsReach =
   /** It cannot be told (a mountinfo unread, or no mount found). */
   | 'unknown';
 
-/** Where mounts made under `path` land, from our mountinfo and PID 1's (undefined: unread). */
-export function mountsReach(own: readonly MountEntry[] | undefined, pid1: readonly MountEntry[] | undefined, path: string): MountsReach {
+/**
+ * Where mounts made under `path` land, from our mountinfo and PID 1's (undefined: unread).
+ * `selfIsPid1`: we are PID 1 (of a PID namespace of our own, as under `unshare -mpf --mount-proc`
+ * or as a container's entry point): PID 1's mount namespace is ours, ending with us, so mounts
+ * last only where they propagate out of it: never from a mount in no peer group; from one in a
+ * peer group it cannot be told (its peers may all be ours).
+ */
+export function mountsReach(own: readonly MountEntry[] | undefined, pid1: readonly MountEntry[] | undefined, path: string, selfIsPid1 = false): MountsReach {
   if (own === undefined || pid1 === undefined) return 'unknown';
   const mount = coveringMount(own, path);
   if (mount === undefined) return 'unknown';
+  if (selfIsPid1) return mount.shared === undefined ? 'own' : 'unknown';
   if (pid1.some((entry) => entry.id === mount.id)) return 'lasting';
   const group = mount.shared;
   if (group !== undefined && pid1.some((entry) => entry.shared === group || entry.master === group)) return 'lasting';
   return 'own';
+}
+
+/**
+ * Whether /proc/1 is this process: it is PID 1 of the PID namespace /proc shows (process.pid is
+ * 1 also under `unshare -pf` with the host's /proc, where /proc/1 is the host's init).
+ */
+export function procSelfIsPid1(): boolean {
+  try {
+    return readlinkSync('/proc/self') === '1';
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -42,7 +63,7 @@ export function mountsReach(own: readonly MountEntry[] | undefined, pid1: readon
  */
 export function assertNamespacesLast(adding: readonly string[]): void {
   if (adding.length === 0) return;
-  if (mountsReach(readMountinfo(), readMountinfo(1), NETNS_RUN_DIR) !== 'own') return;
+  if (mountsReach(readMountinfo(), readMountinfo(1), NETNS_RUN_DIR, procSelfIsPid1()) !== 'own') return;
   const more = adding.length > 1 ? ` and ${adding.length - 1} more` : '';
   throw new LinkerError(
     'netns-not-lasting',

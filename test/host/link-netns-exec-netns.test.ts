@@ -3,7 +3,10 @@
 // exits. It is refused, one line naming the fix, exit 2, nothing made; where it printed its links
 // and exited 0, the links already broken and the /run/netns files left dangling. Under unshare -m
 // with shared propagation the mounts reach the host's: it links, and the namespaces stay.
-import { readdirSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, expect, it } from 'vitest';
 import { createHarness, describeNetns, type Harness } from '../harness/index.js';
 import { LINK_BIN, type LinkWorld, makeLinkWorld, oneLineError, withWorldOptions } from './link-fixture.js';
@@ -42,6 +45,36 @@ describeNetns('spectrum-link netns mode outside the host mount namespace', () =>
     expect(vmNamespaceFiles()).toEqual([]);
     const listed = await world.link(['list']);
     expect(listed.stdout).not.toMatch(/appvm-lynx/);
+  });
+
+  it('refuses as PID 1 of a PID namespace of its own with private mounts (unshare -mpf --mount-proc): PID 1\'s mount namespace is its own, gone when it exits', async () => {
+    const run = await world.host.exec(['unshare', '-m', '-p', '-f', '--mount-proc', 'node', LINK_BIN, ...linkArgs()], { enter: 'nsenter', allowFailure: true, timeoutMs: 60_000 });
+    expect(run.code, run.stdout + run.stderr).toBe(2);
+    expect(oneLineError(run.stderr)).toMatch(/mount namespace of its own.*not ip netns exec$/);
+    expect(vmNamespaceFiles()).toEqual([]);
+    expect((await world.link(['list'])).stdout).not.toMatch(/appvm-lynx/);
+  });
+
+  it.each([[[] as string[]], [['--keep-going']]])('refuses under ip netns exec into a state dir not made yet, leaving it unmade (%j)', async (extra) => {
+    const parent = mkdtempSync(join(tmpdir(), 'spectrum-nsx-'));
+    try {
+      const stateDir = join(parent, 'state');
+      const args = withWorldOptions(['link', 'appvm-lynx', '--attach', 'netns', ...extra], { ...world, stateDir });
+      const run = await world.host.exec(['node', LINK_BIN, ...args], { enter: 'netns-exec', allowFailure: true, timeoutMs: 60_000 });
+      expect(run.code, run.stdout + run.stderr).toBe(2);
+      expect(oneLineError(run.stderr)).toMatch(/mount namespace of its own/);
+      expect(existsSync(stateDir)).toBe(false);
+      expect(vmNamespaceFiles()).toEqual([]);
+    } finally {
+      rmSync(parent, { recursive: true, force: true });
+    }
+  });
+
+  it('takes itself for PID 1 only where /proc/1 is itself: not under unshare -pf with the host\'s /proc, whose PID 1 is the host\'s', () => {
+    const lasting = new URL('../../dist/host/netns-lasting.js', import.meta.url).pathname;
+    const probe = `import('${lasting}').then((m) => console.log(process.pid, m.procSelfIsPid1()))`;
+    expect(execFileSync('unshare', ['-p', '-f', 'node', '-e', probe], { encoding: 'utf8' }).trim()).toBe('1 false');
+    expect(execFileSync('unshare', ['-m', '-p', '-f', '--mount-proc', 'node', '-e', probe], { encoding: 'utf8' }).trim()).toBe('1 true');
   });
 
   it('links under unshare -m with shared propagation, the namespaces kept', async () => {

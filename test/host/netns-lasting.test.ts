@@ -50,6 +50,15 @@ describe('mountsReach', () => {
     expect(mountsReach(parseMountinfo(UNSHARED.replace('shared:1', 'shared:9')), host, '/run/netns')).toBe('own');
   });
 
+  it('is own as PID 1 (its own mount namespace, gone with it) where /run/netns is in no peer group; cannot tell where it is', () => {
+    const privateCopy = parseMountinfo(UNSHARED.replace(' shared:1', ''));
+    expect(mountsReach(privateCopy, privateCopy, '/run/netns', true)).toBe('own');
+    expect(mountsReach(parseMountinfo(NETNS_EXEC), parseMountinfo(NETNS_EXEC), '/run/netns', true)).toBe('own');
+    expect(mountsReach(parseMountinfo(UNSHARED), parseMountinfo(UNSHARED), '/run/netns', true)).toBe('unknown');
+    // Not PID 1: the same mountinfo is PID 1's namespace, which lasts.
+    expect(mountsReach(privateCopy, privateCopy, '/run/netns')).toBe('lasting');
+  });
+
   it('cannot tell where a mountinfo is unread', () => {
     expect(mountsReach(undefined, host, '/run/netns')).toBe('unknown');
     expect(mountsReach(parseMountinfo(NETNS_EXEC), undefined, '/run/netns')).toBe('unknown');
