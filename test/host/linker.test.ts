@@ -250,6 +250,9 @@ const undoPlan = vi.hoisted(() => async (plan: DevicePlan, made?: PlanMade) => {
 
 vi.mock('../../host/netlink-devices.js', () => ({
   newPlanMade: (): PlanMade => ({ devices: new Set(), namespaces: new Set(), vanished: new Set() }),
+  // Every VM namespace counts as there: the check that one added would outlive the run (under
+  // ip netns exec it would not) reads the host's mounts, not this fake's; tested on its own.
+  namespaceMounted: (): boolean => true,
   observeDevices: async (_netns: Iterable<string>, only?: readonly string[]) => {
     if (only === undefined && kernel.listingRefused !== undefined) throw Object.assign(new Error(kernel.listingRefused), { name: 'DeviceError', kind: 'query-failed' });
     const unlisted = only?.find((name) => kernel.unlistable.has(name));
