@@ -14,7 +14,7 @@
 // no dist, so no stamp: it always builds.
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, lstatSync, readFileSync, readdirSync, readlinkSync, realpathSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, lstatSync, openSync, readFileSync, readSync, readdirSync, readlinkSync, realpathSync, statSync, writeFileSync } from 'node:fs';
 import { delimiter, dirname, join } from 'node:path';
 
 const root = new URL('..', import.meta.url).pathname;
@@ -49,9 +49,20 @@ function hashTree(hash, dir, skip, seen = new Set([realpathSync(join(root, dir))
       hashTree(hash, path, skip, seen);
     } else {
       hash.update(`file ${path} ${stat.mode} ${stat.size} ${stat.mtimeNs}\0`);
-      if (stat.isFile()) hash.update(readFileSync(full));
+      if (stat.isFile()) hashFile(hash, full);
       hash.update('\0');
     }
+  }
+}
+
+/** A file's content into `hash`, a chunk at a time: readFileSync refuses a file over 2 GiB. */
+function hashFile(hash, full) {
+  const fd = openSync(full, 'r');
+  try {
+    const chunk = Buffer.alloc(1 << 20);
+    for (let read; (read = readSync(fd, chunk, 0, chunk.length, null)) > 0; ) hash.update(chunk.subarray(0, read));
+  } finally {
+    closeSync(fd);
   }
 }
 

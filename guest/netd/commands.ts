@@ -24,6 +24,7 @@ import { NetdAgent } from './agent.js';
 import { type AllowedPair, parseAllowPair } from './allow-pair.js';
 import { ControlServer, DEFAULT_CONTROL_SOCKET, checkControlSocketPath, controlRequest } from './control-socket.js';
 import { NetdError } from './netd-error.js';
+import { holdsNetAdmin, noNetAdminLine } from '../capabilities.js';
 import { RtnetlinkKernel } from './rtnetlink.js';
 import { loadRtnlEventsAddon } from './rtnl-events.js';
 import { SHOWN_DNS_COUNTS } from './shown-dns-counts.js';
@@ -380,6 +381,21 @@ export function eventBufferFromEnv(env: Readonly<Record<string, string | undefin
   return bytes;
 }
 
+/**
+ * Before anything is made: without CAP_NET_ADMIN every step fails, and the agent kept running,
+ * retrying them (given CAP_NET_BIND_SERVICE alone, nft's refusal its only word). Where the
+ * process's status cannot be read, nothing is known: the steps say what they are refused.
+ */
+function checkNetAdmin(): void {
+  let status: string;
+  try {
+    status = readFileSync('/proc/self/status', 'utf8');
+  } catch {
+    return;
+  }
+  if (holdsNetAdmin(status) === false) throw new NetdError('privilege', noNetAdminLine());
+}
+
 /** What makes the firewall and services of `run`; `stop` is aborted by a signal meanwhile (see providerPorts). */
 export type PortsFactory = (options: RunOptions, log: Logger, stop: AbortSignal) => Promise<RunPorts>;
 
@@ -387,6 +403,7 @@ async function runAgent(options: RunOptions, portsFor: PortsFactory): Promise<vo
   checkDnsTimeouts(options);
   const allowedPairs: AllowedPair[] = options.allowPair.map(parseAllowPair);
   if (options.notifyFd !== undefined) checkNotifyFd(options.notifyFd);
+  checkNetAdmin();
   const eventBufferBytes = eventBufferFromEnv(process.env);
   spawnNftFromEnv(process.env);
   // Before anything is made: without its notification socket the agent cannot follow the kernel.

@@ -23,6 +23,8 @@ export type NetdErrorKind =
   /** A start-up step cut short by a signal (never shown: the agent says it stopped). */
   | 'stopped'
   | 'notify-fd'
+  /** run started without CAP_NET_ADMIN. */
+  | 'privilege'
   | 'allow-pair';
 
 export class NetdError extends Error {

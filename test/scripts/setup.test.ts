@@ -2,7 +2,7 @@
 // line, naming the step and where its output is, never a silent exit (as its build as another
 // user than root was: node-gyp's output silenced under `npm run --silent`).
 import { execFile } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -229,6 +229,17 @@ describe('scripts/setup', () => {
       expect((await run()).npm).toContain(BUILD);
       // And is skipped after that build.
       expect((await run()).npm).toEqual([]);
+    });
+
+    // Its inputs' digest read each file whole (readFileSync), which refuses one over 2 GiB (a VM
+    // image, a core dump in the checkout): setup failed at every run, a stack trace its output.
+    it('builds in a checkout holding a file over 2 GiB (a sparse one here)', async () => {
+      const result = await setup({}, (tree) => {
+        writeFileSync(join(tree, 'disk.img'), '');
+        truncateSync(join(tree, 'disk.img'), 2 ** 31 + 1);
+      });
+      expect(result).toMatchObject({ code: 0, stdout: '', npm: ['ci --no-audit --no-fund --loglevel=error', BUILD] });
+      expect(result.stderr).not.toMatch(/failed|Error/);
     });
 
     it('runs again after a build that failed', async () => {

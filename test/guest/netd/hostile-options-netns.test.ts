@@ -81,21 +81,34 @@ describeNetns('spectrum-netd run and mistaken options', () => {
   });
 
   // Without privilege: the hint named CAP_NET_BIND_SERVICE alone, and given that alone the agent
-  // failed at its next step (nftables, links): it names every capability the agent needs.
-  it('run as nobody fails in one line, exit 1, naming every capability the agent needs', async () => {
+  // failed at its next step (nftables, links): it names every capability the agent needs. Without
+  // CAP_NET_ADMIN it can do nothing: given CAP_NET_BIND_SERVICE alone it kept running, retrying
+  // the firewall (nft's "Operation not permitted" its only word); it is refused at start.
+  const NO_NET_ADMIN = 'spectrum-netd: the agent has no CAP_NET_ADMIN (links, addresses, routes, nftables, conntrack: it can do nothing without it): run it as root, or with CAP_NET_ADMIN, CAP_NET_RAW and CAP_NET_BIND_SERVICE\n';
+  it.each([
+    ['no capability', [], NO_NET_ADMIN],
+    ['CAP_NET_BIND_SERVICE alone', ['net_bind_service'], NO_NET_ADMIN],
+    [
+      'CAP_NET_ADMIN and CAP_NET_RAW (no CAP_NET_BIND_SERVICE)',
+      ['net_admin', 'net_raw'],
+      expect.stringMatching(/^spectrum-netd: [^\n]*: Permission denied \(binding port 67 needs CAP_NET_BIND_SERVICE, and the agent needs CAP_NET_ADMIN and CAP_NET_RAW as well: run it as root, or with all three\)\n$/),
+    ],
+  ])('run as nobody with %s fails at once in one line, exit 1, naming every capability the agent needs', async (_case, capabilities: readonly string[], line: unknown) => {
     // A folder nobody may write in, for its control socket.
     const own = mkdtempSync(join(tmpdir(), 'netd-nobody-'));
     trackTempDir(own);
     chownSync(own, 65534, 65534);
+    const given = capabilities.map((name) => `+${name}`).join(',');
+    const caps = given === '' ? [] : [`--inh-caps=${given}`, `--ambient-caps=${given}`];
     const result = await provider
-      .exec(['setpriv', '--reuid=nobody', '--regid=nogroup', '--clear-groups', 'node', CLI, 'run', '--control-socket', join(own, 'control.sock')], {
+      .exec(['setpriv', '--reuid=nobody', '--regid=nogroup', '--clear-groups', ...caps, 'node', CLI, 'run', '--control-socket', join(own, 'control.sock')], {
         enter: 'nsenter',
         allowFailure: true,
         timeoutMs: 15_000,
       })
       .finally(() => rmSync(own, { recursive: true, force: true }));
     expect(result.code, result.stderr).toBe(1);
-    expect(result.stderr).toMatch(/^spectrum-netd: [^\n]*: Permission denied \(binding port 67 needs CAP_NET_BIND_SERVICE, and the agent needs CAP_NET_ADMIN and CAP_NET_RAW as well: run it as root, or with all three\)\n$/);
+    expect(result.stderr).toEqual(line);
   });
 
   it('a SIGTERM while the agent starts (its first reconcile under way) stops it: one line, exit 143, its control socket removed', async () => {
