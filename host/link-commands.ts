@@ -6,13 +6,13 @@ import { NO_PROGRESS, type Progress, terminalProgress } from '../shared/cli/prog
 import { directoryOption } from '../shared/cli/directory-option.js';
 import { exitOnSignals, interruptOnSignals, signalExitCode } from '../shared/cli/interruption.js';
 import { integerOption } from '../shared/cli/integer-option.js';
-import { type OptionSource, optionSource, pathCheck, shownOrigin, sourceName, usablePath } from '../shared/cli/option-source.js';
+import { type OptionSource, optionSource, pathCheck, pathFix, shownOrigin, sourceName, usablePath } from '../shared/cli/option-source.js';
 import { CliError, EXIT, exitCodeOf, oneLine } from '../shared/cli/run-cli.js';
 import { type Logger, createLogger, wouldLog } from '../shared/log.js';
 import { shownPath } from '../shared/shown-text.js';
 import { LINK_EXIT_CODES, isLinkBug, isLinkUsageError } from './exit-codes.js';
 import { type AttachChoice, type AttachMode, TAP_MTU_MAX, parseAttachChoice } from './attach-mode.js';
-import { CONFIG_DIR_ENV, type MisnamedVmDir, configDirFrom } from './config.js';
+import { CONFIG_DIR_ENV, type MisnamedVmDir, configDirFrom, looksLikeVmDir } from './config.js';
 import { DEFAULT_DEVICE_PREFIX, DeviceNameError, type DevicePrefix, devicePrefix } from './device-names.js';
 import { BRIDGE_SETTINGS, DEVICE_KIND, type ForeignChanged, PORT_SETTINGS, settingText } from './device-plan.js';
 import type { BridgeForeign, FarEndElsewhere, ForeignDevice, OffBridge, SettingOff } from './link-device-kinds.js';
@@ -528,6 +528,23 @@ function ambiguousWarning({ vm, modes, links }: AmbiguousAttach): string {
   const take = links.length === 1 ? 'takes' : 'take';
   const shown = modes.length > 1 ? `${modes.slice(0, -1).join(', ')} and ${modes.at(-1) ?? ''}` : modes.join('');
   return `${vm}'s links are attached as ${shown} on its side, so its mode is ambiguous: those links keep theirs, and ${named} ${take} none; to attach ${vm} one way, link with --attach ${vm}=MODE`;
+}
+
+/**
+ * What `link --all` says where the config dir has no VM with providers, so that it linked nothing
+ * (a wrong $SPECTRUM_CONFIG_DIR at boot would otherwise link no VM in silence): where it holds VM
+ * directories (none naming a provider: a valid config), a warning; where it holds nothing that
+ * looks like one (an empty mount, a dir one level too high, not populated yet), a failure, exit 1,
+ * saying what to check. Undefined where it has a VM with providers. (Pure.)
+ */
+export function nothingToLinkAll(all: AllVms, options: Pick<LinkerOptions, 'configDir' | 'configDirSource'>): { readonly warning: string } | { readonly failure: string } | undefined {
+  if (all.vms.length > 0) return undefined;
+  const { snapshot } = all.wholeDir;
+  const shown = shownOrigin('config dir', options.configDir, options.configDirSource);
+  const vmDirs = [...snapshot.vms.values()].filter(looksLikeVmDir).length + (snapshot.misnamed ?? []).length;
+  if (vmDirs > 0) return { warning: `${shown} has no VM with providers (providers/net): nothing linked` };
+  const fix = pathFix('--config-dir', CONFIG_DIR_ENV, options.configDirSource, 'the directory holding the VM directories');
+  return { failure: `${shown} holds no VM directory (a directory with a vmlinux, blk or providers/net): nothing linked; ${fix}` };
 }
 
 /** What `link --all` says of a directory with providers whose name is no VM name (under a config dir `/`, one slash, as entryPath). */
@@ -1403,6 +1420,8 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         log().info({ vms: all?.vms.length ?? names.length, links: [...linked.values()].flat().length, unlinked: [...unlinked.values()].flat().length, ms: Math.round(performance.now() - started) }, 'linked');
       }
       writeOutcome(outcome, all);
+      const nothing = all === undefined ? undefined : nothingToLinkAll(all, linkerOpts);
+      if (nothing !== undefined && 'warning' in nothing && wouldLog('warn')) log().warn(nothing.warning);
       // Each VM --keep-going did not link (and after it each of its links left down), the links
       // left down of VMs a signal undid, the devices and namespaces an undo left, the records an
       // undo could not write back, then each VMM that did not detach a link taken down, and each
@@ -1432,6 +1451,8 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         const code = failedVmsExitCode(failed, outcome);
         throw new CliError(first, code, rest, 'lines', code === EXIT.internal);
       }
+      // A config dir with nothing that looks like a VM is most likely the wrong one: a failure.
+      if (nothing !== undefined && 'failure' in nothing) throw new CliError(nothing.failure, EXIT.failure);
     });
 
   const unlink = new Command('unlink')
