@@ -679,9 +679,18 @@ const PROGRESS_TEXT: Readonly<Record<LinkProgressEvent['phase'], (done: number, 
   'one-by-one': (done, total) => `linking VM by VM after a failure: ${done} of ${total} VMs`,
 };
 
-/** The progress line of `link`: how many VMs have their devices, then how many NICs are hot-plugged. */
+/**
+ * The progress line of `link` for an event: how many VMs have their devices, then how many NICs
+ * are hot-plugged; with --keep-going, once a VM failed there, how many NICs were tried and how
+ * many of those failed, and the failed VM whose undo is under way.
+ */
+export function linkProgressLine({ phase, done, total, failed = 0, undoing }: LinkProgressEvent): string {
+  if (phase !== 'vmm' || (failed === 0 && undoing === undefined)) return PROGRESS_TEXT[phase](done, total);
+  return `linking: ${done} of ${total} NICs tried, ${failed} failed${undoing === undefined ? '' : `, undoing ${undoing}`}`;
+}
+
 function linkProgressText(progress: Progress): (event: LinkProgressEvent) => void {
-  return ({ phase, done, total }) => progress.update(PROGRESS_TEXT[phase](done, total));
+  return (event) => progress.update(linkProgressLine(event));
 }
 
 /**

@@ -115,8 +115,13 @@ export type VmmPresence = { readonly running: true } | { readonly running: false
  */
 export interface LinkProgressEvent {
   readonly phase: 'devices' | 'vmm' | 'one-by-one';
+  /** In the 'vmm' phase, NICs tried: hot-plugged, or of a VM that failed (`failed` of them). */
   readonly done: number;
   readonly total: number;
+  /** With --keep-going, in the 'vmm' phase: NICs of the VMs that failed (their VMM refusing or not there), not hot-plugged. */
+  readonly failed?: number;
+  /** ...and the VM that failed whose undo (its devices deleted, its records written back) is under way. */
+  readonly undoing?: VmName;
 }
 
 export interface LinkerOptions {

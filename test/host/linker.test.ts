@@ -16,13 +16,13 @@ import type { PlanMade } from '../../host/netlink-devices.js';
 import { StateStoreError, loadState, saveState, withStateLock } from '../../host/state-store.js';
 import { recordedPrefixesOf } from '../../host/state-prefix.js';
 import { CliError, EXIT, runCli } from '../../shared/cli/run-cli.js';
-import { leftDownLine, linkCommands } from '../../host/link-commands.js';
+import { leftDownLine, linkCommands, linkProgressLine } from '../../host/link-commands.js';
 import { isLinkUsageError } from '../../host/exit-codes.js';
 import { linkAllKeepGoing, linkVmsKeepGoing } from '../../host/link-keep-going.js';
 import { collectGarbage, unlinkVm } from '../../host/link-take-down.js';
 import { linkAll, linkVms } from '../../host/linker.js';
 import type { LinkerError } from '../../host/linker-error.js';
-import type { KeepGoingOutcome, LeftDownLink, LinkReport, LinkerOptions, UndoStateWriteFailure, UndoStepFailure, VmmDetachFailure, VmmPort } from '../../host/linker-types.js';
+import type { KeepGoingOutcome, LeftDownLink, LinkProgressEvent, LinkReport, LinkerOptions, UndoStateWriteFailure, UndoStepFailure, VmmDetachFailure, VmmPort } from '../../host/linker-types.js';
 import type { ClientId } from '../../shared/client-id.js';
 import { type VmName, vmName } from '../../host/vm-name.js';
 
@@ -4945,5 +4945,27 @@ describe('unlink: a socket path that cannot be, for a side the state records no 
     await expect(unlinking).rejects.toMatchObject({ name: 'CliError', exitCode: EXIT.usage, message: '--qemu gives VM c2 a socket path too long' });
     expect([events, kernel.removed]).toEqual([[], []]);
     expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
+  });
+});
+
+describe('link --keep-going whose VMMs refuse: the progress of its NICs', () => {
+  it('counts the NICs of a VM that failed as tried and failed, and says its undo, so that the line moves on failures as on successes', async () => {
+    const [c1, c2, c3] = CLIENTS as [VmName, VmName, VmName];
+    const refusing: VmmPort = { ...NO_VMM, attach: async (_kind, vm) => (vm === c2 ? Promise.reject(new Error(`cannot connect to QMP socket of ${vm}`)) : true) };
+    const events: LinkProgressEvent[] = [];
+    const outcome = await linkVmsKeepGoing(CLIENTS, { ...options(), attach: parseAttachChoice(['none', `${c1}=qemu`, `${c2}=qemu`, `${c3}=qemu`]), vmm: refusing, progress: (event) => void events.push(event) });
+    expect(outcome.failed.map(({ vm }) => vm)).toEqual([c2]);
+    expect(events.filter((event) => event.phase === 'vmm')).toEqual([
+      { phase: 'vmm', done: 1, total: 3, failed: 0 },
+      { phase: 'vmm', done: 2, total: 3, failed: 1, undoing: c2 },
+      { phase: 'vmm', done: 2, total: 3, failed: 1 },
+      { phase: 'vmm', done: 3, total: 3, failed: 1 },
+    ]);
+    expect(events.filter((event) => event.phase === 'vmm').map(linkProgressLine)).toEqual([
+      'linking: 1 of 3 NICs hot-plugged',
+      'linking: 2 of 3 NICs tried, 1 failed, undoing c2',
+      'linking: 2 of 3 NICs tried, 1 failed',
+      'linking: 3 of 3 NICs tried, 1 failed',
+    ]);
   });
 });
