@@ -33,6 +33,7 @@ import {
   type LeftDownLink,
   type LeftLink,
   type LinkProgressEvent,
+  type TakeDownProgressEvent,
   type LinkReport,
   type LinkerOptions,
   type ListedLink,
@@ -687,6 +688,38 @@ const PROGRESS_TEXT: Readonly<Record<LinkProgressEvent['phase'], (done: number, 
 export function linkProgressLine({ phase, done, total, failed = 0, undoing }: LinkProgressEvent): string {
   if (phase !== 'vmm' || (failed === 0 && undoing === undefined)) return PROGRESS_TEXT[phase](done, total);
   return `linking: ${done} of ${total} NICs tried, ${failed} failed${undoing === undefined ? '' : `, undoing ${undoing}`}`;
+}
+
+/**
+ * The progress line of `unlink` for an event: NICs asked out of their VMMs, then the links'
+ * devices being deleted, a kernel request that takes seconds for hundreds of links, with the
+ * seconds it has taken so far (`seconds`, once there is one).
+ */
+export function unlinkProgressLine(vm: string, event: TakeDownProgressEvent, seconds = 0): string {
+  if (event.phase === 'detach') return `unlinking ${vm}: ${event.done} of ${event.total} NICs asked out of their VMMs`;
+  return `unlinking ${vm}: deleting the ${event.devices} devices of its ${event.links} links${seconds > 0 ? ` (${seconds} s)` : ''}`;
+}
+
+/**
+ * `unlink`'s progress line (of a take-down of several links: one goes in an instant), redrawn
+ * each second while the devices are deleted; `stop` ends that (the caller erases the line).
+ */
+function unlinkProgress(vm: string, progress: Progress): { readonly told: (event: TakeDownProgressEvent) => void; stop(): void } {
+  let ticker: NodeJS.Timeout | undefined;
+  const stop = (): void => {
+    clearInterval(ticker);
+    ticker = undefined;
+  };
+  const told = (event: TakeDownProgressEvent): void => {
+    if (event.links < 2) return;
+    stop();
+    progress.update(unlinkProgressLine(vm, event));
+    if (event.phase !== 'delete') return;
+    const started = performance.now();
+    ticker = setInterval(() => progress.update(unlinkProgressLine(vm, event, Math.floor((performance.now() - started) / 1000))), 1000);
+    ticker.unref();
+  };
+  return { told, stop };
 }
 
 function linkProgressText(progress: Progress): (event: LinkProgressEvent) => void {
@@ -1486,7 +1519,14 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       // What its lines tell the operator to run carries this run's options, its --attach too (printed-command.ts), its device prefix as the state gives it.
       const given = { ...givenOptions(flags, command, env), devicePrefix: state.devicePrefix };
       const commands: PrintedCommands = { unlink: (vm, words) => unlinkCommand(vm, words, given, given.attach), link: (pinned) => linkCommand([name], given, pinned), relink: (client, pinned) => linkCommand([client], { ...given, attach: [] }, pinned) };
-      const options = { ...state, ...lockWaitOf(flags, env, command), attach, vmm: vmmFactory(attach, flags), commands };
+      // Many links take seconds to go: on a terminal, a line that says how far it has got (as link's).
+      const progress: Progress = flags.json !== true ? terminalProgress() : NO_PROGRESS;
+      const taking = unlinkProgress(name, progress);
+      const endProgress = (): void => {
+        taking.stop();
+        progress.done();
+      };
+      const options = { ...state, ...lockWaitOf(flags, env, command), attach, vmm: vmmFactory(attach, flags), commands, onTakeDownProgress: taking.told };
       // Before the lock, which would make it.
       requireNamedStateDir(options.stateDir, options.stateDirSource);
       // The default one missing (a fresh host) records no links: said as unlinkVm says it, without
@@ -1499,11 +1539,16 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         'unlink',
         'nothing was taken down',
         // Once it holds the lock: NICs detached, devices deleted (a kernel bulk delete goes on
-        // without it), the state not yet written; the same unlink finishes it.
-        (signal) =>
-          `unlink interrupted by ${signal}: its take-down may be partly done (NICs detached, devices deleted, the kernel finishing a deletion begun) ` +
-          `while the state may still record ${name}'s links as before: run ${commands.unlink(name, [...(forget ? ['--forget'] : []), ...(flags.force === true ? ['--force'] : [])])} again to finish it`,
-        (wait) => unlinkVm(name, { forget, force: flags.force === true }, { ...options, ...wait }),
+        // without it), the state not yet written; the same unlink finishes it. (The progress
+        // line erased first: the line starts a line of its own.)
+        (signal) => {
+          endProgress();
+          return (
+            `unlink interrupted by ${signal}: its take-down may be partly done (NICs detached, devices deleted, the kernel finishing a deletion begun) ` +
+            `while the state may still record ${name}'s links as before: run ${commands.unlink(name, [...(forget ? ['--forget'] : []), ...(flags.force === true ? ['--force'] : [])])} again to finish it`
+          );
+        },
+        (wait) => unlinkVm(name, { forget, force: flags.force === true }, { ...options, ...wait }).finally(endProgress),
         (error: unknown) => {
           // A take-down stopped part-way: its line says what it had done; after it, the line of
           // each VMM that did not detach a NIC whose tap and bridge it deleted, as where --force

@@ -16,7 +16,7 @@ import type { PlanMade } from '../../host/netlink-devices.js';
 import { StateStoreError, loadState, saveState, withStateLock } from '../../host/state-store.js';
 import { recordedPrefixesOf } from '../../host/state-prefix.js';
 import { CliError, EXIT, runCli } from '../../shared/cli/run-cli.js';
-import { leftDownLine, linkCommands, linkProgressLine } from '../../host/link-commands.js';
+import { leftDownLine, linkCommands, linkProgressLine, unlinkProgressLine } from '../../host/link-commands.js';
 import { isLinkUsageError } from '../../host/exit-codes.js';
 import { linkAllKeepGoing, linkVmsKeepGoing } from '../../host/link-keep-going.js';
 import { collectGarbage, unlinkVm } from '../../host/link-take-down.js';
@@ -4967,5 +4967,52 @@ describe('link --keep-going whose VMMs refuse: the progress of its NICs', () => 
       'linking: 2 of 3 NICs tried, 1 failed',
       'linking: 3 of 3 NICs tried, 1 failed',
     ]);
+  });
+});
+
+describe('unlink of several links on a terminal', () => {
+  /** `spectrum-link unlink` with these arguments, in process, stderr a terminal (or not): its exit code and what it wrote, in order. */
+  async function unlinkOnTerminal(args: readonly string[], isTTY = true): Promise<{ code: number; written: string }> {
+    let written = '';
+    const out = vi.spyOn(process.stdout, 'write').mockImplementation((chunk) => ((written += String(chunk)), true));
+    const err = vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => ((written += String(chunk)), true));
+    const tty = Object.getOwnPropertyDescriptor(process.stderr, 'isTTY');
+    Object.defineProperty(process.stderr, 'isTTY', { value: isTTY, configurable: true, writable: true });
+    try {
+      const program = new Command('spectrum-link');
+      for (const command of linkCommands({}, () => NO_VMM)) program.addCommand(command);
+      const code = await runCli(program, ['unlink', '--state-dir', stateDir, '--device-prefix', 'sn', ...args]);
+      return { code, written };
+    } finally {
+      out.mockRestore();
+      err.mockRestore();
+      if (tty === undefined) delete (process.stderr as { isTTY?: boolean }).isTTY;
+      else Object.defineProperty(process.stderr, 'isTTY', tty);
+    }
+  }
+
+  it('says how far it has got on one line, as link does, erased before the links it took down', async () => {
+    await linkVms(CLIENTS, options());
+    const { code, written } = await unlinkOnTerminal([NETVM]);
+    expect(written).toContain(`\r\x1b[2Kunlinking netvm: deleting the 9 devices of its 3 links`);
+    const screen = terminalScreen(written).filter((line) => line !== '');
+    expect({ code, screen }).toEqual({ code: 0, screen: CLIENTS.map((client) => expect.stringMatching(new RegExp(`^unlinked ${client} -> netvm \\(id \\d+, kept\\)$`))) });
+  });
+
+  it('draws none with --json, where stderr is no terminal, nor for one link', async () => {
+    await linkVms(CLIENTS, options());
+    expect((await unlinkOnTerminal([NETVM, '--json'])).written).not.toContain('unlinking');
+    await linkVms(CLIENTS, options());
+    expect((await unlinkOnTerminal([NETVM], false)).written).not.toContain('unlinking');
+    await linkVms(CLIENTS, options());
+    const [c1] = CLIENTS as [VmName];
+    const one = await unlinkOnTerminal([c1]);
+    expect({ code: one.code, written: one.written }).toEqual({ code: 0, written: expect.stringMatching(/^unlinked c1 -> netvm \(id \d+, kept\)\n$/) });
+  });
+
+  it('gives the seconds the deletion has taken, once it has taken one, and what goes before it: NICs asked out of their VMMs', () => {
+    expect(unlinkProgressLine('netvm', { phase: 'detach', done: 12, total: 302, links: 302 })).toBe('unlinking netvm: 12 of 302 NICs asked out of their VMMs');
+    expect(unlinkProgressLine('netvm', { phase: 'delete', devices: 906, links: 302 })).toBe('unlinking netvm: deleting the 906 devices of its 302 links');
+    expect(unlinkProgressLine('netvm', { phase: 'delete', devices: 906, links: 302 }, 3)).toBe('unlinking netvm: deleting the 906 devices of its 302 links (3 s)');
   });
 });
