@@ -3,6 +3,7 @@
 // link-listing.ts (list, show).
 import { Command, Option } from 'commander';
 import { NO_PROGRESS, type Progress, terminalProgress } from '../shared/cli/progress.js';
+import { refuseRepeatedValues } from '../shared/cli/single-value.js';
 import { directoryOption } from '../shared/cli/directory-option.js';
 import { exitOnSignals, interruptOnSignals, signalExitCode } from '../shared/cli/interruption.js';
 import { integerOption } from '../shared/cli/integer-option.js';
@@ -1724,5 +1725,6 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       if (first !== undefined) throw new CliError(first, EXIT.failure, rest, 'lines');
     });
 
-  return [link, unlink, list, show, gc];
+  // An option of one value given twice with different values is refused, as --attach's modes are.
+  return [link, unlink, list, show, gc].map((command) => refuseRepeatedValues(command, ['--attach']));
 }

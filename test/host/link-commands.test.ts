@@ -210,6 +210,32 @@ describe('spectrum-link linker commands', () => {
     }
   });
 
+  it.each(Object.keys(OWN_OPTIONS))('%s refuses an option of one value given twice with different values, in one line, exit 2, nothing run; the same value twice is taken', async (name) => {
+    const scalar = (OWN_OPTIONS[name] ?? []).filter((option) => option !== '--attach' && withValue(option).length === 2);
+    expect(scalar.length).toBeGreaterThan(0);
+    for (const option of scalar) {
+      const first = VALUE[option] ?? '/tmp/x';
+      const second = option === '--mtu' ? '1500' : option === '--vmm-timeout' ? '5000' : option === '--lock-wait' ? '0' : `${first}2`;
+      const args = [name, ...(argumentsOf[name] ?? []), option, first, option, second];
+      const err = `spectrum-link: ${option} "${first}" and ${option} "${second}" give two values: keep one\n`;
+      expect(await parse(args), args.join(' ')).toEqual({ code: EXIT.usage, out: '', err, ran: false });
+      const same = [name, ...(argumentsOf[name] ?? []), option, first, `${option}=${first}`];
+      expect(await parse(same), same.join(' ')).toEqual({ code: EXIT.ok, out: '', err: '', ran: true });
+    }
+  });
+
+  it('check refuses two different --config-dir values as link does', async () => {
+    const program = new Command('spectrum-link').addCommand(checkCommand({}).action(() => undefined));
+    let err = '';
+    const stderr = vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => ((err += String(chunk)), true));
+    try {
+      const code = await runCli(program, ['check', 'appvm-lynx', '--config-dir', '/a', '--config-dir', '/b']);
+      expect({ code, err }).toEqual({ code: EXIT.usage, err: 'spectrum-link: --config-dir "/a" and --config-dir "/b" give two values: keep one\n' });
+    } finally {
+      stderr.mockRestore();
+    }
+  });
+
   it('collects repeated --attach values in order, starting from nothing', () => {
     const parse = (args: readonly string[]): unknown => {
       let attach: unknown;
