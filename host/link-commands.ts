@@ -146,7 +146,7 @@ function linkerOptionsOf(env: Env) {
       ).default(env[DEVICE_PREFIX_ENV] || DEFAULT_DEVICE_PREFIX, `$${DEVICE_PREFIX_ENV}, else the one the state records, else ${DEFAULT_DEVICE_PREFIX}`),
     // An empty variable is no prefix, as none is.
     netnsPrefix: () =>
-      new Option('--netns-prefix <prefix>', 'netns attach: VM v lives in network namespace <prefix>v').default(env[NETNS_PREFIX_ENV] ?? '', `$${NETNS_PREFIX_ENV} or none`),
+      new Option('--netns-prefix <prefix>', 'netns attach: VM v lives in network namespace <prefix>v').default(env[NETNS_PREFIX_ENV] ?? '', `$${NETNS_PREFIX_ENV}, else the one the state records, else none`),
     // No default value: a link given no --mtu keeps the MTU it records (LinkerOptions.mtu).
     mtu: () =>
       new Option(
@@ -160,7 +160,7 @@ function linkerOptionsOf(env: Env) {
       new Option(
         '--vmm-timeout <ms>',
         `bound on each VMM request, and on waiting for a guest to release a NIC: ${VMM_TIMEOUT_MIN_MS} to ${VMM_TIMEOUT_MAX_MS}; a NIC's whole attach, and its whole detach, gets twice it`,
-      ).default('5000'),
+      ).default('5000', '5000'),
     qemuBus: () => new Option('--qemu-bus <id>', 'QEMU bus to hot-plug into (q35: a free pcie-root-port)'),
     lockWait: () =>
       new Option('--lock-wait <seconds>', `how long to wait for another spectrum-link that holds the state lock: ${LOCK_WAIT_MIN_S} (not at all) to ${LOCK_WAIT_MAX_S}`).default(
@@ -1255,7 +1255,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
     .option('--all', 'link every VM of the config dir that has providers')
     .option(
       '--keep-going',
-      'link every VM that can be: a VM that fails (its config, the kernel, its VMM, bad input such as a VMM socket path too long) is undone alone and reported; exits 2 if any failed by bad input, else 1 if any failed',
+      'link every VM that can be: a VM that fails (its config, the kernel, its VMM, bad input such as a VMM socket path too long) is undone alone and reported; exits 70 if any failed by a bug, else 2 if any failed by bad input, else 1 if any failed',
     )
     .action(async (names: string[], flags: LinkFlags, command: Command) => {
       const attach = parseAttachChoice(flags.attach);

@@ -102,10 +102,16 @@ describe('spectrum-link linker commands', () => {
       '--config-dir': '(default: $SPECTRUM_CONFIG_DIR or /ext/svc/data)',
       '--state-dir': '(default: $SPECTRUM_STATE_DIR or /var/lib/spectrum-link)',
       '--device-prefix': '(default: $SPECTRUM_DEVICE_PREFIX, else the one the state records, else sn)',
-      '--netns-prefix': '(default: $SPECTRUM_NETNS_PREFIX or none)',
+      '--netns-prefix': '(default: $SPECTRUM_NETNS_PREFIX, else the one the state records, else none)',
       '--lock-wait': '(default: $SPECTRUM_LOCK_WAIT or 600)',
     };
     for (const [option, text] of Object.entries(expected)) if ((OWN_OPTIONS[name] ?? []).includes(option)) expect(help, option).toContain(text);
+  });
+
+  it('link --help says --keep-going\'s exit codes as the README does (70 for a VM failed by a bug outranks 2), and --vmm-timeout\'s default as a number, unquoted', () => {
+    const help = named('link').helpInformation().replace(/\s+/g, ' ');
+    expect(help).toContain('exits 70 if any failed by a bug, else 2 if any failed by bad input, else 1 if any failed');
+    for (const name of ['link', 'unlink']) expect(named(name).helpInformation().replace(/\s+/g, ' '), name).toContain('gets twice it (default: 5000)');
   });
 
   it('check, link and show describe --config-dir in the same words', () => {
