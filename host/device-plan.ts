@@ -99,12 +99,21 @@ export interface BridgeSetting {
   readonly flag?: true;
   /** The words `ip -d link` says its values as (a port's STP state: `disabled` for 0, ...), where it says words. */
   readonly words?: readonly string[];
+  /** Whether `ip` says it in hexadecimal (a bridge's group_fwd_mask: 0x8). */
+  readonly hex?: true;
+  /** Whether its value is a device's ifindex (a port's backup_port, a port of the same bridge), 0 for none: said by the device's name where known, `none` for 0. */
+  readonly device?: true;
 }
 
 /**
  * The bridge settings a link's bridge keeps as the kernel makes a bridge (spectrum-link sets none
  * of them): STP off (on, a port joined anew forwards nothing for twice forward_delay), its
- * timers (in hundredths of a second, as `ip` gives them), no VLAN filtering.
+ * timers (in hundredths of a second, as `ip` gives them), no VLAN filtering; no link-local group
+ * forwarded (group_fwd_mask: 802.1X, LLDP frames of one VM would reach the other), multicast
+ * snooping on (off, every multicast frame floods); and no frame handed to the host's iptables,
+ * ip6tables and arptables (nf_call_*: those matter only with br_netfilter loaded, whose sysctls
+ * then send every bridge's frames there too; the kernel reports them wherever it is built with
+ * bridge netfilter, loaded or not, and one it does not report is not compared).
  */
 export const BRIDGE_SETTINGS: readonly BridgeSetting[] = [
   { name: 'stp_state', value: 0 },
@@ -113,6 +122,11 @@ export const BRIDGE_SETTINGS: readonly BridgeSetting[] = [
   { name: 'max_age', value: 2000 },
   { name: 'ageing_time', value: 30000 },
   { name: 'vlan_filtering', value: 0 },
+  { name: 'group_fwd_mask', value: 0, hex: true },
+  { name: 'mcast_snooping', value: 1 },
+  { name: 'nf_call_iptables', value: 0 },
+  { name: 'nf_call_ip6tables', value: 0 },
+  { name: 'nf_call_arptables', value: 0 },
 ];
 
 /** A port's STP state (IFLA_BRPORT_STATE) as `ip -d link` says it, by its value (BR_STATE_*). */
@@ -126,7 +140,11 @@ const PORT_STATES = ['disabled', 'listening', 'learning', 'forwarding', 'blockin
  * port's state is observed only where its device runs (link-message.ts), compared only where its
  * bridge is up (portSettingsChanged), and put back after the bridge's STP went off (foreignOnBridge
  * before the ports' steps). `locked` on lets through only senders with an entry in the bridge's
- * table that no learning makes: the link carries nothing once the ones there age out.
+ * table that no learning makes: the link carries nothing once the ones there age out; `mab` on
+ * (Linux 6.2 on: an older kernel reports none) makes such entries for senders, locked, that
+ * someone else is to unlock. `backup_port` (the ifindex of another port of the bridge, 0 none:
+ * the kernel reports none where a port has none) sends a port's frames there once its carrier
+ * goes: to the other VM's side, or to a foreign port.
  */
 export const PORT_SETTINGS: readonly BridgeSetting[] = [
   { name: 'state', value: 3, words: PORT_STATES },
@@ -142,6 +160,8 @@ export const PORT_SETTINGS: readonly BridgeSetting[] = [
   { name: 'neigh_suppress', value: 0, flag: true },
   { name: 'isolated', value: 0, flag: true },
   { name: 'locked', value: 0, flag: true },
+  { name: 'mab', value: 0, flag: true },
+  { name: 'backup_port', value: 0, device: true },
 ];
 
 /** A setting found other than a new bridge (or port) has it: its name, the value found, the one it gets back. */
@@ -168,16 +188,29 @@ export function portSettingsChanged(settings: Readonly<Record<string, number>> |
   return settingsChanged(PORT_SETTINGS, settings).filter(({ name }) => bridgeUp || name !== 'state');
 }
 
-/** A setting's value as `ip -d link` says it: on/off for a flag, a port's STP state by its word. */
-export function settingText(table: readonly BridgeSetting[], name: string, value: number): string {
+/**
+ * A setting's value as `ip -d link` says it: on/off for a flag, a port's STP state by its word, a
+ * mask in hexadecimal, a device by its name (`deviceName`, where known; else by its ifindex) or
+ * `none` for 0.
+ */
+export function settingText(table: readonly BridgeSetting[], name: string, value: number, deviceName?: string): string {
   const setting = table.find((entry) => entry.name === name);
   if (setting?.flag === true) return value === 0 ? 'off' : 'on';
+  // As printf's %#x, which ip uses: 0 bare, any other with 0x.
+  if (setting?.hex === true) return value === 0 ? '0' : `0x${value.toString(16)}`;
+  if (setting?.device === true) return value === 0 ? 'none' : (deviceName ?? `ifindex ${value}`);
   return setting?.words?.[value] ?? String(value);
 }
 
-/** A setting's value as `ip link set` takes it: a number but for a flag (on/off; `ip` takes no state word before iproute2 6.2). */
-const settingArgument = (table: readonly BridgeSetting[], name: string, value: number): string =>
-  table.find((entry) => entry.name === name)?.flag === true ? (value === 0 ? 'off' : 'on') : String(value);
+/**
+ * A setting as `ip link set` takes it: its name and a number but for a flag (on/off; `ip` takes no
+ * state word before iproute2 6.2); a device setting put back to none as its no- word (nobackup_port).
+ */
+const settingWords = (table: readonly BridgeSetting[], name: string, value: number): string[] => {
+  const setting = table.find((entry) => entry.name === name);
+  if (setting?.device === true && value === 0) return [`no${name}`];
+  return [name, setting?.flag === true ? (value === 0 ? 'off' : 'on') : String(value)];
+};
 
 /** A port of a bridge, as observed: its name and the ifindex it had. */
 export interface PortSeen {
@@ -297,7 +330,7 @@ export function stepText(step: DeviceStep): string {
     case 'bridge-settings':
     case 'port-settings': {
       const [kind, table] = step.op === 'bridge-settings' ? ['bridge', BRIDGE_SETTINGS] : ['bridge_slave', PORT_SETTINGS];
-      const words = Object.entries(step.settings).flatMap(([name, value]) => [name, settingArgument(table, name, value)]);
+      const words = Object.entries(step.settings).flatMap(([name, value]) => settingWords(table, name, value));
       return ['ip', 'link', 'set', 'dev', step.name, 'type', kind, ...words].join(' ');
     }
     case 'disable-ipv6':
@@ -495,12 +528,19 @@ function settingsStep(op: 'bridge-settings' | 'port-settings', device: ObservedD
 
 /**
  * A port that stays on its link's bridge (seen there: one joining anew gets a new port's
- * settings) with settings other than a new port's: the step that puts them back.
+ * settings) with settings other than a new port's: the steps that put them back. Its STP state
+ * goes back in a step of its own, after the others: a port whose device stops running (its
+ * carrier lost) after the plan looked is refused any state but disabled (ENETDOWN), which the
+ * kernel holds it in until it runs again, and then, STP off, forwards on it by itself. That
+ * refusal counts as done (netlink-devices.ts), and in a step with the other settings it would
+ * stop those the kernel sets after the state (br_setport).
  */
 function portSettingsSteps(connection: DesiredConnection, seen: ObservedDevice | undefined, bridge: ObservedDevice | undefined): DeviceStep[] {
   if (seen?.master !== connection.bridge) return [];
   const changed = portSettingsChanged(seen.settings, bridge?.kind === DEVICE_KIND.bridge && bridge.up);
-  return changed.length === 0 ? [] : [settingsStep('port-settings', seen, changed)];
+  const others = changed.filter(({ name }) => name !== 'state');
+  const state = changed.filter(({ name }) => name === 'state');
+  return [...(others.length === 0 ? [] : [settingsStep('port-settings', seen, others)]), ...(state.length === 0 ? [] : [settingsStep('port-settings', seen, state)])];
 }
 
 interface PlanBuilder {
@@ -599,11 +639,16 @@ export function foreignChanged(connections: readonly DesiredConnection[], plan: 
     // A set step with a master other than the connection's is a foreign port moved to its own bridge (foreignOnBridge).
     const movedHome = steps.flatMap((step) => (step.op === 'set' && step.change.master !== undefined && step.change.master !== connection.bridge ? [{ device: step.name, bridge: step.change.master }] : []));
     const addressesRemoved = steps.flatMap((step) => (step.op === 'delete-address' ? [addressText({ family: 4, ...step })] : []));
-    const settingsPutBack = steps.flatMap((step) => {
-      if (step.op !== 'bridge-settings' && step.op !== 'port-settings') return [];
+    // A port's STP state goes back in a step of its own (portSettingsSteps): said with its other settings.
+    const settingsPutBack: { device: string; settings: string[] }[] = [];
+    for (const step of steps) {
+      if (step.op !== 'bridge-settings' && step.op !== 'port-settings') continue;
       const table = step.op === 'bridge-settings' ? BRIDGE_SETTINGS : PORT_SETTINGS;
-      return [{ device: step.name, settings: Object.entries(step.settings).map(([name, value]) => `${name} ${settingText(table, name, value)}`) }];
-    });
+      const settings = Object.entries(step.settings).map(([name, value]) => `${name} ${settingText(table, name, value)}`);
+      const said = settingsPutBack.find(({ device }) => device === step.name);
+      if (said === undefined) settingsPutBack.push({ device: step.name, settings });
+      else said.settings.push(...settings);
+    }
     if (released.length + addressesRemoved.length + settingsPutBack.length + movedHome.length === 0) return null;
     return { bridge: connection.bridge, released, ...(releasedFromLink.length > 0 && { releasedFromLink }), ...(movedHome.length > 0 && { movedHome }), addressesRemoved, settingsPutBack };
   });
@@ -646,6 +691,12 @@ export interface PlanOptions {
    * else off (said with it: a release step's homeBridge).
    */
   readonly homeBridges?: ReadonlyMap<string, string>;
+  /**
+   * The side devices of links the run makes in other plans (link --all's other chunks): one found
+   * on a bridge of this plan's is left to its own plan's steps, as a side device of this plan's
+   * other connections is (never released nor moved home by this plan: said by none).
+   */
+  readonly runSideDevices?: ReadonlySet<string>;
 }
 
 /** The steps that make every connection's devices exist exactly as desired. */
@@ -655,7 +706,7 @@ export function planDevices(connections: readonly DesiredConnection[], observed:
   const hostSteps: DeviceStep[][] = [];
   // A side device of another connection of the plan found on this one's bridge is none to take
   // off: its own steps put it on its bridge (a release after them would take it off that one).
-  const sideDevices = new Set(connections.flatMap((c) => [c.client.device, c.provider.device]));
+  const sideDevices = new Set([...connections.flatMap((c) => [c.client.device, c.provider.device]), ...(options.runSideDevices ?? [])]);
   for (const connection of connections) {
     const steps: DeviceStep[] = [];
     plan.hostSteps = steps;

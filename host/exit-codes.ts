@@ -20,7 +20,7 @@ export const LINK_EXIT_CODES: ErrorExitCodes = [
   [AttachModeError, EXIT.usage],
   [StateStoreError, EXIT.usage, ['state-dir-missing']],
   [ConfigError, EXIT.usage, ['named-config-dir-missing']],
-  [LinkerError, EXIT.usage, ['vmm-socket-unrecordable', 'device-prefix-mismatch', 'netns-prefix-mismatch', 'unrecorded-devices', 'no-state']],
+  [LinkerError, EXIT.usage, ['vmm-socket-unrecordable', 'device-prefix-mismatch', 'netns-prefix-mismatch', 'netns-not-lasting', 'unrecorded-devices', 'no-state']],
 ];
 
 /**

@@ -413,9 +413,9 @@ function onBridgeLines({ ports, addresses, uppers }: BridgeForeign, bridge: stri
 }
 
 /** What `list` and `show` say, under a link, of a setting of its bridge or of a port of it there other than a new one has. */
-function settingOffLine({ device, setting, value, expected }: SettingOff, bridge: string): string {
+function settingOffLine({ device, setting, value, expected, valueDevice }: SettingOff, bridge: string): string {
   const table = device === bridge ? BRIDGE_SETTINGS : PORT_SETTINGS;
-  return `  ${device} has ${setting} ${settingText(table, setting, value)}, not ${settingText(table, setting, expected)} (link puts it back)`;
+  return `  ${device} has ${setting} ${settingText(table, setting, value, valueDevice === undefined ? undefined : shownPath(valueDevice))}, not ${settingText(table, setting, expected)} (link puts it back)`;
 }
 
 /** Whether anything is on a link's bridge that is none of the link's. */
@@ -876,13 +876,13 @@ async function interruptibleLockWait<T>(
   run: (wait: { signal: AbortSignal; onLockHeld: () => void; onTakeDownBegun: () => void; onUnlockFailed: (failure: StateStoreError) => void }) => Promise<T>,
   said: (error: unknown) => unknown = (error) => error,
 ): Promise<{ done: T; unreleased: readonly StateStoreError[] }> {
-  const interruption = interruptOnSignals('spectrum-link', nothing, process.stderr, { hangup: true });
+  const interruption = interruptOnSignals('spectrum-link', nothing, process.stderr, { hangup: true, untilExit: true });
   let exiting: { dispose(): void } | undefined;
   // Under the lock, reading the state and listing devices changes nothing: a signal then says so.
   let begun = false;
   const onLockHeld = (): void => {
     interruption.dispose();
-    exiting ??= exitOnSignals('spectrum-link', (signal) => oneLine(begun ? held(signal) : `${name} interrupted by ${signal} before it changed anything: ${nothing}`), process.stderr, { hangup: true });
+    exiting ??= exitOnSignals('spectrum-link', (signal) => oneLine(begun ? held(signal) : `${name} interrupted by ${signal} before it changed anything: ${nothing}`), process.stderr, { hangup: true, untilExit: true });
   };
   const unlockFailures: StateStoreError[] = [];
   try {
@@ -902,6 +902,7 @@ async function interruptibleLockWait<T>(
       unlockFailures.map((unreleased) => unreleased.message),
     );
   } finally {
+    // The result is decided: a signal from here to exit is ignored (untilExit).
     interruption.dispose();
     exiting?.dispose();
   }
@@ -929,7 +930,7 @@ function interruptedVmByVm(signal: NodeJS.Signals, interrupted: NonNullable<Keep
 
 /**
  * What is said after the failure of a `link` that a signal interrupted while it failed and undid
- * the run: the undo went on to its end (a second signal would have cut it short, saying so).
+ * the run: the undo went on to its end (a second SIGINT would have cut it short, saying so).
  * `linkedStay`: a `link --keep-going` whose passes VM by VM (hot-plugging NICs, or linking one by
  * one) had linked VMs (printed), which stay; where a bug (`bug`) stopped it so, it may have cut
  * short what it did then (a VM's undo, say), and left what it had made for the VMs not linked:
@@ -1279,9 +1280,14 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       // A bulk link takes seconds: on a terminal, a line that says how far it has got.
       const progress: Progress = flags.json !== true && (flags.all === true || names.length > 1) ? terminalProgress() : NO_PROGRESS;
       // The first SIGINT, SIGTERM or SIGHUP (its terminal gone: an SSH session dropped) stops the
-      // run at its next safe point and undoes it, as a failure would; a second exits at once (not a
-      // SIGHUP again: a hangup comes twice).
-      const interruption = interruptOnSignals('spectrum-link', 'what this run made may be left over: run it again, and it converges', process.stderr, { hangup: true });
+      // run at its next safe point and undoes it, as a failure would; a second SIGINT (Ctrl-C
+      // again) exits at once, a SIGTERM or SIGHUP after the first is said and the undo finishes:
+      // logind and a dropped SSH session send both close together, from no operator.
+      const interruption = interruptOnSignals('spectrum-link', 'what this run made may be left over: run it again, and it converges', process.stderr, {
+        hangup: true,
+        goesOn: 'the undo (or the run, past its last safe point) goes on to its end',
+        untilExit: true,
+      });
       let outcome: KeepGoingOutcome;
       // `link --all`'s VMs and the config dir as the run linked them.
       let all: AllVms | undefined;
@@ -1453,6 +1459,8 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         if ((isStateFailure(error) || isLinkBug(error)) && interruption.received !== undefined) throw interruptedUndoingError(error, interruption.received, undoLines());
         throw withLeftDown(error, undoLines());
       } finally {
+        // The result is decided: a signal from here to exit is ignored (untilExit), not let kill
+        // the run as it says what it did.
         interruption.dispose();
         progress.done();
       }
@@ -1623,7 +1631,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       });
       // `changedSettings` only where there are any, as `offBridge`.
       const changedSettings = ({ settingsOff }: ListedLink): Record<string, unknown> =>
-        settingsOff.length === 0 ? {} : { changedSettings: settingsOff.map(({ device, setting, value, expected }) => ({ device, setting, value, expected })) };
+        settingsOff.length === 0 ? {} : { changedSettings: settingsOff.map(({ device, setting, value, expected, valueDevice }) => ({ device, setting, value, expected, ...(valueDevice !== undefined && { valueDevice }) })) };
       // After the link's fields, linked or not: whether it is there and linked, and what of it is not as link leaves it.
       const seen = (entry: ListedLink): Record<string, unknown> => ({
         present: entry.present,

@@ -10,7 +10,7 @@
 // makes the pair anew. Pure: the devices come in as the kernel reported them.
 import type { AttachMode } from './attach-mode.js';
 import type { DeviceRole, LinkDeviceNames } from './device-names.js';
-import { BRIDGE_SETTINGS, DEVICE_KIND, type ObservedDevice, type SettingChanged, addressText, portSettingsChanged, settingsChanged } from './device-plan.js';
+import { BRIDGE_SETTINGS, DEVICE_KIND, type ObservedDevice, PORT_SETTINGS, type SettingChanged, addressText, portSettingsChanged, settingsChanged } from './device-plan.js';
 import type { LinkAttachment } from './link-state.js';
 
 /**
@@ -182,6 +182,8 @@ export interface SettingOff {
   readonly setting: string;
   readonly value: number;
   readonly expected: number;
+  /** Of a setting whose value is a device's ifindex (a port's backup_port), that device's name, where one here has it. */
+  readonly valueDevice?: string;
 }
 
 /**
@@ -189,9 +191,14 @@ export interface SettingOff {
  * of its ports on it (PORT_SETTINGS) other than a new bridge and port have: as `list` and `show`
  * flag them (`link` puts them back). None where a device is missing or foreign.
  */
-export function settingsOff(names: LinkDeviceNames, seen: Pick<LinkDevicesSeen, 'devicesThere'>, host: ReadonlyMap<string, Pick<ObservedDevice, 'master' | 'settings' | 'up'>>): SettingOff[] {
+export function settingsOff(names: LinkDeviceNames, seen: Pick<LinkDevicesSeen, 'devicesThere'>, host: ReadonlyMap<string, Pick<ObservedDevice, 'index' | 'master' | 'settings' | 'up'>>): SettingOff[] {
   if (!seen.devicesThere) return [];
-  const off = (device: string, changed: readonly SettingChanged[]): SettingOff[] => changed.map(({ name, value, expected }) => ({ device, setting: name, value, expected }));
+  const nameOf = (index: number): string | undefined => [...host].find(([, device]) => device.index === index)?.[0];
+  const off = (device: string, changed: readonly SettingChanged[]): SettingOff[] =>
+    changed.map(({ name, value, expected }) => {
+      const valueDevice = PORT_SETTINGS.find((setting) => setting.name === name)?.device === true && value !== 0 ? nameOf(value) : undefined;
+      return { device, setting: name, value, expected, ...(valueDevice !== undefined && { valueDevice }) };
+    });
   const bridgeUp = host.get(names.bridge)?.up === true;
   const ports = [names.client, names.provider].filter((port) => host.get(port)?.master === names.bridge);
   return [

@@ -62,6 +62,7 @@ import {
 } from './linker.js';
 import { deleteNamespaces, undoDevices } from './netlink-devices.js';
 import { assertNetnsPrefixUsable, assertNoUnrecordedDevices, loadLinkRunState } from './state-prefix.js';
+import { assertRunNamespacesLast } from './netns-lasting.js';
 import { StateStoreError, stateDirAbsent } from './state-store.js';
 import type { VmName } from './vm-name.js';
 import { vmName } from './vm-name.js';
@@ -456,6 +457,8 @@ async function keepGoingPasses(vms: readonly VmName[], options: LinkerOptions, s
   const kept = await runKeptAttach(partition.valid, snapshot, before, options);
   // Another netns prefix than the state records: the whole run refused where a link of it would use it.
   assertNetnsPrefixUsable(netnsRefusal, partition.valid.flatMap((vm) => pairsOf(snapshot, vm)), kept);
+  // VM namespaces to add where they would not outlive the run (under ip netns exec): the whole run refused.
+  assertRunNamespacesLast(partition.valid.flatMap((vm) => pairsOf(snapshot, vm)), kept, options.netnsPrefix);
   // A VM at a VMM socket path an earlier VM of the run has (a template without {vm}), or the state records for another VM's side, fails alone.
   for (const [vm, error] of runSocketSharing(partition.valid, snapshot, kept, options, before)) failures.set(vm, error);
   const made = newRunDevices();

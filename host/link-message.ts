@@ -8,16 +8,22 @@ import { type DeviceAddress, type DeviceStep, type ObservedDevice, type PortSeen
 const IFLA_INFO_SLAVE_KIND = 4;
 const IFLA_INFO_SLAVE_DATA = 5;
 /** BRIDGE_SETTINGS (device-plan.ts) in a bridge's IFLA_INFO_DATA: IFLA_BR_* and their sizes. */
-const BRIDGE_ATTRIBUTES: Readonly<Record<string, { readonly type: number; readonly size: 1 | 4 }>> = {
+const BRIDGE_ATTRIBUTES: Readonly<Record<string, { readonly type: number; readonly size: 1 | 2 | 4 }>> = {
   forward_delay: { type: 1, size: 4 },
   hello_time: { type: 2, size: 4 },
   max_age: { type: 3, size: 4 },
   ageing_time: { type: 4, size: 4 },
   stp_state: { type: 5, size: 4 },
   vlan_filtering: { type: 7, size: 1 },
+  group_fwd_mask: { type: 9, size: 2 },
+  mcast_snooping: { type: 23, size: 1 },
+  /** Reported only by a kernel built with bridge netfilter (CONFIG_BRIDGE_NETFILTER), br_netfilter loaded or not. */
+  nf_call_iptables: { type: 36, size: 1 },
+  nf_call_ip6tables: { type: 37, size: 1 },
+  nf_call_arptables: { type: 38, size: 1 },
 };
-/** PORT_SETTINGS in a bridge port's IFLA_INFO_SLAVE_DATA: IFLA_BRPORT_* (u8 each). */
-const PORT_ATTRIBUTES: Readonly<Record<string, { readonly type: number; readonly size: 1 | 4 }>> = {
+/** PORT_SETTINGS in a bridge port's IFLA_INFO_SLAVE_DATA: IFLA_BRPORT_* (u8 each, but backup_port's ifindex). */
+const PORT_ATTRIBUTES: Readonly<Record<string, { readonly type: number; readonly size: 1 | 2 | 4 }>> = {
   state: { type: 1, size: 1 },
   hairpin: { type: 4, size: 1 },
   guard: { type: 5, size: 1 },
@@ -32,6 +38,10 @@ const PORT_ATTRIBUTES: Readonly<Record<string, { readonly type: number; readonly
   isolated: { type: 33, size: 1 },
   /** Linux 5.18 on: an older kernel reports none, and none is compared. */
   locked: { type: 39, size: 1 },
+  /** Linux 6.2 on, as locked. */
+  mab: { type: 40, size: 1 },
+  /** Reported only where the port has one (bridgeSettingsOf: 0 where it has none); 0 put back takes it away. */
+  backup_port: { type: 34, size: 4 },
 };
 import { ipv6Text } from '../shared/ipv6-text.js';
 import type { Program } from '../shared/rtnl-socket.js';
@@ -114,6 +124,11 @@ const KIND_DISABLE_IPV6 = 4;
  * so, and the program goes on as after one done.
  */
 const FLAG_GONE_GOES_ON = 0x100;
+/**
+ * A record kind's flag (rtnl.c's DOWN_GOES_ON): an RTM_NEWLINK refused with ENETDOWN (a port's
+ * STP state on a port whose device does not run) is said failed so, and the program goes on.
+ */
+const FLAG_DOWN_GOES_ON = 0x200;
 
 const text = new TextEncoder();
 
@@ -200,6 +215,13 @@ export class ProgramWriter {
     this.attributeHeader(type, 4);
     const at = this.reserve(4); // before this.view is read: reserving may replace the buffer
     this.view.setUint32(at, value >>> 0, true);
+  }
+
+  private u16Attribute(type: number, value: number): void {
+    this.attributeHeader(type, 2);
+    const at = this.reserve(2); // before this.view is read: reserving may replace the buffer
+    this.view.setUint16(at, value, true);
+    this.pad();
   }
 
   private u8Attribute(type: number, value: number): void {
@@ -304,7 +326,11 @@ export class ProgramWriter {
         // A bridge's own settings go in IFLA_INFO_DATA with its kind; a port's in IFLA_INFO_SLAVE_DATA (its master's).
         const bridge = step.op === 'bridge-settings';
         const table = bridge ? BRIDGE_ATTRIBUTES : PORT_ATTRIBUTES;
-        this.beginRecord(KIND_REQUEST);
+        // A port's STP state alone (the plan puts it back in a step of its own): refused as its
+        // device stopped running meanwhile (ENETDOWN), the kernel holds it disabled until it runs
+        // again, then forwards on it: the program goes on.
+        const stateAlone = !bridge && Object.keys(step.settings).join() === 'state';
+        this.beginRecord(KIND_REQUEST | (stateAlone ? FLAG_DOWN_GOES_ON : 0));
         this.beginMessage(RTM_NEWLINK, 0);
         this.ifinfomsg(step.index, false);
         this.beginNest(IFLA_LINKINFO);
@@ -314,6 +340,7 @@ export class ProgramWriter {
           const attribute = table[name];
           if (attribute === undefined) throw new Error(`ProgramWriter: no bridge setting ${name}`);
           if (attribute.size === 1) this.u8Attribute(attribute.type, value);
+          else if (attribute.size === 2) this.u16Attribute(attribute.type, value);
           else this.u32Attribute(attribute.type, value);
         }
         this.endNest();
@@ -489,13 +516,13 @@ export interface LinkInfo {
 }
 
 /** The settings of `table` found among these attributes (a bridge's IFLA_INFO_DATA, a port's IFLA_INFO_SLAVE_DATA). */
-function settingsOf(data: Uint8Array | undefined, table: Readonly<Record<string, { readonly type: number; readonly size: 1 | 4 }>>): Record<string, number> | null {
+function settingsOf(data: Uint8Array | undefined, table: Readonly<Record<string, { readonly type: number; readonly size: 1 | 2 | 4 }>>): Record<string, number> | null {
   if (data === undefined) return null;
   const attributes = attributesOf(data, 0, data.length);
   const found: Record<string, number> = {};
   for (const [name, { type, size }] of Object.entries(table)) {
     const payload = attributes.get(type);
-    const value = size === 1 ? payload?.[0] : (u32Of(payload) ?? undefined);
+    const value = size === 1 ? payload?.[0] : size === 2 ? (u16Of(payload) ?? undefined) : (u32Of(payload) ?? undefined);
     if (value !== undefined) found[name] = value;
   }
   return found;
@@ -533,6 +560,8 @@ function bridgeSettingsOf(info: Uint8Array | undefined, running: boolean): Recor
   if (stringOf(attributes.get(IFLA_INFO_SLAVE_KIND)) !== 'bridge') return null;
   const settings = settingsOf(attributes.get(IFLA_INFO_SLAVE_DATA), PORT_ATTRIBUTES);
   if (settings !== null && !running) delete settings.state;
+  // The kernel reports a backup port only where the port has one.
+  if (settings !== null) settings.backup_port ??= 0;
   return settings;
 }
 
@@ -576,6 +605,11 @@ function ipv6Of(afSpec: Uint8Array | undefined): { ipv6: boolean; ipv6LinkLocal:
     ipv6LinkLocal: attributes.get(IFLA_INET6_ADDR_GEN_MODE)?.[0] !== IN6_ADDR_GEN_MODE_NONE,
     ipv6Forwarding: (devconf(conf, DEVCONF_FORWARDING) ?? 0) !== 0,
   };
+}
+
+function u16Of(payload: Uint8Array | undefined): number | null {
+  if (payload === undefined || payload.length < 2) return null;
+  return new DataView(payload.buffer, payload.byteOffset, 2).getUint16(0, true);
 }
 
 function u32Of(payload: Uint8Array | undefined): number | null {

@@ -367,7 +367,11 @@ function takenDownText(reports: readonly LinkReport[], failures: readonly VmmDet
 export function notRecorded(said: string, reports: readonly LinkReport[], failures: readonly VmmDetachFailure[], error: unknown, again: string, idsKept = false, wereLinked = true): unknown {
   if (!(error instanceof StateStoreError)) return error;
   if (!wereLinked) {
-    // Only --forget changed the state: nothing was up to take down.
+    // Only --forget changed the state: nothing was up to take down. Once the file is renamed the
+    // ids are released (recorded so), only the dir's sync failed: another run finds no record.
+    if (error.kind === 'sync-failed') {
+      return new LinkerError('taken-down-not-recorded', `${said}its links were unlinked already, and their ids are released: ${error.message}: should a crash bring back their records, ${again}`, error);
+    }
     return new LinkerError('taken-down-not-recorded', `${said}its links were unlinked already; but then ${error.message}; so the state file still records their ids: once the state dir can be written, ${again}`, error);
   }
   const what = `${said}took down ${takenDownText(reports, failures)}`;
@@ -556,8 +560,14 @@ export async function collectGarbage(options: GcOptions): Promise<string[]> {
     // link done by then; where it is not, no link into it made them.
     if (stateDirAbsent(options.stateDir)) throw noStateFile(options);
     return underCommandLock('gc', options, 'nothing was deleted', async () => {
-      if (!hasStateFile(options.stateDir, options.stateDirSource)) throw noStateFile(options);
-      return collectUnderLock(options);
+      if (hasStateFile(options.stateDir, options.stateDirSource)) return collectUnderLock(options);
+      // Still none: that link may have failed and undone its devices meanwhile (a first link's
+      // undo writes no state file); refused only where such devices are still there.
+      const now = await observeDevices([]).catch((error: unknown) => {
+        throw gcStopped(error);
+      });
+      if (linkNamedDevices(now.host.keys(), options.devicePrefix).length === 0) return [];
+      throw noStateFile(options);
     });
   }
   return underCommandLock('gc', options, 'nothing was deleted', async () => collectUnderLock(options));

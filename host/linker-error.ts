@@ -57,6 +57,11 @@ export class LinkerError extends Error {
        */
       | 'netns-prefix-mismatch'
       /**
+       * `link` would add VM namespaces (netns mode) in a mount namespace of its own (under `ip netns
+       * exec`), where they would not outlive it: refused before anything is made (netns-lasting.ts).
+       */
+      | 'netns-not-lasting'
+      /**
        * `link` into a state that claims no device prefix (no links, no prefix recorded) while
        * devices named as links with the run's exist: refused before anything is made (bad input);
        * `gc` of such a state, where it would delete any: refused, nothing deleted.

@@ -42,6 +42,7 @@ import {
 } from './linker-types.js';
 import { type NamespaceLeft, type PlanMade, type PlanUndone, applyDevicePlan, newPlanMade, observeDevices, undoDevicePlan } from './netlink-devices.js';
 import { assertNetnsPrefixUsable, assertNoUnrecordedDevices, loadLinkRunState } from './state-prefix.js';
+import { assertRunNamespacesLast } from './netns-lasting.js';
 import { recordedSides, sharedSocketFailures, vmmSidesOf } from './vmm-socket-sharing.js';
 import { StateStoreError, hasStateFile, saveState, stateDirAbsent, stateFilePath } from './state-store.js';
 import type { VmName } from './vm-name.js';
@@ -187,8 +188,14 @@ function desiredConnection(report: LinkReport, options: LinkerOptions): DesiredC
  * connections' bridges, each with its own link's bridge (planDevices puts it back there), and the
  * observation with those bridges looked at too (only then: a second look, which most runs skip).
  */
-async function withHomeBridges(observed: ObservedDevices, state: LinkState, connections: readonly DesiredConnection[], options: Pick<LinkerOptions, 'devicePrefix'>): Promise<{ observed: ObservedDevices; homeBridges: Map<string, string> }> {
-  const ours = new Set(connections.flatMap((c) => [c.client.device, c.provider.device]));
+async function withHomeBridges(
+  observed: ObservedDevices,
+  state: LinkState,
+  connections: readonly DesiredConnection[],
+  options: Pick<LinkerOptions, 'devicePrefix'>,
+  runSides: ReadonlySet<string>,
+): Promise<{ observed: ObservedDevices; homeBridges: Map<string, string> }> {
+  const ours = new Set([...connections.flatMap((c) => [c.client.device, c.provider.device]), ...runSides]);
   const ports = new Set(connections.flatMap((c) => (observed.host.get(c.bridge)?.ports ?? []).map((port) => port.name)).filter((name) => !ours.has(name)));
   const homeBridges = new Map<string, string>();
   if (ports.size === 0) return { observed, homeBridges };
@@ -200,6 +207,27 @@ async function withHomeBridges(observed: ObservedDevices, state: LinkState, conn
   if (homeBridges.size === 0) return { observed, homeBridges };
   const bridges = await observeDevices([], [...new Set(homeBridges.values())]);
   return { observed: { ...observed, host: new Map([...bridges.host, ...observed.host]) }, homeBridges };
+}
+
+/**
+ * The side devices of the links the state `before` records that a run of these VMs links (each
+ * VM's with the providers it names): found on the bridge of another of its links, each is left to
+ * its own link's steps, which put it on its bridge, silently, as a side device off its bridge.
+ * Not moved home by the plan of another chunk: that chunk may look while an earlier one's plan
+ * still runs, and would then say (and do) a move the device's own plan makes, or not, by timing.
+ */
+function runSideDevices(vms: readonly VmName[], snapshot: ConfigSnapshot, before: LinkState, options: Pick<LinkerOptions, 'devicePrefix'>): Set<string> {
+  const recorded = linksByPair(before);
+  const sides = new Set<string>();
+  for (const vm of vms) {
+    for (const provider of requireValidVm(snapshot, vm).providers) {
+      const link = recorded.get(keyOf({ vm, provider }));
+      if (link === undefined) continue;
+      const names = linkDeviceNames(options.devicePrefix, link.id);
+      sides.add(names.client).add(names.provider);
+    }
+  }
+  return sides;
 }
 
 function netnsNames(connections: readonly DesiredConnection[]): string[] {
@@ -369,6 +397,8 @@ export async function linkTransaction(
   let applying: Promise<void> = Promise.resolve();
   let failed = false;
   let applied = 0;
+  // Every VM of the run was checked before (requireValidVm throws for none here).
+  const runSides = runSideDevices(vms, snapshot, before, options);
   try {
     for (const chunk of chunksOf(vms)) {
       if (failed) break;
@@ -407,8 +437,8 @@ export async function linkTransaction(
         });
         state = next;
       }
-      const seen = await withHomeBridges(await observed, state, connections, options);
-      const plan = planDevices(connections, seen.observed, { homeBridges: seen.homeBridges });
+      const seen = await withHomeBridges(await observed, state, connections, options, runSides);
+      const plan = planDevices(connections, seen.observed, { homeBridges: seen.homeBridges, runSideDevices: runSides });
       applying = applying
         .then(async () => {
           if (failed) return;
@@ -814,6 +844,8 @@ async function linkRun<T extends RunVms>(target: T | (() => Promise<T>), options
     const { kept, snapshot } = unchanged ? fresh : await runAttachModes(vms, before, options, wholeDir?.snapshot ?? (again ? undefined : fresh?.snapshot));
     // Another netns prefix than the state records: refused where a link of the run would use it.
     assertNetnsPrefixUsable(netnsRefusal, vms.flatMap((vm) => pairsOf(snapshot, vm)), kept);
+    // VM namespaces to add where they would not outlive the run (under ip netns exec): refused.
+    assertRunNamespacesLast(vms.flatMap((vm) => pairsOf(snapshot, vm)), kept, options.netnsPrefix);
     // Links to record in a state that claims no device prefix: not over devices named as links with the run's.
     if (!claimsPrefix && vms.some((vm) => pairsOf(snapshot, vm).length > 0)) await assertNoUnrecordedDevices(options);
     const made = newRunDevices();

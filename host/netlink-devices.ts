@@ -4,7 +4,7 @@
 // `ip netns add` (it also mounts them under /run/netns, where this module finds them).
 import { spawn } from 'node:child_process';
 import { randomInt } from 'node:crypto';
-import { closeSync, existsSync, openSync, readFileSync, statfsSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, statfsSync, unlinkSync } from 'node:fs';
 import {
   type DevicePlan,
   type DeviceStep,
@@ -15,6 +15,7 @@ import {
   createdKinds,
   stepText,
 } from './device-plan.js';
+import { readMountinfo } from './mountinfo.js';
 import { type LinkInfo, ProgramWriter, decodeAddresses, decodeLinks, decodeNamespaceId, decodePorts, observedDevices } from './link-message.js';
 import { type MarkedOutcome, type RecordOutcome, RtnlError, RtnlSocket, withRtnlSocket } from '../shared/rtnl-socket.js';
 
@@ -69,7 +70,7 @@ const NSFS_MAGIC = 0x6e736673;
  * Whether a network namespace is mounted at /run/netns/NAME: not merely a file there, as an
  * `ip netns add` cut short between making the file and mounting the namespace leaves it.
  */
-function namespaceMounted(name: string): boolean {
+export function namespaceMounted(name: string): boolean {
   try {
     return statfsSync(`${NETNS_DIR}/${name}`).type === NSFS_MAGIC;
   } catch {
@@ -350,11 +351,16 @@ interface StepsDone {
  * it was seen under (the step goes by that alone: link-message.ts). What it was to bring about
  * (no such device there) is so: reconciled, not a failure. So for a release (a foreign port taken
  * off a link's bridge): gone, it is off it; and for an address's delete, the address found gone
- * (EADDRNOTAVAIL: flushed meanwhile by a DHCP client, another tool), or its device.
+ * (EADDRNOTAVAIL: flushed meanwhile by a DHCP client, another tool), or its device. And for a
+ * port's STP state put back alone (device-plan.ts's portSettingsSteps), refused as its device
+ * stopped running meanwhile (ENETDOWN: its carrier lost): the kernel holds it disabled until it
+ * runs again, and then, STP off, forwards on it by itself, as the step was to make it.
  */
 const foundGone = (step: DeviceStep, outcome: MarkedOutcome & { state: 'failed' }): boolean =>
   outcome.marks.failure === 'refused' &&
-  (((step.op === 'delete' || step.op === 'release' || step.op === 'delete-address') && outcome.code === 'ENODEV') || (step.op === 'delete-address' && outcome.code === 'EADDRNOTAVAIL'));
+  (((step.op === 'delete' || step.op === 'release' || step.op === 'delete-address') && outcome.code === 'ENODEV') ||
+    (step.op === 'delete-address' && outcome.code === 'EADDRNOTAVAIL') ||
+    (step.op === 'port-settings' && Object.keys(step.settings).join() === 'state' && outcome.code === 'ENETDOWN'));
 
 /**
  * Run steps in one namespace, in order; the first failure stops them and is thrown. A delete
@@ -529,8 +535,34 @@ export interface PlanMade {
 
 export const newPlanMade = (): PlanMade => ({ devices: new Set(), namespaces: new Set(), vanished: new Set() });
 
+/** Whether something is mounted at `path` in our mount namespace; undefined where mountinfo cannot be read. */
+function mountPoint(path: string): boolean | undefined {
+  return readMountinfo()?.some((entry) => entry.mountPoint === path);
+}
+
+/**
+ * Clear a file at /run/netns/NAME that holds no namespace and is no mount point, so that `ip
+ * netns add` can make it (ip refuses one there: File exists): left by an `ip netns add` cut short,
+ * or by one whose mount went with the mount namespace it was made in (a run under ip netns exec).
+ * Nothing is there to lose; every stale file a run needs goes in that run, not one per run (each
+ * failing on the next). One that is a mount point (of something else) is left. Returns whether
+ * it removed one.
+ */
+function clearStaleNamespaceFile(name: string): boolean {
+  const path = `${NETNS_DIR}/${name}`;
+  if (!netnsExists(name) || namespaceMounted(name) || mountPoint(path) !== false) return false;
+  try {
+    unlinkSync(path);
+    return true;
+  } catch {
+    // Gone meanwhile, or mounted on meanwhile (EBUSY): ip says what is there.
+    return false;
+  }
+}
+
 /** Make a VM namespace; where this call made it (or left a file to clear), its name goes into `made`. */
 async function createNamespace(name: string, made?: Set<string>): Promise<void> {
+  clearStaleNamespaceFile(name);
   const args = ['netns', 'add', name];
   const result = await runIp(args);
   if (result.code === 0) {
@@ -541,10 +573,15 @@ async function createNamespace(name: string, made?: Set<string>): Promise<void> 
   // run's: its undo leaves it (ip killed after it mounted one is taken so too: better a namespace
   // left than another's deleted).
   if (namespaceMounted(name)) return;
+  const path = `${NETNS_DIR}/${name}`;
+  // Something else mounted there: not the run's to take (ip netns delete would unmount it).
+  if (netnsExists(name) && mountPoint(path) === true) {
+    throw new DeviceError('netns-create', `could not create network namespace ${name}: ${ipFailure(args, result)}; ${path} holds no network namespace but has something else mounted on it: look at it (findmnt ${path}), and ip netns delete ${name} if it is no one's`);
+  }
   // A file without a namespace mounted is none (ip's retry meets it as "File exists"), or there
   // is nothing: the undo deletes it (ip netns delete), so that it stops no later run.
   made?.add(name);
-  const empty = netnsExists(name) ? `; ${NETNS_DIR}/${name} holds no network namespace (an ip netns add cut short leaves it so)` : '';
+  const empty = netnsExists(name) ? `; ${path} holds no network namespace (an ip netns add cut short leaves it so): ip netns delete ${name} clears it` : '';
   throw new DeviceError('netns-create', `could not create network namespace ${name}: ${ipFailure(args, result)}${empty}`);
 }
 

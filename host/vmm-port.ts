@@ -238,19 +238,25 @@ export function socketKey(path: string): string {
 
 /**
  * What a port was told of VMMs that did not answer in time, by socket: one VMM however its socket
- * is spelled (relative or absolute, `./`, `..`, `//`, a symlinked directory), as sameSocketPath
- * takes two spellings for one, so that a VMM that stalled at the path a template gives is known
+ * is spelled (relative or absolute, `./`, `..`, `//`, a symlinked directory, a hard link of the
+ * socket where it is there), as sameSocketPath takes two spellings for one, so that a VMM that stalled at the path a template gives is known
  * at the path the state records for it, and the other way round.
  */
 class UnansweredVmms {
   /** What was said, by each socket's absolute path and, where its directory resolves, its resolved one. */
   private readonly said = new Map<string, string>();
 
-  /** The keys a socket is known by: its absolute path, and its resolved one (resolvedSocket) where there is one. */
+  /**
+   * The keys a socket is known by: its absolute path, its resolved one (resolvedSocket) where there
+   * is one, and its file's (socketKey: device and inode) where one is there, so that a hard link of
+   * the socket is one VMM here as in the checks of one socket (sameSocketPath, socket sharing).
+   */
   private static keysOf(socket: string): string[] {
     const absolute = absoluteSocket(socket) ?? socket;
     const resolved = resolvedSocket(absolute);
-    return resolved === undefined || resolved === absolute ? [absolute] : [resolved, absolute];
+    const paths = resolved === undefined || resolved === absolute ? [absolute] : [resolved, absolute];
+    const key = socketKey(absolute);
+    return key.startsWith('/') ? paths : [key, ...paths];
   }
 
   note(socket: string, said: string): void {

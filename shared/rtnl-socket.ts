@@ -99,7 +99,7 @@ export type MarkedOutcome = RecordOutcome & { readonly marks: RecordMarks; reado
 const ERRNO_NAMES = new Map(Object.entries(constants.errno).map(([name, number]) => [number, name]));
 
 /** The program format this code writes (link-message.ts, netd's programs): rtnl.c's PROGRAM_FORMAT. */
-export const PROGRAM_FORMAT = 3;
+export const PROGRAM_FORMAT = 4;
 
 /**
  * Refuse an addon whose runner reads another program format than this code writes (one built

@@ -26,7 +26,10 @@
 // kind may carry a flag: GONE_GOES_ON (0x100), that a record the kernel refuses with ENODEV (no
 // such device: a delete by index whose device is gone already), or an RTM_DELADDR it refuses with
 // EADDRNOTAVAIL (that address gone already), is reported so (errors[i], texts[i], MARK_REFUSED),
-// and the program goes on as after one done, keepGoing or not.
+// and the program goes on as after one done, keepGoing or not. And DOWN_GOES_ON (0x200), that an
+// RTM_NEWLINK the kernel refuses with ENETDOWN (a bridge port's STP state other than disabled on a
+// port whose device does not run: the kernel holds it disabled, and with STP off forwards on it
+// again by itself once it runs) is reported so too, and the program goes on.
 //   REQUEST (1)  one netlink message; NLM_F_ACK is added and its seq becomes the socket's next one
 //                (a counter: no two requests of a socket's life share one, so a late answer to one
 //                that timed out is never taken for another's)
@@ -103,8 +106,9 @@
 #define KIND_NO_IPV6 4
 // A record kind's flags (see the top): any other bit makes it a kind that is none (EINVAL).
 #define FLAG_GONE_GOES_ON 0x100
-// The program format (rtnl-socket.ts PROGRAM_FORMAT): 2 from GONE_GOES_ON on, 3 from its address delete on.
-#define PROGRAM_FORMAT 3
+#define FLAG_DOWN_GOES_ON 0x200
+// The program format (rtnl-socket.ts PROGRAM_FORMAT): 2 from GONE_GOES_ON on, 3 from its address delete on, 4 from DOWN_GOES_ON on.
+#define PROGRAM_FORMAT 4
 // What a receive buffer starts at: every answer but a device's with a long property list fits.
 #define RECEIVE_BYTES 65536
 #define TEXT_BYTES 256
@@ -786,8 +790,8 @@ static void run_execute(napi_env env, void *data) {
     uint32_t kind, length;
     memcpy(&kind, job->program + offset, 4);
     memcpy(&length, job->program + offset + 4, 4);
-    uint32_t flags = kind & FLAG_GONE_GOES_ON;
-    kind &= ~(uint32_t)FLAG_GONE_GOES_ON;
+    uint32_t flags = kind & (FLAG_GONE_GOES_ON | FLAG_DOWN_GOES_ON);
+    kind &= ~(uint32_t)(FLAG_GONE_GOES_ON | FLAG_DOWN_GOES_ON);
     uint8_t *payload = job->program + offset + 8;
     offset += 8 + ((length + 3) & ~3u);
     job->spans[2 * index] = (int32_t)job->replies_length;
@@ -884,6 +888,8 @@ static void run_execute(napi_env env, void *data) {
       uint16_t type = 0;
       if (kind == KIND_REQUEST && length >= NLMSG_HDRLEN) memcpy(&type, payload + offsetof(struct nlmsghdr, nlmsg_type), sizeof type);
       int gone = (flags & FLAG_GONE_GOES_ON) && (error == ENODEV || (error == EADDRNOTAVAIL && type == RTM_DELADDR)) && (job->marks[index] & MARK_REFUSED);
+      int down = (flags & FLAG_DOWN_GOES_ON) && error == ENETDOWN && type == RTM_NEWLINK && (job->marks[index] & MARK_REFUSED);
+      if (down) gone = 1;
       if (!gone) failed = 1;
       if (job->marks[index] & MARK_TIMED_OUT) timed_out = 1;
     }

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { BRIDGE_SETTINGS, type DesiredConnection, type DeviceAddress, type DeviceStep, type ObservedDevice, PORT_SETTINGS, TUN_MODE_KIND, createdKinds, isEmptyPlan, mtuRestorePlan, planDevices, replacedDevices, settingText, stepText } from '../../host/device-plan.js';
+import { BRIDGE_SETTINGS, type DesiredConnection, type DeviceAddress, type DeviceStep, type ObservedDevice, PORT_SETTINGS, TUN_MODE_KIND, createdKinds, foreignChanged, isEmptyPlan, mtuRestorePlan, planDevices, replacedDevices, settingText, stepText } from '../../host/device-plan.js';
 
 const tap = { kind: 'tap' } as const;
 
@@ -534,6 +534,34 @@ describe('planDevices, the settings of a link\'s bridge and ports', () => {
     expect(steps(false)).toEqual(['ip link set dev snc7 type bridge_slave locked off']);
     expect(settingText(PORT_SETTINGS, 'state', 0)).toBe('disabled');
     expect(settingText(PORT_SETTINGS, 'locked', 1)).toBe('on');
+  });
+
+  it("puts a port's STP state back in a step of its own after its other settings (refused on a port that lost its carrier meanwhile, it must not stop those), said with them", () => {
+    const ports = [device('snc7', 11, 'snb7', fresh(PORT_SETTINGS)), device('snp7', 12, 'snb7', { ...fresh(PORT_SETTINGS), state: 0, hairpin: 1 })];
+    const plan = planDevices([connection(7)], observedHost([device('snb7', 10, null, fresh(BRIDGE_SETTINGS)), ...ports]));
+    const settingsSteps = plan.hostSteps.flat().filter((step) => step.op === 'port-settings');
+    expect(settingsSteps.map((step) => step.op === 'port-settings' && step.settings)).toEqual([{ hairpin: 0 }, { state: 3 }]);
+    expect(foreignChanged([connection(7)], plan)).toEqual([{ bridge: 'snb7', released: [], addressesRemoved: [], settingsPutBack: [{ device: 'snp7', settings: ['hairpin off', 'state forwarding'] }] }]);
+  });
+
+  it("puts back a bridge's group_fwd_mask, mcast_snooping and nf_call_* and a port's mab and backup_port (as `ip` takes it: nobackup_port), said as `ip -d link` says them", () => {
+    const devices = [
+      device('snb7', 10, null, { ...fresh(BRIDGE_SETTINGS), group_fwd_mask: 8, mcast_snooping: 0, nf_call_arptables: 1 }),
+      device('snc7', 11, 'snb7', { ...fresh(PORT_SETTINGS), backup_port: 12 }),
+      device('snp7', 12, 'snb7', { ...fresh(PORT_SETTINGS), mab: 1, locked: 1 }),
+    ];
+    const plan = planDevices([connection(7)], observedHost(devices));
+    expect(plan.hostSteps.flat().map(stepText)).toEqual([
+      'ip link set dev snb7 type bridge group_fwd_mask 0 mcast_snooping 1 nf_call_arptables 0',
+      'ip link set dev snc7 type bridge_slave nobackup_port',
+      'ip link set dev snp7 type bridge_slave locked off mab off',
+    ]);
+    expect(foreignChanged([connection(7)], plan)[0]?.settingsPutBack).toEqual([
+      { device: 'snb7', settings: ['group_fwd_mask 0', 'mcast_snooping 1', 'nf_call_arptables 0'] },
+      { device: 'snc7', settings: ['backup_port none'] },
+      { device: 'snp7', settings: ['locked off', 'mab off'] },
+    ]);
+    expect([settingText(PORT_SETTINGS, 'backup_port', 12, 'snp7'), settingText(PORT_SETTINGS, 'backup_port', 12), settingText(BRIDGE_SETTINGS, 'group_fwd_mask', 16392)]).toEqual(['snp7', 'ifindex 12', '0x4008']);
   });
 
   it('leaves the settings of a port joining the bridge anew (a new port has a new port\'s) and those the kernel did not report', () => {

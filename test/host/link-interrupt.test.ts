@@ -1,5 +1,6 @@
 // spectrum-link link --all (a few hundred VMs, --attach netns) interrupted: the first SIGINT,
-// SIGTERM or SIGHUP stops it at a safe point and undoes the run; a second exits at once, and a re-run converges.
+// SIGTERM or SIGHUP stops it at a safe point and undoes the run; a second SIGINT exits at once, and
+// a re-run converges; a SIGTERM or SIGHUP after the first signal is said, and the undo finishes.
 // With --keep-going, a signal while it links VM by VM undoes the VM in progress only. A signal
 // while a failed run is undone is said after the failure, which is not lost. A signal after the
 // last safe point undoes nothing, and the line says so truly (a VM that failed was undone alone).
@@ -16,6 +17,7 @@ import { ScriptedQemu } from './vmm/scripted-qemu.js';
 const CLIENTS = 300;
 const HOLD_FIXTURE = join(import.meta.dirname, '..', '..', 'dist', 'test', 'host', 'fixtures', 'allocate.js');
 const RECORDER_FIXTURE = join(import.meta.dirname, '..', '..', 'dist', 'test', 'host', 'fixtures', 'exit-recorder.js');
+const BLOCKED_FIXTURE = join(import.meta.dirname, 'fixtures', 'stdout-blocked.py');
 
 /**
  * Run `args` while another process holds the state lock (after linking appvm-lynx, a state to keep:
@@ -54,7 +56,7 @@ async function interruptedWhileWaiting(world: () => LinkWorld, args: readonly st
 describeNetns('link --all interrupted', () => {
   const world = linkWorldPerSuite('linkint', CLIENTS);
 
-  const spawnLink = (args: readonly string[]) => world().host.spawn(['node', LINK_BIN, ...withWorldOptions(args, world())], { enter: 'nsenter' });
+  const spawnLink = (args: readonly string[], wrapper: readonly string[] = []) => world().host.spawn([...wrapper, 'node', LINK_BIN, ...withWorldOptions(args, world())], { enter: 'nsenter' });
   const statePath = (): string => join(world().stateDir, 'links.json');
   const recorded = async (): Promise<number> => {
     try {
@@ -84,9 +86,9 @@ describeNetns('link --all interrupted', () => {
     expect(await namespaces()).toEqual(before.namespaces);
   };
   /** link --all stopped by `signal` well into the run: it exits `code` after its one line, having undone the run. */
-  const stoppedAndUndone = async (signal: NodeJS.Signals, code: number): Promise<void> => {
+  const stoppedAndUndone = async (signal: NodeJS.Signals, code: number, wrapper: readonly string[] = []): Promise<void> => {
     const before = await linkedBefore();
-    const run = spawnLink(['link', '--all', '--attach', 'netns']);
+    const run = spawnLink(['link', '--all', '--attach', 'netns'], wrapper);
     // Some chunks' ids recorded (and devices on the way): well into the run.
     await eventually('the run to record some links', async () => (await recorded()) > 13, 30_000);
     const exit = await run.kill(signal, 60_000);
@@ -104,6 +106,10 @@ describeNetns('link --all interrupted', () => {
 
   it('a SIGHUP (its terminal gone) stops the run and undoes it as SIGTERM does: exit 129, one line, state, devices and namespaces as before', async () => {
     await stoppedAndUndone('SIGHUP', 129);
+  });
+
+  it('under nohup a SIGHUP stops and undoes the run all the same (Node puts an ignored SIGHUP back to its default as it starts): exit 129, one line, nothing left', async () => {
+    await stoppedAndUndone('SIGHUP', 129, ['nohup']);
   });
 
   it('a hangup whose line cannot be written (stderr a pipe closed before it) still undoes the run: SIGHUP twice, as a hangup sends it, exit 129, nothing left', async () => {
@@ -150,17 +156,37 @@ describeNetns('link --all interrupted', () => {
     await interruptedWhileWaiting(world, ['link', ...vms, '--attach', 'netns'], 'SIGINT', 130, 'link interrupted by SIGINT while waiting for another spectrum-link to finish: nothing was made');
   });
 
-  it('a second signal exits at once (143 after SIGTERM, saying so), and a re-run links every VM', async () => {
+  it('a SIGTERM close after a SIGHUP (logind, a dropped SSH session), and more of both, do not cut the undo short: one line says so, exit 129, nothing left', async () => {
+    const before = await linkedBefore();
     const run = spawnLink(['link', '--all', '--attach', 'netns']);
     await eventually('the run to record some links', async () => (await recorded()) > 13, 30_000);
-    process.kill(run.pid, 'SIGTERM');
+    for (const signal of ['SIGHUP', 'SIGTERM', 'SIGHUP', 'SIGTERM'] as const) {
+      // A run that exited at once (as it did, cutting its undo short) is said by its exit below.
+      if (run.child.exitCode === null && run.child.signalCode === null) process.kill(run.pid, signal);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    const exit = await Promise.race([run.wait(), new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), 60_000))]);
+    if (exit === 'timeout') await run.kill('SIGKILL', 5_000);
+    await run.waitClosed();
+    expect(exit, run.stderr).toEqual({ code: 129, signal: null });
+    expect(run.stderr.split('\n').filter((line) => line !== '')).toEqual([
+      'spectrum-link: SIGTERM after SIGHUP: not exiting at once; the undo (or the run, past its last safe point) goes on to its end (a SIGINT, or SIGKILL, ends it at once)',
+      expect.stringMatching(/^spectrum-link: link interrupted by SIGHUP: undid what this run had made/),
+    ]);
+    await expectAsBefore(before);
+  });
+
+  it('a second SIGINT (Ctrl-C again) exits at once (130, saying so), and a re-run links every VM', async () => {
+    const run = spawnLink(['link', '--all', '--attach', 'netns']);
+    await eventually('the run to record some links', async () => (await recorded()) > 13, 30_000);
+    process.kill(run.pid, 'SIGINT');
     await new Promise((resolve) => setTimeout(resolve, 20));
-    process.kill(run.pid, 'SIGTERM');
+    process.kill(run.pid, 'SIGINT');
     const exit = await run.wait();
     await run.waitClosed();
-    expect(exit, run.stderr).toEqual({ code: 143, signal: null });
+    expect(exit, run.stderr).toEqual({ code: 130, signal: null });
     // stderr is a pipe: no progress line was drawn, so none is ended (no blank line first).
-    expect(run.stderr).toMatch(/^spectrum-link: SIGTERM again: exiting at once; .*run it again, and it converges\n$/);
+    expect(run.stderr).toMatch(/^spectrum-link: SIGINT again: exiting at once; .*run it again, and it converges\n$/);
 
     const again = await world().link(['link', '--all', '--attach', 'netns', '--json']);
     expect(again.code, again.stderr).toBe(0);
@@ -168,6 +194,16 @@ describeNetns('link --all interrupted', () => {
     // The extra clients and the example's two app VMs, each linked to netvm, all with their devices.
     expect(listed).toHaveLength(CLIENTS + 2);
     expect(listed.every((link) => link.present)).toBe(true);
+  });
+
+  it('a SIGHUP once its result is decided (writing its answer to a full pipe) is ignored: the answer is written whole, exit 0', async () => {
+    const run = world().host.spawn(['python3', BLOCKED_FIXTURE, 'node', LINK_BIN, ...withWorldOptions(['link', '--all', '--attach', 'netns'], world())], { enter: 'nsenter' });
+    // Every VM linked already (the test before): it links them again, converging, and prints each.
+    const exit = await run.wait();
+    await run.waitClosed();
+    expect(exit, run.stderr).toEqual({ code: 0, signal: null });
+    // Each VM linked (the extra clients and the example's two app VMs) is printed, a line each.
+    expect(JSON.parse(run.stdout), run.stderr).toEqual({ full: true, code: 0, signal: null, lines: CLIENTS + 2 });
   });
 });
 

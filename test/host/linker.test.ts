@@ -716,6 +716,28 @@ describe('gc racing a first link into a new state dir', () => {
     await expect(collectGarbage({ stateDir, devicePrefix: PREFIX })).rejects.toMatchObject({ name: 'LinkerError', kind: 'no-state' });
     expect(kernel.removed).toEqual([]);
   });
+
+  it('has nothing to collect where that link failed and undid its devices meanwhile (no state file written): not refused as if they were there', async () => {
+    const recorded = withDevicePrefix(allocateMany(emptyState(), [{ client: CLIENTS[0]!, provider: NETVM }]).state, PREFIX);
+    const names = linkDeviceNames(PREFIX, recorded.links[0]!.id);
+    let release = (): void => undefined;
+    const holding = withStateLock(stateDir, () => new Promise<void>((resolve) => (release = resolve)));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    kernel.host = new Map([names.bridge, names.client, names.provider].map((name): [string, ObservedDevice] => [name, { name } as ObservedDevice]));
+    try {
+      const gc = collectGarbage({ stateDir, devicePrefix: PREFIX, lockWaitMs: 5000 });
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      // The link's undo: its devices deleted, no state file written.
+      kernel.host = new Map();
+      release();
+      expect(await gc).toEqual([]);
+    } finally {
+      release();
+      await holding;
+    }
+    expect(existsSync(join(stateDir, 'links.json'))).toBe(false);
+    expect(kernel.removed).toEqual([]);
+  });
 });
 
 describe('gc with a --state-dir that is a file', () => {
@@ -3169,6 +3191,24 @@ describe('taking links down (unlink, link of a VM that dropped a provider) where
     });
     // Written: the file records the link taken down.
     expect((await loadState(stateDir)).links.map((recorded) => recorded.attached)).toEqual([undefined]);
+  });
+
+  it('unlink --forget of links unlinked already, only the sync of the state dir failing after the rename: says their ids are released, and to run it again only should a crash bring them back', async () => {
+    const { vmm } = recordingVmm();
+    await linkC1(vmm);
+    await unlinkVm(c1, { forget: false, force: false }, { ...options(), attach: qemu, vmm });
+    // The check before goes through; the save renames the file, then its dir's sync fails.
+    store.passSaves = 1;
+    store.failSyncs = 1;
+    await expect(unlinkVm(c1, { forget: true, force: false }, { ...options(), attach: qemu, vmm })).rejects.toMatchObject({
+      kind: 'taken-down-not-recorded',
+      message: expect.stringMatching(
+        /^unlink c1: its links were unlinked already, and their ids are released: wrote .* but could not sync .* \(EIO\); the change may not survive a crash: should a crash bring back their records, run spectrum-link unlink c1 --forget again$/,
+      ),
+    });
+    // Written: the file records no link of c1, so an unlink --forget now finds none (as the line says, not to run it again).
+    expect((await loadState(stateDir)).links).toEqual([]);
+    await expect(unlinkVm(c1, { forget: true, force: false }, { ...options(), attach: qemu, vmm })).rejects.toMatchObject({ kind: 'not-linked' });
   });
 
   it('link, a provider dropped from the config: a state dir that cannot be written stops its take-down before anything goes, saying so; what was linked stays', async () => {

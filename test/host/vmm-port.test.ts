@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { execFileSync } from 'node:child_process';
-import { mkdir, mkdtemp, rm, symlink } from 'node:fs/promises';
+import { link, mkdir, mkdtemp, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -142,6 +142,32 @@ describe('a VMM that does not answer an attach in time, its socket spelled two w
       expect(stalled.connections).toBe(1);
     } finally {
       process.chdir(cwd);
+      await stalled.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('a VMM that does not answer an attach in time, at a hard link of its socket', () => {
+  it('is not asked again at the other name (one socket, as sameSocketPath and the socket sharing check take it): one connection only', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'sn-vmm-port-'));
+    await mkdir(join(dir, 'other'));
+    const stalled = await ScriptedQemu.start(join(dir, 'netvm.qmp'));
+    stalled.delayMs = 60_000;
+    await link(join(dir, 'netvm.qmp'), join(dir, 'other', 'netvm.ch'));
+    try {
+      expect(sameSocketPath(join(dir, 'netvm.qmp'), join(dir, 'other', 'netvm.ch'))).toBe(true);
+      const port = vmmPort(parseAttachChoice([]), { qmpSocket: join(dir, '{vm}.qmp'), chSocket: join(dir, 'other', '{vm}.ch'), vmmTimeout: '100' });
+      const nic = (id: number): { id: string; tap: string; mac: string } => ({ id: `snp${id}`, tap: `snp${id}`, mac: `0A:B3:EC:80:00:0${id}` });
+      await expect(port.attach('qemu', vmName('netvm'), nic(1))).rejects.toMatchObject({ name: 'QmpError', kind: 'timeout' });
+      expect(stalled.connections).toBe(1);
+      await expect(port.attach('cloud-hypervisor', vmName('netvm'), nic(2))).rejects.toMatchObject({
+        name: 'VmmPortError',
+        kind: 'unanswered-earlier',
+        message: expect.stringMatching(/did not answer in time earlier in this run \(QMP socket .*netvm\.qmp: .+\)/),
+      });
+      expect(stalled.connections).toBe(1);
+    } finally {
       await stalled.close();
       await rm(dir, { recursive: true, force: true });
     }

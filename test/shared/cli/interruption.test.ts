@@ -6,7 +6,7 @@ describe('interruptOnSignals', () => {
     vi.restoreAllMocks();
   });
 
-  it('aborts at the first SIGINT or SIGTERM, exits at once at a second (128 + the first), and restores the defaults on dispose', () => {
+  it('aborts at the first SIGINT or SIGTERM, exits at once at a second (128 + the first, its line saying after which), and restores the defaults on dispose', () => {
     const listeners = { SIGINT: process.listenerCount('SIGINT'), SIGTERM: process.listenerCount('SIGTERM') };
     let written = '';
     const interruption = interruptOnSignals('prog', 'run it again', { write: (text: string) => (written += text) });
@@ -18,7 +18,8 @@ describe('interruptOnSignals', () => {
     process.emit('SIGINT', 'SIGINT');
     expect(exit).toHaveBeenCalledWith(143);
     // stderr no terminal: the line alone, no blank line before it.
-    expect(written).toBe('prog: SIGINT again: exiting at once; run it again\n');
+    // Not `again`: no SIGINT came before it.
+    expect(written).toBe('prog: SIGINT after SIGTERM: exiting at once; run it again\n');
     interruption.dispose();
     expect({ SIGINT: process.listenerCount('SIGINT'), SIGTERM: process.listenerCount('SIGTERM') }).toEqual(listeners);
   });
@@ -55,7 +56,7 @@ describe('interruptOnSignals', () => {
       expect(written).toBe('');
       process.emit('SIGTERM', 'SIGTERM');
       expect(exit).toHaveBeenCalledWith(129);
-      expect(written).toBe('prog: SIGTERM again: exiting at once; run it again\n');
+      expect(written).toBe('prog: SIGTERM after SIGHUP: exiting at once; run it again\n');
     } finally {
       interruption.dispose();
     }
@@ -73,6 +74,45 @@ describe('interruptOnSignals', () => {
       expect(exit).toHaveBeenCalledWith(130);
     } finally {
       interruption.dispose();
+    }
+  });
+
+  it('with goesOn, only a SIGINT after the first signal exits at once: a SIGTERM or SIGHUP, repeated or mixed, is said once and the undo goes on', () => {
+    let written = '';
+    const interruption = interruptOnSignals('prog', 'run it again', { write: (text: string) => (written += text) }, { hangup: true, goesOn: 'the undo goes on' });
+    const exit = vi.spyOn(process, 'exit').mockImplementation(() => undefined as never);
+    try {
+      process.emit('SIGHUP', 'SIGHUP');
+      process.emit('SIGTERM', 'SIGTERM');
+      process.emit('SIGHUP', 'SIGHUP');
+      process.emit('SIGTERM', 'SIGTERM');
+      expect([interruption.received, exit.mock.calls]).toEqual(['SIGHUP', []]);
+      expect(written).toBe('prog: SIGTERM after SIGHUP: not exiting at once; the undo goes on (a SIGINT, or SIGKILL, ends it at once)\n');
+      process.emit('SIGINT', 'SIGINT');
+      expect(exit).toHaveBeenCalledWith(129);
+      expect(written).toMatch(/\nprog: SIGINT after SIGHUP: exiting at once; run it again\n$/);
+    } finally {
+      interruption.dispose();
+    }
+  });
+
+  it('with untilExit, dispose() of either leaves the signals ignored until exit (the result decided), not ended by default', () => {
+    const before = { SIGINT: process.listeners('SIGINT'), SIGTERM: process.listeners('SIGTERM'), SIGHUP: process.listeners('SIGHUP') };
+    const interruption = interruptOnSignals('prog', 'run it again', { write: () => undefined }, { hangup: true, untilExit: true });
+    const exiting = exitOnSignals('prog', () => 'stopped', { write: () => undefined }, { hangup: true, untilExit: true });
+    const exit = vi.spyOn(process, 'exit').mockImplementation(() => undefined as never);
+    try {
+      interruption.dispose();
+      exiting.dispose();
+      // One listener each is left (the two share it), doing nothing.
+      expect([process.listenerCount('SIGINT'), process.listenerCount('SIGTERM'), process.listenerCount('SIGHUP')]).toEqual([before.SIGINT.length + 1, before.SIGTERM.length + 1, before.SIGHUP.length + 1]);
+      process.emit('SIGHUP', 'SIGHUP');
+      process.emit('SIGTERM', 'SIGTERM');
+      process.emit('SIGINT', 'SIGINT');
+      expect([interruption.signal.aborted, exit.mock.calls]).toEqual([false, []]);
+    } finally {
+      // Not left in the test worker: it is no one-shot command.
+      for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) for (const listener of process.listeners(signal)) if (!before[signal].includes(listener)) process.off(signal, listener);
     }
   });
 

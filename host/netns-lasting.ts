@@ -1,0 +1,66 @@
+// Whether the VM namespaces `link` adds in netns mode outlive it. `ip netns add` keeps a namespace
+// by bind-mounting it at /run/netns/NAME, in the mount namespace it runs in. Under `ip netns exec`
+// (which unshares one and makes it a slave: mounts come in, none go out) that is a mount namespace
+// of spectrum-link's own, which ends with it: the mounts go, leaving the files with nothing on
+// them, and the links made through them broken. So a run that would add one is refused where its
+// mounts under /run/netns would reach no mount namespace but its own: it is not PID 1's (the
+// mount covering /run/netns is not one PID 1's mountinfo lists, mount ids being system-wide), and
+// that mount is not shared with a peer group PID 1's namespace has (shared:N there, or a slave of
+// it, master:N), as under `unshare -m --propagation shared`, where they do reach it. Where either
+// mountinfo cannot be read, it cannot be told: not refused.
+import { type KeptAttach, linkAttachModes } from './kept-attach.js';
+import type { LinkPair } from './link-state.js';
+import { LinkerError } from './linker-error.js';
+import { type MountEntry, coveringMount, readMountinfo } from './mountinfo.js';
+import { namespaceMounted } from './netlink-devices.js';
+
+/** The directory `ip netns` keeps namespaces in. */
+export const NETNS_RUN_DIR = '/run/netns';
+
+export type MountsReach =
+  /** Mounts under the path land in PID 1's mount namespace: it is ours, or they propagate there. */
+  | 'lasting'
+  /** They stay in a mount namespace of this process's own, which does not outlive it. */
+  | 'own'
+  /** It cannot be told (a mountinfo unread, or no mount found). */
+  | 'unknown';
+
+/** Where mounts made under `path` land, from our mountinfo and PID 1's (undefined: unread). */
+export function mountsReach(own: readonly MountEntry[] | undefined, pid1: readonly MountEntry[] | undefined, path: string): MountsReach {
+  if (own === undefined || pid1 === undefined) return 'unknown';
+  const mount = coveringMount(own, path);
+  if (mount === undefined) return 'unknown';
+  if (pid1.some((entry) => entry.id === mount.id)) return 'lasting';
+  const group = mount.shared;
+  if (group !== undefined && pid1.some((entry) => entry.shared === group || entry.master === group)) return 'lasting';
+  return 'own';
+}
+
+/**
+ * Refuse (LinkerError 'netns-not-lasting', bad usage: exit 2) a `link` that would add VM
+ * namespaces `adding` (at least one) where they would not outlive it (mountsReach 'own').
+ */
+export function assertNamespacesLast(adding: readonly string[]): void {
+  if (adding.length === 0) return;
+  if (mountsReach(readMountinfo(), readMountinfo(1), NETNS_RUN_DIR) !== 'own') return;
+  const more = adding.length > 1 ? ` and ${adding.length - 1} more` : '';
+  throw new LinkerError(
+    'netns-not-lasting',
+    `refusing to add network namespace ${adding[0]}${more}: spectrum-link runs in a mount namespace of its own (ip netns exec gives one), so the ${NETNS_RUN_DIR} mounts that keep them would vanish when it exits, breaking the links; run it as nsenter --net=${NETNS_RUN_DIR}/NS spectrum-link ..., not ip netns exec`,
+  );
+}
+
+/**
+ * assertNamespacesLast for a `link` run: of the VM namespaces its links (`pairs`, in the modes
+ * `kept` gives them) have a side in (netns mode, `<prefix><vm>`), those not there to be used
+ * (none mounted at /run/netns/NAME: the plan adds them).
+ */
+export function assertRunNamespacesLast(pairs: readonly LinkPair[], kept: KeptAttach, netnsPrefix: string): void {
+  const names = new Set<string>();
+  for (const pair of pairs) {
+    const modes = linkAttachModes(kept, pair);
+    if (modes.client === 'netns') names.add(`${netnsPrefix}${pair.client}`);
+    if (modes.provider === 'netns') names.add(`${netnsPrefix}${pair.provider}`);
+  }
+  assertNamespacesLast([...names].filter((name) => !namespaceMounted(name)));
+}

@@ -1,0 +1,63 @@
+// `link` in netns mode under `ip netns exec`, end to end in namespaces: that gives spectrum-link a
+// mount namespace of its own, whose /run/netns mounts (the VM namespaces it adds) go when it
+// exits. It is refused, one line naming the fix, exit 2, nothing made; where it printed its links
+// and exited 0, the links already broken and the /run/netns files left dangling. Under unshare -m
+// with shared propagation the mounts reach the host's: it links, and the namespaces stay.
+import { readdirSync } from 'node:fs';
+import { afterAll, beforeAll, beforeEach, expect, it } from 'vitest';
+import { createHarness, describeNetns, type Harness } from '../harness/index.js';
+import { LINK_BIN, type LinkWorld, makeLinkWorld, oneLineError, withWorldOptions } from './link-fixture.js';
+
+describeNetns('spectrum-link netns mode outside the host mount namespace', () => {
+  let harness: Harness;
+  let world: LinkWorld;
+
+  beforeAll(async () => {
+    harness = createHarness('linknsx');
+    world = await makeLinkWorld(harness);
+  });
+  afterAll(async () => {
+    await world?.dispose();
+    await harness?.cleanup();
+  });
+  beforeEach(async () => {
+    // Each test starts with no link up (unlink takes the far ends with the host ends; none to take: said, exit 1).
+    await world.link(['unlink', 'appvm-lynx', '--forget']);
+    // The VM namespaces gone too, so that the run has them to add.
+    for (const name of vmNamespaceFiles()) await world.host.exec(['ip', 'netns', 'delete', name], { enter: 'nsenter', allowFailure: true });
+    expect(vmNamespaceFiles()).toEqual([]);
+  });
+
+  /** The files of the world's VM namespaces in the host's /run/netns (mounted or not). */
+  const vmNamespaceFiles = (): string[] => readdirSync('/run/netns').filter((name) => name.startsWith(world.netnsPrefix));
+  const linkArgs = (): string[] => withWorldOptions(['link', 'appvm-lynx', '--attach', 'netns'], world);
+
+  it.each([[[] as string[]], [['--keep-going']]])('refuses under ip netns exec, naming nsenter, before it makes anything (%j)', async (extra) => {
+    const run = await world.host.exec(['node', LINK_BIN, ...linkArgs(), ...extra], { enter: 'netns-exec', allowFailure: true, timeoutMs: 60_000 });
+    expect(run.code, run.stdout + run.stderr).toBe(2);
+    const line = oneLineError(run.stderr);
+    expect(line).toMatch(/mount namespace of its own/);
+    expect(line).toMatch(/nsenter --net=\/run\/netns\/NS spectrum-link \.\.\., not ip netns exec/);
+    expect(run.stdout).toBe('');
+    expect(vmNamespaceFiles()).toEqual([]);
+    const listed = await world.link(['list']);
+    expect(listed.stdout).not.toMatch(/appvm-lynx/);
+  });
+
+  it('links under unshare -m with shared propagation, the namespaces kept', async () => {
+    const run = await world.host.exec(['unshare', '-m', '--propagation', 'shared', 'node', LINK_BIN, ...linkArgs()], { enter: 'nsenter', allowFailure: true, timeoutMs: 60_000 });
+    expect(run.code, run.stderr).toBe(0);
+    expect(vmNamespaceFiles().sort()).toEqual([`${world.netnsPrefix}appvm-lynx`, `${world.netnsPrefix}netvm`]);
+    const listed = await world.link(['list']);
+    expect(listed.stdout).toMatch(/appvm-lynx -> netvm .* up$/m);
+  });
+
+  it('goes through under ip netns exec where its namespaces are there already (it adds none)', async () => {
+    const first = await world.link(['link', 'appvm-lynx', '--attach', 'netns']);
+    expect(first.code, first.stderr).toBe(0);
+    const again = await world.host.exec(['node', LINK_BIN, ...linkArgs()], { enter: 'netns-exec', allowFailure: true, timeoutMs: 60_000 });
+    expect(again.code, again.stderr).toBe(0);
+    const listed = await world.link(['list']);
+    expect(listed.stdout).toMatch(/appvm-lynx -> netvm .* up$/m);
+  });
+});
