@@ -7,6 +7,7 @@ import { GATEWAY_IP } from '../../shared/scheme.js';
 import { DhcpError } from './dhcp-error.js';
 import { RateLimiter } from '../dns/rate-limiter.js';
 import { type Backoff, backoffDelayMs } from '../backoff.js';
+import { bindPrivilegeHint } from '../capabilities.js';
 import { type RateLimit, type TokenBucket, takeToken } from '../token-bucket.js';
 import { type DhcpRequest, type DropReason, linkClientOf } from './dhcp-exchange.js';
 import { LinkSocket, type LinkSocketEvents, linkMtuOf, nativeParts } from './link-socket.js';
@@ -465,7 +466,7 @@ export function sendFailureHint(message: string): string {
 /** What to check when port 67 cannot be held, by the errno's name (exported for its test). */
 export function portHolderHint(code: unknown): string {
   if (code === 'EADDRINUSE') return 'is another DHCP server running in this namespace?';
-  if (code === 'EACCES' || code === 'EPERM') return 'does the agent have CAP_NET_BIND_SERVICE?';
+  if (code === 'EACCES' || code === 'EPERM') return bindPrivilegeHint(SERVER_PORT);
   if (code === 'EMFILE' || code === 'ENFILE') return "the agent's or the system's limit of open files is reached";
   return "check the provider's kernel (IPv4, UDP) and memory";
 }

@@ -54,6 +54,7 @@ import { MAX_TIMEOUT_MS, QUERY_TIMEOUT_MS, UPSTREAM_TIMEOUT_MS } from './query-t
 import { RttEstimator } from './rtt-estimator.js';
 import { UdpError, UdpPeer, UdpSocket, connectTcpThroughLink, connectTcpThroughZone, hostKeyOfText, loadUdpAddon, tcpUnacknowledged, zoneIndexOf } from './udp-socket.js';
 import { NO_BIND_TO_INDEX } from '../link-binding.js';
+import { bindPrivilegeHint } from '../capabilities.js';
 import { RECONNECT_MAX_MS, UpstreamReachability, reconnectDelayMs } from './upstream-reachability.js';
 
 export interface DnsForwarderOptions {
@@ -947,8 +948,8 @@ class Forwarder implements DnsForwarder {
           ? `${this.#listen} is not on any link yet; the forwarder listens once a provider link carries it`
           : code === 'EADDRINUSE'
             ? `another DNS server already listens on ${where}`
-            : code === 'EACCES'
-              ? `binding port ${this.#port} needs CAP_NET_BIND_SERVICE`
+            : code === 'EACCES' || code === 'EPERM'
+              ? bindPrivilegeHint(this.#port)
               : 'check the listen address and port';
       const failure = `${code ?? 'error'}: ${errorText(error)} (${hint})`;
       const failing = this.#udpFailing();

@@ -302,7 +302,7 @@ async function providerPorts(options: RunOptions, log: Logger, stop: AbortSignal
     await dhcp?.close();
     throw error;
   }
-  const services = new ProviderServices(dhcp, dns, log);
+  const services = new ProviderServices(dhcp, dns);
   return {
     firewall,
     services,

@@ -312,7 +312,6 @@ export class ProviderServices implements ServicesPort {
   constructor(
     private readonly dhcp: DhcpServer | null,
     private readonly dns: DnsForwarder | null,
-    private readonly log: Logger,
   ) {}
 
   async linksChanged(links: readonly ProviderLink[], upstreamLink: UpstreamLinkInfo | null): Promise<void> {
@@ -327,12 +326,9 @@ export class ProviderServices implements ServicesPort {
     await this.dns?.setUpstreamLink(upstreamLink === null ? null : { device: upstreamLink.ifname, ifindex: upstreamLink.ifindex, source: upstreamLink.ownIp });
     // The gateway address exists once a provider link carries it: the forwarder can bind then.
     // Upstreams with no route yet it retries on its own (DHCP on the uplink raises no link
-    // event here); a link change is just an early chance to connect them.
-    if (this.dns !== null && links.length > 0) {
-      const wasListening = this.dns.listening();
-      await this.dns.rebind();
-      if (!wasListening && this.dns.listening()) this.log.info('DNS forwarder listening on the gateway');
-    }
+    // event here); a link change is just an early chance to connect them. The forwarder says
+    // itself, once, that it listens and where.
+    if (this.dns !== null && links.length > 0) await this.dns.rebind();
     if (dhcp !== undefined) throw dhcp.error;
   }
 

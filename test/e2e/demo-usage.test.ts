@@ -116,6 +116,28 @@ describe('demo usage', () => {
     expect(readdirSync(join(tree, 'ran'))).toEqual([]);
   });
 
+  // Another user than root: setup's build failed on the root-owned checkout (node-gyp's output
+  // silenced), which ended scripts/demo with exit 1 and nothing said.
+  it.each([[[]], [['--json']], [['--qemu']]])('scripts/demo %j run as nobody says in one line that it needs root, exit 1, before it runs scripts/setup (its help still given)', async (args) => {
+    const tree = fakeDemoTree();
+    for (const dir of ['', 'scripts', 'test', 'test/e2e', 'dist', 'dist/test', 'dist/test/e2e']) chmodSync(join(tree, dir), 0o755);
+    const asNobody = async (given: readonly string[]): Promise<{ code: number; stdout: string; stderr: string }> => {
+      try {
+        const { stdout, stderr } = await promisify(execFile)('setpriv', ['--reuid=nobody', '--regid=nogroup', '--clear-groups', join(tree, 'scripts', 'demo'), ...given], { timeout: 30_000 });
+        return { code: 0, stdout, stderr };
+      } catch (error) {
+        const failed = error as { code?: unknown; stdout?: string; stderr?: string };
+        return { code: typeof failed.code === 'number' ? failed.code : -1, stdout: failed.stdout ?? '', stderr: failed.stderr ?? '' };
+      }
+    };
+    const result = await asNobody(args);
+    expect(result).toEqual({ code: 1, stdout: '', stderr: expect.stringMatching(/^demo: run it as root \(it builds network namespaces[^\n]*; you are nobody\n$/) });
+    expect(readdirSync(join(tree, 'ran'))).toEqual([]);
+    // Help and bad usage need no root.
+    expect(await asNobody([...args, '--help'])).toMatchObject({ code: 0, stdout: expect.stringMatching(/^Usage: demo/), stderr: '' });
+    expect(await asNobody([...args, '--bogus'])).toEqual({ code: 2, stdout: '', stderr: "demo: unknown option '--bogus'\n" });
+  });
+
   // What the built demo makes of some arguments, told apart without bringing anything up: a run
   // prefix that is not one stops a demo that took them at its first step (exit 1, saying so).
   async function demoVerdict(args: readonly string[]): Promise<{ takes: true; help?: string } | { takes: false; line: string }> {
@@ -179,7 +201,7 @@ describeNetns('demo failure', () => {
   it.each([
     ['the simulated internet is up', '] starting spectrum-netd in netvm\n', undefined],
     ['spectrum-link has made an app VM\'s namespace', '] linking appvm-lynx and appvm-catgirl to netvm', 'vm-appvm-'],
-  ])('stopped by SIGTERM once %s, dies by it leaving nothing: no namespace, nothing in the temp dir (its state dir, the internet\'s files)', async (_when, line, namespace) => {
+  ])('stopped by SIGTERM once %s, dies by it leaving nothing: no namespace, nothing in the temp dir (its state dir, the internet\'s files), its last line saying so', async (_when, line, namespace) => {
     const script = compiledFixture('test/e2e/demo', ['shared/cli/run-cli', 'test/e2e/example-system', 'test/guest/provider-world', 'test/harness/process-registry']);
     // The demo's temp dirs go in a dir of this test's own (TMPDIR), so that no other test's count.
     const temp = mkdtempSync(join(tmpdir(), 'sn-demo-signal-'));
@@ -189,7 +211,8 @@ describeNetns('demo failure', () => {
       const child = spawn(process.execPath, [script], { env: { ...process.env, TMPDIR: temp }, stdio: ['ignore', 'pipe', 'pipe'] });
       const prefix = `${runPrefix()}demo-${child.pid ?? 0}-`;
       let stderr = '';
-      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+      // On close, its stderr read to the end.
+      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('close', (code, signal) => resolve({ code, signal })));
       const said = new Promise<void>((resolve) => {
         child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
           stderr += chunk;
@@ -204,12 +227,46 @@ describeNetns('demo failure', () => {
       const made = readdirSync(temp).map((name) => name.replace(/[^-]+$/, '')).sort();
       child.kill('SIGTERM');
       expect(await exited, stderr).toEqual({ code: null, signal: 'SIGTERM' });
+      // Said as a normal run's last line says it: it was the last progress line.
+      expect(stderr.split('\n').slice(-2)).toEqual(['demo: stopped by SIGTERM, everything torn down', '']);
       expect(made).toEqual(['spectrum-example-state-', 'spectrum-internet-']);
       expect(readdirSync(temp)).toEqual([]);
       expect(namespaces(prefix)).toEqual([]);
       expect(readdirSync('/etc/netns').filter((name) => name.startsWith(prefix))).toEqual([]);
     } finally {
       rmSync(temp, { recursive: true, force: true });
+    }
+  });
+
+  it('stopped by SIGINT (Ctrl-C) where the tear-down fails (an `ip netns delete` refused), says so in its last line, naming what was left, and dies by SIGINT', async () => {
+    const script = compiledFixture('test/e2e/demo', ['shared/cli/run-cli', 'test/e2e/example-system', 'test/guest/provider-world', 'test/harness/process-registry']);
+    const dir = mkdtempSync(join(tmpdir(), 'sn-demo-stuck-'));
+    trackTempDir(dir);
+    const realIp = execFileSync('sh', ['-c', 'command -v ip'], { encoding: 'utf8' }).trim();
+    // An `ip` first in PATH that refuses to delete the demo's host namespace.
+    writeFileSync(join(dir, 'ip'), `#!/bin/sh\ncase "$*" in *"netns delete "*-host) echo 'refused by the test' >&2; exit 1;; esac\nexec ${realIp} "$@"\n`);
+    chmodSync(join(dir, 'ip'), 0o755);
+    const child = spawn(process.execPath, [script], { env: { ...process.env, PATH: `${dir}:${process.env['PATH'] ?? ''}` }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const prefix = `${runPrefix()}demo-${child.pid ?? 0}-`;
+    const namespaces = (): string[] => execFileSync(realIp, ['netns', 'list'], { encoding: 'utf8' }).split('\n').map((entry) => entry.split(' ')[0] ?? '').filter((name) => name.startsWith(prefix));
+    try {
+      let stderr = '';
+      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('close', (code, signal) => resolve({ code, signal })));
+      const said = new Promise<void>((resolve) => {
+        child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+          stderr += chunk;
+          if (stderr.includes('] starting spectrum-netd in netvm\n')) resolve();
+        });
+      });
+      await Promise.race([said, exited]);
+      child.kill('SIGINT');
+      expect(await exited, stderr).toEqual({ code: null, signal: 'SIGINT' });
+      const [left] = namespaces();
+      expect(namespaces(), stderr).toEqual([expect.stringMatching(/-host$/)]);
+      expect(stderr.split('\n').slice(-2)).toEqual([`demo: stopped by SIGINT, the tear-down failed: could not delete namespace ${left ?? ''}: Error: Command failed: ip netns delete ${left ?? ''} refused by the test`, '']);
+    } finally {
+      for (const name of namespaces()) execFileSync(realIp, ['netns', 'delete', name], { stdio: 'ignore' });
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 

@@ -3,7 +3,7 @@
 import { randomBytes } from 'node:crypto';
 import { Command } from 'commander';
 import { oneLine, runCli } from '../../shared/cli/run-cli.js';
-import { createHarness, netnsSupport } from '../harness/index.js';
+import { createHarness, netnsSupport, reportSignalCleanup } from '../harness/index.js';
 import { INTERNET_HTTP, TEST_NAME, udhcpc } from '../guest/provider-world.js';
 import { type Reach, type VmReport, demoJson, demoText } from './demo-report.js';
 import { APP_VMS, type ExampleSystem, type GuestResult, type LinkInfo, QemuGuest, linksActive, startExampleSystem } from './example-system.js';
@@ -126,6 +126,15 @@ async function main(): Promise<void> {
   let teardownFrom = 0;
   const support = netnsSupport();
   if (!support.ok) throw new Error(`the demo needs root and network namespaces: ${support.reason}`);
+  // Stopped by a signal (Ctrl-C), the harness tears everything down at once and the demo dies by
+  // the signal (exit 130 for SIGINT): said in its last line, as a normal run's last line says it.
+  reportSignalCleanup((signal, failures) =>
+    process.stderr.write(
+      failures.length === 0
+        ? `demo: stopped by ${signal}, everything torn down\n`
+        : `demo: stopped by ${signal}, the tear-down failed: ${oneLine(failures.join('; '))}\n`,
+    ),
+  );
   const harness = createHarness('demo');
   let guests: QemuGuest[] = [];
   let system: ExampleSystem | undefined;

@@ -26,7 +26,7 @@ export {
   runPrefix,
 } from './names.js';
 export { descendantsOf, isRunning, processIdentity, type ProcessIdentity } from './proc.js';
-export { removeNamespaceSync, trackNamespacePrefix, trackTempDir, useOwnTempDir } from './process-registry.js';
+export { removeNamespaceSync, reportSignalCleanup, trackNamespacePrefix, trackTempDir, useOwnTempDir } from './process-registry.js';
 export { eventually } from './eventually.js';
 export { netnsSupport, type NetnsSupport } from './support.js';
 export { describeNetns, netnsSuiteMode, type NetnsSuiteMode } from './describe-netns.js';

@@ -23,6 +23,19 @@ let sweptRunPrefix: string | undefined;
 let ownTempDir: string | undefined;
 const EXIT_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
 let handlersInstalled = false;
+/** What reportSignalCleanup registered. */
+let signalCleanupReport: ((signal: NodeJS.Signals, failures: readonly string[]) => void) | undefined;
+
+/**
+ * Have `report` called once the cleanup at a signal is done, just before the process dies by the
+ * signal, with what the cleanup failed to remove (its lines as printed, none if it removed
+ * everything): the demo says there that its tear-down finished, or failed. Not called where
+ * another listener of the signal owns the decision (the process does not die by it).
+ */
+export function reportSignalCleanup(report: (signal: NodeJS.Signals, failures: readonly string[]) => void): void {
+  installExitHandlers();
+  signalCleanupReport = report;
+}
 
 export function trackNamespace(name: string): void {
   installExitHandlers();
@@ -167,7 +180,12 @@ export function removeNamespaceSync(name: string): void {
   rmSync(`${NETNS_ETC_DIR}/${name}`, { recursive: true, force: true });
 }
 
-function cleanupSync(): void {
+function cleanupSync(): string[] {
+  const failures: string[] = [];
+  const failed = (line: string): void => {
+    failures.push(line);
+    process.stderr.write(`test harness: ${line}\n`);
+  };
   for (const pgid of liveProcessGroups) signalProcessGroup(pgid, 'SIGKILL');
   liveProcessGroups.clear();
   for (const name of liveNamespaces) {
@@ -175,7 +193,7 @@ function cleanupSync(): void {
       removeNamespaceSync(name);
     } catch (error) {
       // Keep going: one stuck namespace must not leave the others behind.
-      process.stderr.write(`test harness: could not delete namespace ${name}: ${String(error)}\n`);
+      failed(`could not delete namespace ${name}: ${String(error)}`);
     }
   }
   liveNamespaces.clear();
@@ -184,13 +202,13 @@ function cleanupSync(): void {
     try {
       names = namespaceNames();
     } catch (error) {
-      process.stderr.write(`test harness: could not list the namespaces under ${[...liveNamespacePrefixes].join(', ')}: ${String(error)}\n`);
+      failed(`could not list the namespaces under ${[...liveNamespacePrefixes].join(', ')}: ${String(error)}`);
     }
     for (const name of names.filter((candidate) => [...liveNamespacePrefixes].some((prefix) => candidate.startsWith(prefix)))) {
       try {
         removeNamespaceSync(name);
       } catch (error) {
-        process.stderr.write(`test harness: could not delete namespace ${name}: ${String(error)}\n`);
+        failed(`could not delete namespace ${name}: ${String(error)}`);
       }
     }
     liveNamespacePrefixes.clear();
@@ -199,20 +217,24 @@ function cleanupSync(): void {
     try {
       sweepRunPrefixSync(sweptRunPrefix);
     } catch (error) {
-      process.stderr.write(`test harness: could not sweep the namespaces of run ${sweptRunPrefix}: ${String(error)}\n`);
+      failed(`could not sweep the namespaces of run ${sweptRunPrefix}: ${String(error)}`);
     }
     sweptRunPrefix = undefined;
   }
   for (const dir of liveTempDirs) rmSync(dir, { recursive: true, force: true });
   liveTempDirs.clear();
+  return failures;
 }
 
 function onExitSignal(signal: NodeJS.Signals): void {
-  cleanupSync();
+  const failures = cleanupSync();
   for (const exitSignal of EXIT_SIGNALS) process.off(exitSignal, onExitSignal);
   // Our listener suppressed the default action; re-raise so the process still dies by the
   // signal, unless someone else also listens and so owns the decision.
-  if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
+  if (process.listenerCount(signal) === 0) {
+    signalCleanupReport?.(signal, failures);
+    process.kill(process.pid, signal);
+  }
 }
 
 function installExitHandlers(): void {

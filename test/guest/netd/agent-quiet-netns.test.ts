@@ -74,6 +74,8 @@ describeNetns('spectrum-netd run says nothing of what an ordinary provider goes 
     await eventually('the DNS forwarder listening', async () => (await status()).services?.dns?.listening === true);
     expect(warnings()).toEqual([]);
     expect(logLines().map((line) => line.msg)).toContain('DNS forwarder listening');
+    // Said once, with where: the agent said it again ('... on the gateway') at every start.
+    expect(logLines().filter((line) => /DNS forwarder listening/.test(line.msg))).toEqual([expect.objectContaining({ msg: 'DNS forwarder listening', listen: expect.stringMatching(/^169\.254\.0\.1[:#]53$/) })]);
   });
 
   it('takes client VMs shutting down (their end of the link deleted) and provider links deleted without a warning or a failed change', async () => {

@@ -4,13 +4,13 @@
 // `status` says in one line what is wrong with a control socket whose peer is no (or another)
 // spectrum-netd, and shows a client's hostname as one cell of its lease table.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { chownSync, existsSync, mkdtempSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { type Server, type Socket, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { type Harness, type Netns, createHarness, describeNetns, eventually } from '../../harness/index.js';
+import { type Harness, type Netns, createHarness, describeNetns, eventually, trackTempDir } from '../../harness/index.js';
 
 const CLI = fileURLToPath(new URL('../../../dist/guest/cli.js', import.meta.url));
 
@@ -78,6 +78,24 @@ describeNetns('spectrum-netd run and mistaken options', () => {
     } finally {
       await agent.kill('SIGKILL');
     }
+  });
+
+  // Without privilege: the hint named CAP_NET_BIND_SERVICE alone, and given that alone the agent
+  // failed at its next step (nftables, links): it names every capability the agent needs.
+  it('run as nobody fails in one line, exit 1, naming every capability the agent needs', async () => {
+    // A folder nobody may write in, for its control socket.
+    const own = mkdtempSync(join(tmpdir(), 'netd-nobody-'));
+    trackTempDir(own);
+    chownSync(own, 65534, 65534);
+    const result = await provider
+      .exec(['setpriv', '--reuid=nobody', '--regid=nogroup', '--clear-groups', 'node', CLI, 'run', '--control-socket', join(own, 'control.sock')], {
+        enter: 'nsenter',
+        allowFailure: true,
+        timeoutMs: 15_000,
+      })
+      .finally(() => rmSync(own, { recursive: true, force: true }));
+    expect(result.code, result.stderr).toBe(1);
+    expect(result.stderr).toMatch(/^spectrum-netd: [^\n]*: Permission denied \(binding port 67 needs CAP_NET_BIND_SERVICE, and the agent needs CAP_NET_ADMIN and CAP_NET_RAW as well: run it as root, or with all three\)\n$/);
   });
 
   it('a SIGTERM while the agent starts (its first reconcile under way) stops it: one line, exit 143, its control socket removed', async () => {
