@@ -2,6 +2,7 @@ import { Command } from 'commander';
 import { directoryOption } from '../shared/cli/directory-option.js';
 import { optionSource, usablePath } from '../shared/cli/option-source.js';
 import { CliError, EXIT } from '../shared/cli/run-cli.js';
+import { refuseRepeatedValues } from '../shared/cli/single-value.js';
 import { CONFIG_DIR_ENV, type ConfigProblem, checkVm, configDirFrom } from './config.js';
 import { type ConfigDirSource, readConfigVms } from './config-reader.js';
 import { isVmName, vmName } from './vm-name.js';
@@ -41,7 +42,7 @@ export async function checkReport(configDir: string, name: string, source?: Conf
 
 /** `check <vm>`: exit 0 when valid, 1 listing every problem, 2 for a bad name or usage. */
 export function checkCommand(env: Readonly<Record<string, string | undefined>> = process.env): Command {
-  return new Command('check')
+  const check = new Command('check')
     .description('check a VM directory against the spec: vmlinux, blk/*.img and providers (followed through provider chains)')
     .argument('<vm>', 'VM name: a directory of the config dir')
     .option('--config-dir <dir>', `directory of VM directories (default: $SPECTRUM_CONFIG_DIR or ${configDirFrom(undefined, {})})`, directoryOption('--config-dir'))
@@ -62,4 +63,6 @@ export function checkCommand(env: Readonly<Record<string, string | undefined>> =
         );
       }
     });
+  // Two different --config-dir values are refused, as link's are.
+  return refuseRepeatedValues(check);
 }

@@ -128,6 +128,15 @@ export function vmAliases(entries: readonly ReachedDir[]): Map<VmName, VmAlias> 
   return aliases;
 }
 
+/**
+ * Whether a config dir entry looks like a VM's directory: a directory with a kernel, a `blk` or a
+ * `providers/net`, whatever state they are in. A config dir named one level too high (its entries
+ * the config dir itself, a state dir), an empty mount or one not populated yet has none (pure).
+ */
+export function looksLikeVmDir(vm: VmDir): boolean {
+  return vm.location === 'directory' && (vm.kernel !== 'missing' || vm.blk.state !== 'missing' || vm.providers.state !== 'missing');
+}
+
 /** Whether a config dir entry is a symlink that leads nowhere: to nothing, or round a loop. */
 export function leadsNowhere(vm: VmDir): boolean {
   return vm.location === 'dangling-symlink' || vm.location === 'symlink-loop';

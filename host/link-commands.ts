@@ -3,16 +3,17 @@
 // link-listing.ts (list, show).
 import { Command, Option } from 'commander';
 import { NO_PROGRESS, type Progress, terminalProgress } from '../shared/cli/progress.js';
+import { refuseRepeatedValues } from '../shared/cli/single-value.js';
 import { directoryOption } from '../shared/cli/directory-option.js';
 import { exitOnSignals, interruptOnSignals, signalExitCode } from '../shared/cli/interruption.js';
 import { integerOption } from '../shared/cli/integer-option.js';
-import { type OptionSource, optionSource, pathCheck, shownOrigin, sourceName, usablePath } from '../shared/cli/option-source.js';
+import { type OptionSource, optionSource, pathCheck, pathFix, shownOrigin, sourceName, usablePath } from '../shared/cli/option-source.js';
 import { CliError, EXIT, exitCodeOf, oneLine } from '../shared/cli/run-cli.js';
 import { type Logger, createLogger, wouldLog } from '../shared/log.js';
 import { shownPath } from '../shared/shown-text.js';
 import { LINK_EXIT_CODES, isLinkBug, isLinkUsageError } from './exit-codes.js';
 import { type AttachChoice, type AttachMode, TAP_MTU_MAX, parseAttachChoice } from './attach-mode.js';
-import { CONFIG_DIR_ENV, type MisnamedVmDir, configDirFrom } from './config.js';
+import { CONFIG_DIR_ENV, type MisnamedVmDir, configDirFrom, looksLikeVmDir } from './config.js';
 import { DEFAULT_DEVICE_PREFIX, DeviceNameError, type DevicePrefix, devicePrefix } from './device-names.js';
 import { BRIDGE_SETTINGS, DEVICE_KIND, type ForeignChanged, PORT_SETTINGS, settingText } from './device-plan.js';
 import type { BridgeForeign, FarEndElsewhere, ForeignDevice, OffBridge, SettingOff } from './link-device-kinds.js';
@@ -33,6 +34,7 @@ import {
   type LeftDownLink,
   type LeftLink,
   type LinkProgressEvent,
+  type TakeDownProgressEvent,
   type LinkReport,
   type LinkerOptions,
   type ListedLink,
@@ -144,7 +146,7 @@ function linkerOptionsOf(env: Env) {
       ).default(env[DEVICE_PREFIX_ENV] || DEFAULT_DEVICE_PREFIX, `$${DEVICE_PREFIX_ENV}, else the one the state records, else ${DEFAULT_DEVICE_PREFIX}`),
     // An empty variable is no prefix, as none is.
     netnsPrefix: () =>
-      new Option('--netns-prefix <prefix>', 'netns attach: VM v lives in network namespace <prefix>v').default(env[NETNS_PREFIX_ENV] ?? '', `$${NETNS_PREFIX_ENV} or none`),
+      new Option('--netns-prefix <prefix>', 'netns attach: VM v lives in network namespace <prefix>v').default(env[NETNS_PREFIX_ENV] ?? '', `$${NETNS_PREFIX_ENV}, else the one the state records, else none`),
     // No default value: a link given no --mtu keeps the MTU it records (LinkerOptions.mtu).
     mtu: () =>
       new Option(
@@ -158,7 +160,7 @@ function linkerOptionsOf(env: Env) {
       new Option(
         '--vmm-timeout <ms>',
         `bound on each VMM request, and on waiting for a guest to release a NIC: ${VMM_TIMEOUT_MIN_MS} to ${VMM_TIMEOUT_MAX_MS}; a NIC's whole attach, and its whole detach, gets twice it`,
-      ).default('5000'),
+      ).default('5000', '5000'),
     qemuBus: () => new Option('--qemu-bus <id>', 'QEMU bus to hot-plug into (q35: a free pcie-root-port)'),
     lockWait: () =>
       new Option('--lock-wait <seconds>', `how long to wait for another spectrum-link that holds the state lock: ${LOCK_WAIT_MIN_S} (not at all) to ${LOCK_WAIT_MAX_S}`).default(
@@ -530,6 +532,23 @@ function ambiguousWarning({ vm, modes, links }: AmbiguousAttach): string {
   return `${vm}'s links are attached as ${shown} on its side, so its mode is ambiguous: those links keep theirs, and ${named} ${take} none; to attach ${vm} one way, link with --attach ${vm}=MODE`;
 }
 
+/**
+ * What `link --all` says where the config dir has no VM with providers, so that it linked nothing
+ * (a wrong $SPECTRUM_CONFIG_DIR at boot would otherwise link no VM in silence): where it holds VM
+ * directories (none naming a provider: a valid config), a warning; where it holds nothing that
+ * looks like one (an empty mount, a dir one level too high, not populated yet), a failure, exit 1,
+ * saying what to check. Undefined where it has a VM with providers. (Pure.)
+ */
+export function nothingToLinkAll(all: AllVms, options: Pick<LinkerOptions, 'configDir' | 'configDirSource'>): { readonly warning: string } | { readonly failure: string } | undefined {
+  if (all.vms.length > 0) return undefined;
+  const { snapshot } = all.wholeDir;
+  const shown = shownOrigin('config dir', options.configDir, options.configDirSource);
+  const vmDirs = [...snapshot.vms.values()].filter(looksLikeVmDir).length + (snapshot.misnamed ?? []).length;
+  if (vmDirs > 0) return { warning: `${shown} has no VM with providers (providers/net): nothing linked` };
+  const fix = pathFix('--config-dir', CONFIG_DIR_ENV, options.configDirSource, 'the directory holding the VM directories');
+  return { failure: `${shown} holds no VM directory (a directory with a vmlinux, blk or providers/net): nothing linked; ${fix}` };
+}
+
 /** What `link --all` says of a directory with providers whose name is no VM name (under a config dir `/`, one slash, as entryPath). */
 export function misnamedWarning(dir: MisnamedVmDir, configDir: string): string {
   return `${configDir === '/' ? '' : configDir}/${dir.shown} has a providers/net but no VM name, so it is not linked: ${dir.reason}; rename it to link it`;
@@ -662,9 +681,50 @@ const PROGRESS_TEXT: Readonly<Record<LinkProgressEvent['phase'], (done: number, 
   'one-by-one': (done, total) => `linking VM by VM after a failure: ${done} of ${total} VMs`,
 };
 
-/** The progress line of `link`: how many VMs have their devices, then how many NICs are hot-plugged. */
+/**
+ * The progress line of `link` for an event: how many VMs have their devices, then how many NICs
+ * are hot-plugged; with --keep-going, once a VM failed there, how many NICs were tried and how
+ * many of those failed, and the failed VM whose undo is under way.
+ */
+export function linkProgressLine({ phase, done, total, failed = 0, undoing }: LinkProgressEvent): string {
+  if (phase !== 'vmm' || (failed === 0 && undoing === undefined)) return PROGRESS_TEXT[phase](done, total);
+  return `linking: ${done} of ${total} NICs tried, ${failed} failed${undoing === undefined ? '' : `, undoing ${undoing}`}`;
+}
+
+/**
+ * The progress line of `unlink` for an event: NICs asked out of their VMMs, then the links'
+ * devices being deleted, a kernel request that takes seconds for hundreds of links, with the
+ * seconds it has taken so far (`seconds`, once there is one).
+ */
+export function unlinkProgressLine(vm: string, event: TakeDownProgressEvent, seconds = 0): string {
+  if (event.phase === 'detach') return `unlinking ${vm}: ${event.done} of ${event.total} NICs asked out of their VMMs`;
+  return `unlinking ${vm}: deleting the ${event.devices} devices of its ${event.links} links${seconds > 0 ? ` (${seconds} s)` : ''}`;
+}
+
+/**
+ * `unlink`'s progress line (of a take-down of several links: one goes in an instant), redrawn
+ * each second while the devices are deleted; `stop` ends that (the caller erases the line).
+ */
+function unlinkProgress(vm: string, progress: Progress): { readonly told: (event: TakeDownProgressEvent) => void; stop(): void } {
+  let ticker: NodeJS.Timeout | undefined;
+  const stop = (): void => {
+    clearInterval(ticker);
+    ticker = undefined;
+  };
+  const told = (event: TakeDownProgressEvent): void => {
+    if (event.links < 2) return;
+    stop();
+    progress.update(unlinkProgressLine(vm, event));
+    if (event.phase !== 'delete') return;
+    const started = performance.now();
+    ticker = setInterval(() => progress.update(unlinkProgressLine(vm, event, Math.floor((performance.now() - started) / 1000))), 1000);
+    ticker.unref();
+  };
+  return { told, stop };
+}
+
 function linkProgressText(progress: Progress): (event: LinkProgressEvent) => void {
-  return ({ phase, done, total }) => progress.update(PROGRESS_TEXT[phase](done, total));
+  return (event) => progress.update(linkProgressLine(event));
 }
 
 /**
@@ -1196,7 +1256,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
     .option('--all', 'link every VM of the config dir that has providers')
     .option(
       '--keep-going',
-      'link every VM that can be: a VM that fails (its config, the kernel, its VMM, bad input such as a VMM socket path too long) is undone alone and reported; exits 2 if any failed by bad input, else 1 if any failed',
+      'link every VM that can be: a VM that fails (its config, the kernel, its VMM, bad input such as a VMM socket path too long) is undone alone and reported; exits 70 if any failed by a bug, else 2 if any failed by bad input, else 1 if any failed',
     )
     .action(async (names: string[], flags: LinkFlags, command: Command) => {
       const attach = parseAttachChoice(flags.attach);
@@ -1411,6 +1471,8 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         log().info({ vms: all?.vms.length ?? names.length, links: [...linked.values()].flat().length, unlinked: [...unlinked.values()].flat().length, ms: Math.round(performance.now() - started) }, 'linked');
       }
       writeOutcome(outcome, all);
+      const nothing = all === undefined ? undefined : nothingToLinkAll(all, linkerOpts);
+      if (nothing !== undefined && 'warning' in nothing && wouldLog('warn')) log().warn(nothing.warning);
       // Each VM --keep-going did not link (and after it each of its links left down), the links
       // left down of VMs a signal undid, the devices and namespaces an undo left, the records an
       // undo could not write back, then each VMM that did not detach a link taken down, and each
@@ -1440,6 +1502,8 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         const code = failedVmsExitCode(failed, outcome);
         throw new CliError(first, code, rest, 'lines', code === EXIT.internal);
       }
+      // A config dir with nothing that looks like a VM is most likely the wrong one: a failure.
+      if (nothing !== undefined && 'failure' in nothing) throw new CliError(nothing.failure, EXIT.failure);
     });
 
   const unlink = new Command('unlink')
@@ -1464,7 +1528,14 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       // What its lines tell the operator to run carries this run's options, its --attach too (printed-command.ts), its device prefix as the state gives it.
       const given = { ...givenOptions(flags, command, env), devicePrefix: state.devicePrefix };
       const commands: PrintedCommands = { unlink: (vm, words) => unlinkCommand(vm, words, given, given.attach), link: (pinned) => linkCommand([name], given, pinned), relink: (client, pinned) => linkCommand([client], { ...given, attach: [] }, pinned) };
-      const options = { ...state, ...lockWaitOf(flags, env, command), attach, vmm: vmmFactory(attach, flags), commands };
+      // Many links take seconds to go: on a terminal, a line that says how far it has got (as link's).
+      const progress: Progress = flags.json !== true ? terminalProgress() : NO_PROGRESS;
+      const taking = unlinkProgress(name, progress);
+      const endProgress = (): void => {
+        taking.stop();
+        progress.done();
+      };
+      const options = { ...state, ...lockWaitOf(flags, env, command), attach, vmm: vmmFactory(attach, flags), commands, onTakeDownProgress: taking.told };
       // Before the lock, which would make it.
       requireNamedStateDir(options.stateDir, options.stateDirSource);
       // The default one missing (a fresh host) records no links: said as unlinkVm says it, without
@@ -1477,11 +1548,16 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         'unlink',
         'nothing was taken down',
         // Once it holds the lock: NICs detached, devices deleted (a kernel bulk delete goes on
-        // without it), the state not yet written; the same unlink finishes it.
-        (signal) =>
-          `unlink interrupted by ${signal}: its take-down may be partly done (NICs detached, devices deleted, the kernel finishing a deletion begun) ` +
-          `while the state may still record ${name}'s links as before: run ${commands.unlink(name, [...(forget ? ['--forget'] : []), ...(flags.force === true ? ['--force'] : [])])} again to finish it`,
-        (wait) => unlinkVm(name, { forget, force: flags.force === true }, { ...options, ...wait }),
+        // without it), the state not yet written; the same unlink finishes it. (The progress
+        // line erased first: the line starts a line of its own.)
+        (signal) => {
+          endProgress();
+          return (
+            `unlink interrupted by ${signal}: its take-down may be partly done (NICs detached, devices deleted, the kernel finishing a deletion begun) ` +
+            `while the state may still record ${name}'s links as before: run ${commands.unlink(name, [...(forget ? ['--forget'] : []), ...(flags.force === true ? ['--force'] : [])])} again to finish it`
+          );
+        },
+        (wait) => unlinkVm(name, { forget, force: flags.force === true }, { ...options, ...wait }).finally(endProgress),
         (error: unknown) => {
           // A take-down stopped part-way: its line says what it had done; after it, the line of
           // each VMM that did not detach a NIC whose tap and bridge it deleted, as where --force
@@ -1657,5 +1733,6 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       if (first !== undefined) throw new CliError(first, EXIT.failure, rest, 'lines');
     });
 
-  return [link, unlink, list, show, gc];
+  // An option of one value given twice with different values is refused, as --attach's modes are.
+  return [link, unlink, list, show, gc].map((command) => refuseRepeatedValues(command, ['--attach']));
 }

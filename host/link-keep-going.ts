@@ -660,9 +660,11 @@ async function attachVmByVm(
     }
   };
   const providers = new Map<VmName, readonly VmName[]>();
-  const count: NicCount = { done: 0, total: vms.reduce((total, vm) => total + (run.linked.get(vm) ?? []).flatMap((report) => vmmNics(report)).length, 0) };
+  const nicsOf = (vm: VmName): number => (run.linked.get(vm) ?? []).flatMap((report) => vmmNics(report)).length;
+  const count: NicCount = { done: 0, failed: 0, total: vms.reduce((total, vm) => total + nicsOf(vm), 0) };
   for (const [index, vm] of vms.entries()) {
     const reports = run.linked.get(vm) ?? [];
+    const triedBefore = count.done;
     try {
       // On failure it takes back the NICs it added for this VM.
       await attachToVmms(reports, options, count);
@@ -675,7 +677,14 @@ async function attachVmByVm(
       }
       // Failed before its undo: where a bug cuts that short (stopping the run), it is said all the same.
       failures.set(vm, error);
+      // Its NICs are tried, none hot-plugged (those that were are taken back): the progress line
+      // moves on a failure as on a success, and says the undo it waits for (seconds, where the
+      // VMMs are not up yet: devices deleted, the state written back, for each VM).
+      count.done = triedBefore + nicsOf(vm);
+      count.failed = (count.failed ?? 0) + nicsOf(vm);
+      options.progress?.({ phase: 'vmm', done: count.done, total: count.total, failed: count.failed, undoing: vm });
       state = await undoOrStop([vm], vms.slice(index + 1));
+      options.progress?.({ phase: 'vmm', done: count.done, total: count.total, failed: count.failed });
     }
   }
   return { state, linked, providers };

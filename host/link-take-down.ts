@@ -155,10 +155,15 @@ async function detachFromVmms(
   refused: (error: unknown) => unknown,
   done: { readonly detached: DetachedNic[]; readonly failures: VmmDetachFailure[] },
   sides: readonly LinkSide[] = BOTH_SIDES,
+  /** Told of each NIC asked out (`asked` so far, of `total`). */
+  progress?: (asked: number, total: number) => void,
 ): Promise<void> {
+  const total = progress === undefined ? 0 : reports.reduce((sum, report) => sum + vmmNics(report, undefined, sides).length, 0);
+  let asked = 0;
   for (const report of reports) {
     // At the socket recorded for each NIC, where there is one (vmmNics): where it was attached.
     for (const target of vmmNics(report, undefined, sides)) {
+      progress?.((asked += 1), total);
       try {
         // Only a NIC this call took out: a VMM not running, or one that no longer held it (an
         // earlier take-down's, or a VM restarted without it), took none out.
@@ -309,9 +314,12 @@ async function releaseLinks(links: readonly Link[], options: UnlinkOptions, rele
   // recorded without attach modes, only the devices seen under its names (`host`) may exist (none,
   // for one taken down before); of another, each.
   const mayExist = taken.flatMap(({ link }) => namesOf(link).filter((name) => link.attached !== undefined || host.has(name)));
-  await detachFromVmms(reports, options.vmm, release.force === true, release.refused ?? ((error) => error), done).catch((error: unknown) => {
+  const told = options.onTakeDownProgress;
+  const nicAsked = told === undefined ? undefined : (asked: number, total: number): void => told({ phase: 'detach', done: asked, total, links: reports.length });
+  await detachFromVmms(reports, options.vmm, release.force === true, release.refused ?? ((error) => error), done, BOTH_SIDES, nicAsked).catch((error: unknown) => {
     throw stoppedPartWay(error, { reports: released([]), ...done, deleted: [], existed: mayExist });
   });
+  told?.({ phase: 'delete', devices: reports.flatMap(devicesOf).length, links: reports.length });
   const removal = await removeDevices(reports.flatMap(devicesOf)).catch((error: unknown) => {
     const removed = removedBefore(error);
     throw stoppedPartWay(error, { reports: released(removed ?? []), ...done, deleted: removed?.map((device) => device.name), existed: foundBefore(error) ?? mayExist });

@@ -115,8 +115,13 @@ export type VmmPresence = { readonly running: true } | { readonly running: false
  */
 export interface LinkProgressEvent {
   readonly phase: 'devices' | 'vmm' | 'one-by-one';
+  /** In the 'vmm' phase, NICs tried: hot-plugged, or of a VM that failed (`failed` of them). */
   readonly done: number;
   readonly total: number;
+  /** With --keep-going, in the 'vmm' phase: NICs of the VMs that failed (their VMM refusing or not there), not hot-plugged. */
+  readonly failed?: number;
+  /** ...and the VM that failed whose undo (its devices deleted, its records written back) is under way. */
+  readonly undoing?: VmName;
 }
 
 export interface LinkerOptions {
@@ -299,8 +304,18 @@ export interface UndoStateWriteFailure {
  * the lock is held (onLockHeld) they do their work as they would without it.
  */
 export type LockWaitOptions = Pick<LinkerOptions, 'stateDir' | 'stateDirSource' | 'lockWaitMs' | 'onLockWait' | 'signal' | 'onLockHeld' | 'onTakeDownBegun' | 'onUnlockFailed'>;
-/** What taking links down needs: where they are recorded, their devices' names, their VMMs. */
-export type UnlinkOptions = LockWaitOptions & Pick<LinkerOptions, 'devicePrefix' | 'devicePrefixSource' | 'attach' | 'vmm' | 'commands'>;
+/**
+ * How far an `unlink` has got, for its progress line: NICs asked out of their VMMs (`links`: how
+ * many links it takes down), then the links' devices being deleted (one kernel request: seconds
+ * for hundreds of links).
+ */
+export type TakeDownProgressEvent =
+  | { readonly phase: 'detach'; readonly done: number; readonly total: number; readonly links: number }
+  | { readonly phase: 'delete'; readonly devices: number; readonly links: number };
+
+/** What taking links down needs: where they are recorded, their devices' names, their VMMs; and who is told how far it has got. */
+export type UnlinkOptions = LockWaitOptions &
+  Pick<LinkerOptions, 'devicePrefix' | 'devicePrefixSource' | 'attach' | 'vmm' | 'commands'> & { readonly onTakeDownProgress?: (event: TakeDownProgressEvent) => void };
 /** What reporting recorded links needs (the attach mode is for links without a recorded one). */
 export type ListOptions = Pick<LinkerOptions, 'stateDir' | 'stateDirSource' | 'devicePrefix' | 'devicePrefixSource' | 'attach' | 'netnsPrefix'>;
 /** `show` also looks in the config dir for a VM without links. */

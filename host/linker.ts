@@ -236,7 +236,9 @@ function netnsNames(connections: readonly DesiredConnection[]): string[] {
 
 /** NICs hot-plugged so far of how many, for the progress line (`link --keep-going` attaches VM by VM). */
 export interface NicCount {
+  /** NICs tried: hot-plugged, or of a VM that failed (`failed`: those, with --keep-going). */
   done: number;
+  failed?: number;
   readonly total: number;
 }
 
@@ -251,7 +253,7 @@ export async function attachToVmms(reports: readonly LinkReport[], options: Link
       // Only NICs this run added are taken back: one attached by an earlier run stays.
       if (await options.vmm.attach(target.kind, target.vm, target.nic)) attached.push(target);
       counted.done += 1;
-      options.progress?.({ phase: 'vmm', done: counted.done, total: counted.total });
+      options.progress?.({ phase: 'vmm', done: counted.done, total: counted.total, ...(counted.failed === undefined ? {} : { failed: counted.failed }) });
     }
   } catch (error) {
     // The devices go after this whatever the VMMs say (each detach is bounded as a whole, so that

@@ -194,6 +194,12 @@ export class RtnlSocket {
   }
 }
 
+/**
+ * What a refusal for want of privilege (EPERM, EACCES: the kernel checks CAP_NET_ADMIN in the
+ * socket's namespace) says after the kernel's text: "Operation not permitted" alone names no cause.
+ */
+export const PRIVILEGE_HINT = 'needs root or CAP_NET_ADMIN';
+
 function outcomesOf(raw: RawOutcome): RecordOutcome[] {
     return Array.from(raw.errors, (errno, index): RecordOutcome => {
       if (errno === 0) {
@@ -201,7 +207,9 @@ function outcomesOf(raw: RawOutcome): RecordOutcome[] {
         return { state: 'done', reply: raw.replies.subarray(start, start + (raw.spans[2 * index + 1] ?? 0)) };
       }
       if (errno < 0) return { state: 'not-run' };
-      return { state: 'failed', errno, code: ERRNO_NAMES.get(errno) ?? `E${String(errno)}`, text: raw.texts[index] ?? `errno ${String(errno)}` };
+      const code = ERRNO_NAMES.get(errno) ?? `E${String(errno)}`;
+      const text = raw.texts[index] ?? `errno ${String(errno)}`;
+      return { state: 'failed', errno, code, text: code === 'EPERM' || code === 'EACCES' ? `${text} (${PRIVILEGE_HINT})` : text };
     });
 }
 

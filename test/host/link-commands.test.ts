@@ -102,10 +102,16 @@ describe('spectrum-link linker commands', () => {
       '--config-dir': '(default: $SPECTRUM_CONFIG_DIR or /ext/svc/data)',
       '--state-dir': '(default: $SPECTRUM_STATE_DIR or /var/lib/spectrum-link)',
       '--device-prefix': '(default: $SPECTRUM_DEVICE_PREFIX, else the one the state records, else sn)',
-      '--netns-prefix': '(default: $SPECTRUM_NETNS_PREFIX or none)',
+      '--netns-prefix': '(default: $SPECTRUM_NETNS_PREFIX, else the one the state records, else none)',
       '--lock-wait': '(default: $SPECTRUM_LOCK_WAIT or 600)',
     };
     for (const [option, text] of Object.entries(expected)) if ((OWN_OPTIONS[name] ?? []).includes(option)) expect(help, option).toContain(text);
+  });
+
+  it('link --help says --keep-going\'s exit codes as the README does (70 for a VM failed by a bug outranks 2), and --vmm-timeout\'s default as a number, unquoted', () => {
+    const help = named('link').helpInformation().replace(/\s+/g, ' ');
+    expect(help).toContain('exits 70 if any failed by a bug, else 2 if any failed by bad input, else 1 if any failed');
+    for (const name of ['link', 'unlink']) expect(named(name).helpInformation().replace(/\s+/g, ' '), name).toContain('gets twice it (default: 5000)');
   });
 
   it('check, link and show describe --config-dir in the same words', () => {
@@ -207,6 +213,32 @@ describe('spectrum-link linker commands', () => {
       const args = [name, ...(argumentsOf[name] ?? []), option, ''];
       const err = `spectrum-link: ${option} "" is not valid: give a directory (an empty path would mean the working directory)\n`;
       expect(await parse(args), args.join(' ')).toEqual({ code: EXIT.usage, out: '', err, ran: false });
+    }
+  });
+
+  it.each(Object.keys(OWN_OPTIONS))('%s refuses an option of one value given twice with different values, in one line, exit 2, nothing run; the same value twice is taken', async (name) => {
+    const scalar = (OWN_OPTIONS[name] ?? []).filter((option) => option !== '--attach' && withValue(option).length === 2);
+    expect(scalar.length).toBeGreaterThan(0);
+    for (const option of scalar) {
+      const first = VALUE[option] ?? '/tmp/x';
+      const second = option === '--mtu' ? '1500' : option === '--vmm-timeout' ? '5000' : option === '--lock-wait' ? '0' : `${first}2`;
+      const args = [name, ...(argumentsOf[name] ?? []), option, first, option, second];
+      const err = `spectrum-link: ${option} "${first}" and ${option} "${second}" give two values: keep one\n`;
+      expect(await parse(args), args.join(' ')).toEqual({ code: EXIT.usage, out: '', err, ran: false });
+      const same = [name, ...(argumentsOf[name] ?? []), option, first, `${option}=${first}`];
+      expect(await parse(same), same.join(' ')).toEqual({ code: EXIT.ok, out: '', err: '', ran: true });
+    }
+  });
+
+  it('check refuses two different --config-dir values as link does', async () => {
+    const program = new Command('spectrum-link').addCommand(checkCommand({}).action(() => undefined));
+    let err = '';
+    const stderr = vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => ((err += String(chunk)), true));
+    try {
+      const code = await runCli(program, ['check', 'appvm-lynx', '--config-dir', '/a', '--config-dir', '/b']);
+      expect({ code, err }).toEqual({ code: EXIT.usage, err: 'spectrum-link: --config-dir "/a" and --config-dir "/b" give two values: keep one\n' });
+    } finally {
+      stderr.mockRestore();
     }
   });
 

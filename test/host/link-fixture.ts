@@ -28,16 +28,19 @@ const NETNS_COMMANDS = new Set(['link', 'list', 'show']);
 
 /**
  * `args` (a spectrum-link command line) with a world's dirs and netns prefix right after the
- * subcommand, each only where that command takes it (a command refuses options it does not use),
- * so that a test's own options, coming later, win.
+ * subcommand, each only where that command takes it (a command refuses options it does not use)
+ * and the test's own options do not give it: those win (a command refuses an option given twice
+ * with different values).
  */
 export function withWorldOptions(args: readonly string[], world: { configDir: string; stateDir: string; netnsPrefix: string }): string[] {
   const [command = '', ...rest] = args;
+  const own = (flag: string): boolean => rest.some((arg) => arg === flag || arg.startsWith(`${flag}=`));
+  const worldOption = (commands: ReadonlySet<string>, flag: string, value: string): string[] => (commands.has(command) && !own(flag) ? [flag, value] : []);
   return [
     command,
-    ...(CONFIG_COMMANDS.has(command) ? ['--config-dir', world.configDir] : []),
-    ...(STATE_COMMANDS.has(command) ? ['--state-dir', world.stateDir] : []),
-    ...(NETNS_COMMANDS.has(command) ? ['--netns-prefix', world.netnsPrefix] : []),
+    ...worldOption(CONFIG_COMMANDS, '--config-dir', world.configDir),
+    ...worldOption(STATE_COMMANDS, '--state-dir', world.stateDir),
+    ...worldOption(NETNS_COMMANDS, '--netns-prefix', world.netnsPrefix),
     ...rest,
   ];
 }

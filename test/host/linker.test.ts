@@ -16,13 +16,13 @@ import type { PlanMade } from '../../host/netlink-devices.js';
 import { StateStoreError, loadState, saveState, withStateLock } from '../../host/state-store.js';
 import { recordedPrefixesOf } from '../../host/state-prefix.js';
 import { CliError, EXIT, runCli } from '../../shared/cli/run-cli.js';
-import { leftDownLine, linkCommands } from '../../host/link-commands.js';
+import { leftDownLine, linkCommands, linkProgressLine, unlinkProgressLine } from '../../host/link-commands.js';
 import { isLinkUsageError } from '../../host/exit-codes.js';
 import { linkAllKeepGoing, linkVmsKeepGoing } from '../../host/link-keep-going.js';
 import { collectGarbage, unlinkVm } from '../../host/link-take-down.js';
 import { linkAll, linkVms } from '../../host/linker.js';
 import type { LinkerError } from '../../host/linker-error.js';
-import type { KeepGoingOutcome, LeftDownLink, LinkReport, LinkerOptions, UndoStateWriteFailure, UndoStepFailure, VmmDetachFailure, VmmPort } from '../../host/linker-types.js';
+import type { KeepGoingOutcome, LeftDownLink, LinkProgressEvent, LinkReport, LinkerOptions, UndoStateWriteFailure, UndoStepFailure, VmmDetachFailure, VmmPort } from '../../host/linker-types.js';
 import type { ClientId } from '../../shared/client-id.js';
 import { type VmName, vmName } from '../../host/vm-name.js';
 
@@ -4988,5 +4988,74 @@ describe('unlink: a socket path that cannot be, for a side the state records no 
     await expect(unlinking).rejects.toMatchObject({ name: 'CliError', exitCode: EXIT.usage, message: '--qemu gives VM c2 a socket path too long' });
     expect([events, kernel.removed]).toEqual([[], []]);
     expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
+  });
+});
+
+describe('link --keep-going whose VMMs refuse: the progress of its NICs', () => {
+  it('counts the NICs of a VM that failed as tried and failed, and says its undo, so that the line moves on failures as on successes', async () => {
+    const [c1, c2, c3] = CLIENTS as [VmName, VmName, VmName];
+    const refusing: VmmPort = { ...NO_VMM, attach: async (_kind, vm) => (vm === c2 ? Promise.reject(new Error(`cannot connect to QMP socket of ${vm}`)) : true) };
+    const events: LinkProgressEvent[] = [];
+    const outcome = await linkVmsKeepGoing(CLIENTS, { ...options(), attach: parseAttachChoice(['none', `${c1}=qemu`, `${c2}=qemu`, `${c3}=qemu`]), vmm: refusing, progress: (event) => void events.push(event) });
+    expect(outcome.failed.map(({ vm }) => vm)).toEqual([c2]);
+    expect(events.filter((event) => event.phase === 'vmm')).toEqual([
+      { phase: 'vmm', done: 1, total: 3, failed: 0 },
+      { phase: 'vmm', done: 2, total: 3, failed: 1, undoing: c2 },
+      { phase: 'vmm', done: 2, total: 3, failed: 1 },
+      { phase: 'vmm', done: 3, total: 3, failed: 1 },
+    ]);
+    expect(events.filter((event) => event.phase === 'vmm').map(linkProgressLine)).toEqual([
+      'linking: 1 of 3 NICs hot-plugged',
+      'linking: 2 of 3 NICs tried, 1 failed, undoing c2',
+      'linking: 2 of 3 NICs tried, 1 failed',
+      'linking: 3 of 3 NICs tried, 1 failed',
+    ]);
+  });
+});
+
+describe('unlink of several links on a terminal', () => {
+  /** `spectrum-link unlink` with these arguments, in process, stderr a terminal (or not): its exit code and what it wrote, in order. */
+  async function unlinkOnTerminal(args: readonly string[], isTTY = true): Promise<{ code: number; written: string }> {
+    let written = '';
+    const out = vi.spyOn(process.stdout, 'write').mockImplementation((chunk) => ((written += String(chunk)), true));
+    const err = vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => ((written += String(chunk)), true));
+    const tty = Object.getOwnPropertyDescriptor(process.stderr, 'isTTY');
+    Object.defineProperty(process.stderr, 'isTTY', { value: isTTY, configurable: true, writable: true });
+    try {
+      const program = new Command('spectrum-link');
+      for (const command of linkCommands({}, () => NO_VMM)) program.addCommand(command);
+      const code = await runCli(program, ['unlink', '--state-dir', stateDir, '--device-prefix', 'sn', ...args]);
+      return { code, written };
+    } finally {
+      out.mockRestore();
+      err.mockRestore();
+      if (tty === undefined) delete (process.stderr as { isTTY?: boolean }).isTTY;
+      else Object.defineProperty(process.stderr, 'isTTY', tty);
+    }
+  }
+
+  it('says how far it has got on one line, as link does, erased before the links it took down', async () => {
+    await linkVms(CLIENTS, options());
+    const { code, written } = await unlinkOnTerminal([NETVM]);
+    expect(written).toContain(`\r\x1b[2Kunlinking netvm: deleting the 9 devices of its 3 links`);
+    const screen = terminalScreen(written).filter((line) => line !== '');
+    expect({ code, screen }).toEqual({ code: 0, screen: CLIENTS.map((client) => expect.stringMatching(new RegExp(`^unlinked ${client} -> netvm \\(id \\d+, kept\\)$`))) });
+  });
+
+  it('draws none with --json, where stderr is no terminal, nor for one link', async () => {
+    await linkVms(CLIENTS, options());
+    expect((await unlinkOnTerminal([NETVM, '--json'])).written).not.toContain('unlinking');
+    await linkVms(CLIENTS, options());
+    expect((await unlinkOnTerminal([NETVM], false)).written).not.toContain('unlinking');
+    await linkVms(CLIENTS, options());
+    const [c1] = CLIENTS as [VmName];
+    const one = await unlinkOnTerminal([c1]);
+    expect({ code: one.code, written: one.written }).toEqual({ code: 0, written: expect.stringMatching(/^unlinked c1 -> netvm \(id \d+, kept\)\n$/) });
+  });
+
+  it('gives the seconds the deletion has taken, once it has taken one, and what goes before it: NICs asked out of their VMMs', () => {
+    expect(unlinkProgressLine('netvm', { phase: 'detach', done: 12, total: 302, links: 302 })).toBe('unlinking netvm: 12 of 302 NICs asked out of their VMMs');
+    expect(unlinkProgressLine('netvm', { phase: 'delete', devices: 906, links: 302 })).toBe('unlinking netvm: deleting the 906 devices of its 302 links');
+    expect(unlinkProgressLine('netvm', { phase: 'delete', devices: 906, links: 302 }, 3)).toBe('unlinking netvm: deleting the 906 devices of its 302 links (3 s)');
   });
 });
