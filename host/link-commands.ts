@@ -772,7 +772,7 @@ function linkedVmLines(
 }
 
 /** What `link` says on stderr (a warning each) of what it changed of another's on a link's bridge of `vm`'s. */
-function foreignChangedLines(vm: string, { bridge, released, releasedFromLink = [], movedHome = [], addressesRemoved, settingsPutBack }: ForeignChanged): string[] {
+export function foreignChangedLines(vm: string, { bridge, released, releasedFromLink = [], movedHome = [], addressesRemoved, settingsPutBack }: ForeignChanged): string[] {
   const homeOf = (port: string): string | undefined => releasedFromLink.find((entry) => entry.device === port)?.bridge;
   return [
     ...movedHome.map(({ device, bridge: home }) => `link ${vm}: put ${device}, another link's side device, back on its link's bridge ${home} (off bridge ${bridge})`),
@@ -783,7 +783,11 @@ function foreignChangedLines(vm: string, { bridge, released, releasedFromLink = 
       return `link ${vm}: took foreign port ${shownPath(port)} off bridge ${bridge}${note}`;
     }),
     ...addressesRemoved.map((address) => `link ${vm}: removed address ${address} from bridge ${bridge}`),
-    ...settingsPutBack.map(({ device, settings }) => `link ${vm}: put back ${device}'s ${settings.join(', ')}${device === bridge ? '' : ` (a port of bridge ${bridge})`}`),
+    // A port's STP state refused as its carrier was lost meanwhile: not forwarding yet, said so.
+    ...settingsPutBack.map(
+      ({ device, settings, untilCarrier }) =>
+        `link ${vm}: put back ${device}'s ${settings.join(', ')}${device === bridge ? '' : ` (a port of bridge ${bridge})`}${untilCarrier === true ? `; its state once its carrier is back: the kernel holds it disabled until then` : ''}`,
+    ),
   ];
 }
 
