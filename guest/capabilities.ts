@@ -11,18 +11,7 @@ export function bindPrivilegeHint(port: number): string {
   return `binding port ${port} needs CAP_NET_BIND_SERVICE, and the agent needs ${others.join(' and ')} as well: run it as root, or with all three`;
 }
 
-/** CAP_NET_ADMIN's bit in a capability set (linux/capability.h). */
-const CAP_NET_ADMIN_BIT = 12n;
-
-/**
- * Whether a process's effective set holds CAP_NET_ADMIN, from its /proc/<pid>/status text (its
- * CapEff line, in hex); undefined where the text has none (no such line: nothing is known).
- */
-export function holdsNetAdmin(status: string): boolean | undefined {
-  const effective = /^CapEff:\s*([0-9a-f]+)$/im.exec(status)?.[1];
-  if (effective === undefined) return undefined;
-  return ((BigInt(`0x${effective}`) >> CAP_NET_ADMIN_BIT) & 1n) === 1n;
-}
+export { holdsNetAdmin } from '../shared/net-admin.js';
 
 /** What run says, and exits on, where it starts without CAP_NET_ADMIN: it could do nothing at all. */
 export function noNetAdminLine(): string {

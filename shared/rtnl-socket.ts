@@ -4,6 +4,7 @@
 // the socket.
 import { constants } from 'node:os';
 import { loadNativeAddon } from './native-addon.js';
+import { selfHoldsNetAdmin } from './net-admin.js';
 
 /** Records for rtnl.c (see there): u32 kind (with its flags), u32 payload length, payload padded to 4 bytes. */
 export interface Program {
@@ -197,8 +198,14 @@ export class RtnlSocket {
 /**
  * What a refusal for want of privilege (EPERM, EACCES: the kernel checks CAP_NET_ADMIN in the
  * socket's namespace) says after the kernel's text: "Operation not permitted" alone names no cause.
+ * Only where this process holds no CAP_NET_ADMIN (or that cannot be known): one that holds it is
+ * refused for another reason (a security module, /dev/net/tun on a nodev mount, IPv6 off on a
+ * link), which the hint would hide behind a privilege it has.
  */
 export const PRIVILEGE_HINT = 'needs root or CAP_NET_ADMIN';
+
+const privilegeHinted = (code: string, text: string): string =>
+  (code === 'EPERM' || code === 'EACCES') && selfHoldsNetAdmin() !== true ? `${text} (${PRIVILEGE_HINT})` : text;
 
 function outcomesOf(raw: RawOutcome): RecordOutcome[] {
     return Array.from(raw.errors, (errno, index): RecordOutcome => {
@@ -209,7 +216,7 @@ function outcomesOf(raw: RawOutcome): RecordOutcome[] {
       if (errno < 0) return { state: 'not-run' };
       const code = ERRNO_NAMES.get(errno) ?? `E${String(errno)}`;
       const text = raw.texts[index] ?? `errno ${String(errno)}`;
-      return { state: 'failed', errno, code, text: code === 'EPERM' || code === 'EACCES' ? `${text} (${PRIVILEGE_HINT})` : text };
+      return { state: 'failed', errno, code, text: privilegeHinted(code, text) };
     });
 }
 

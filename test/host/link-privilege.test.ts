@@ -40,6 +40,18 @@ describeNetns('spectrum-link without CAP_NET_ADMIN', () => {
     expect(stdout.split('\n').filter((line) => line !== '').map((line) => line.split(': ')[1])).toEqual(['lo']);
   });
 
+  it('link as root refused for another reason (/dev/net/tun on a nodev mount: EACCES) says the kernel\'s words alone, no privilege it has already', async () => {
+    // A mount namespace of its own (private mounts), /dev/net a nodev tmpfs holding a tun node: opening it is refused, root or not.
+    const script = 'mount -t tmpfs -o nodev none /dev/net && mknod /dev/net/tun c 10 200 && exec "$@"';
+    const result = await host.exec(['unshare', '-m', 'sh', '-c', script, 'sh', 'node', LINK_BIN, 'link', 'appvm-lynx', '--config-dir', EXAMPLES, '--state-dir', join(scratch, 'state-root')], {
+      enter: 'nsenter',
+      allowFailure: true,
+    });
+    expect({ code: result.code, stdout: result.stdout }).toEqual({ code: 1, stdout: '' });
+    expect(result.stderr).toMatch(/Permission denied/);
+    expect(result.stderr).not.toMatch(/CAP_NET_ADMIN/);
+  });
+
   it('list, which needs no privilege, still works', async () => {
     const result = await unprivileged(['list']);
     expect({ code: result.code, stdout: result.stdout, stderr: result.stderr }).toEqual({ code: 0, stdout: 'no links recorded\n', stderr: '' });
