@@ -304,6 +304,15 @@ export async function readConfigDir(dir: string, source?: ConfigDirSource): Prom
   return { dir: root, vms, misnamed: misnamed.sort((a, b) => (a.shown < b.shown ? -1 : a.shown > b.shown ? 1 : 0)) };
 }
 
+/** The VM names of a config dir's entries; none where it cannot be listed. */
+function listedVmNames(root: string): VmName[] {
+  try {
+    return vmNamesOf(readdirSync(root, { encoding: 'buffer' })).valid;
+  } catch {
+    return [];
+  }
+}
+
 /**
  * Read only the given VMs and every VM they reach through their providers: all that checking or
  * linking them needs, at a cost independent of how many other VMs the config dir holds (but for a
@@ -330,11 +339,14 @@ export async function readConfigVms(dir: string, roots: readonly VmName[], sourc
     return readResolved(root, resolved, vmAliases([reached, ...shares]));
   };
   let frontier = [...new Set(roots)];
+  // Whether the frontier is of providers (not the roots), and whether one of them has no entry.
+  let [providers, missing] = [false, false];
   while (frontier.length > 0) {
     const next = new Set<VmName>();
     for (const vm of frontier.map(read)) {
       if (vm.location === 'dangling-symlink' && vm.reason === undefined && !exists(join(root, vm.name))) {
         // A missing entry resolves as a dangling symlink; a missing VM is simply absent.
+        missing ||= providers;
         continue;
       }
       vms.set(vm.name, vm);
@@ -342,6 +354,10 @@ export async function readConfigVms(dir: string, roots: readonly VmName[], sourc
       for (const entry of vm.providers.entries) if (isVmName(entry.name) && !vms.has(entry.name)) next.add(entry.name);
     }
     frontier = [...next].filter((name) => !vms.has(name));
+    providers = true;
   }
-  return { dir: root, vms: new Map([...vms].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) };
+  // A provider named that has no entry (a typo): the dir's VM names, for checkVm's "did you mean"
+  // (one listing, only then; a dir that cannot be listed, only traversed, gives none: a hint fails nothing).
+  const names = missing ? { names: listedVmNames(root) } : {};
+  return { dir: root, vms: new Map([...vms].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))), ...names };
 }

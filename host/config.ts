@@ -9,6 +9,7 @@
 //   - blk/ holds at least one "*.img" file (or block device), and every "*.img" entry is one;
 //   - every providers/net/<name> names a valid VM name, not the VM itself, that is a VM directory;
 //   - no provider cycles (netvm -> vpnvm -> appvm chains are fine, loops are not).
+import { didYouMean } from '../shared/cli/similar-name.js';
 import { type VmName, entryPath, isVmName, quoteName, shownPath, vmNameProblem } from './vm-name.js';
 
 /** Spectrum's config location: svc/data on the user partition, mounted at /ext. */
@@ -160,7 +161,11 @@ export interface ConfigSnapshot {
   readonly dir: string;
   readonly vms: ReadonlyMap<VmName, VmDir>;
   /** Where the whole dir was listed (readConfigDir): its directories with providers that have no VM name. */
-  readonly misnamed?: readonly MisnamedVmDir[];
+  readonly misnamed?: readonly MisnamedVmDir[];  /**
+   * The config dir's VM names, where a VM read names a provider that has none (readConfigVms
+   * lists the dir then, for a "did you mean"); readConfigDir's `vms` are them all.
+   */
+  readonly names?: readonly VmName[];
 }
 
 export type ConfigProblemKind =
@@ -450,7 +455,9 @@ export function checkVm(snapshot: ConfigSnapshot, name: VmName): ConfigProblem[]
       }
       const target = snapshot.vms.get(provider);
       if (target === undefined) {
-        problems.push(problem(vm.name, 'provider-missing', `provider ${quoteName(provider)} (${where}) has no VM directory ${entryPath(dir, provider)}; create that VM or remove the ${providerEntryNoun(entry)}`));
+        // A typo (netvmm) is said with the VM names it is close to, as commander says a mistyped command's.
+        const near = didYouMean(provider, (snapshot.names ?? [...snapshot.vms.keys()]).filter((name) => name !== vm.name));
+        problems.push(problem(vm.name, 'provider-missing', `provider ${quoteName(provider)} (${where}) has no VM directory ${entryPath(dir, provider)}${near}; create that VM or remove the ${providerEntryNoun(entry)}`));
         continue;
       }
       if (target.location !== 'directory') {

@@ -626,12 +626,21 @@ export interface ForeignChanged {
   readonly movedHome?: readonly { readonly device: string; readonly bridge: string }[];
   /** Its IPv4 addresses removed, as `ip addr` shows them (198.51.100.1/24). */
   readonly addressesRemoved: readonly string[];
-  /** Each device (the bridge, a side device on it) whose settings went back, with them as `ip -d link` says them (`stp_state 0`, `hairpin off`). */
-  readonly settingsPutBack: readonly { readonly device: string; readonly settings: readonly string[] }[];
+  /**
+   * Each device (the bridge, a side device on it) whose settings went back, with them as `ip -d
+   * link` says them (`stp_state 0`, `hairpin off`); `untilCarrier` where its STP state was refused
+   * as it had lost its carrier meanwhile: the kernel holds it disabled until the carrier is back,
+   * then forwards on it.
+   */
+  readonly settingsPutBack: readonly { readonly device: string; readonly settings: readonly string[]; readonly untilCarrier?: true }[];
 }
 
-/** Of each connection (in plan order), what its plan changes of its bridge that is not spectrum-link's: null where nothing. */
-export function foreignChanged(connections: readonly DesiredConnection[], plan: DevicePlan): (ForeignChanged | null)[] {
+/**
+ * Of each connection (in plan order), what its plan changes of its bridge that is not
+ * spectrum-link's: null where nothing. `heldDisabled`: the ports whose STP state the kernel
+ * refused as their carrier was lost (PlanMade.heldDisabled).
+ */
+export function foreignChanged(connections: readonly DesiredConnection[], plan: DevicePlan, heldDisabled: ReadonlySet<string> = new Set()): (ForeignChanged | null)[] {
   return connections.map((connection, index) => {
     const steps = plan.hostSteps[index] ?? [];
     const released = steps.flatMap((step) => (step.op === 'release' ? [step.name] : []));
@@ -640,14 +649,18 @@ export function foreignChanged(connections: readonly DesiredConnection[], plan: 
     const movedHome = steps.flatMap((step) => (step.op === 'set' && step.change.master !== undefined && step.change.master !== connection.bridge ? [{ device: step.name, bridge: step.change.master }] : []));
     const addressesRemoved = steps.flatMap((step) => (step.op === 'delete-address' ? [addressText({ family: 4, ...step })] : []));
     // A port's STP state goes back in a step of its own (portSettingsSteps): said with its other settings.
-    const settingsPutBack: { device: string; settings: string[] }[] = [];
+    const settingsPutBack: { device: string; settings: string[]; untilCarrier?: true }[] = [];
     for (const step of steps) {
       if (step.op !== 'bridge-settings' && step.op !== 'port-settings') continue;
       const table = step.op === 'bridge-settings' ? BRIDGE_SETTINGS : PORT_SETTINGS;
       const settings = Object.entries(step.settings).map(([name, value]) => `${name} ${settingText(table, name, value)}`);
+      const untilCarrier = step.op === 'port-settings' && 'state' in step.settings && heldDisabled.has(step.name);
       const said = settingsPutBack.find(({ device }) => device === step.name);
-      if (said === undefined) settingsPutBack.push({ device: step.name, settings });
-      else said.settings.push(...settings);
+      if (said === undefined) settingsPutBack.push({ device: step.name, settings, ...(untilCarrier && { untilCarrier }) });
+      else {
+        said.settings.push(...settings);
+        if (untilCarrier) said.untilCarrier = true;
+      }
     }
     if (released.length + addressesRemoved.length + settingsPutBack.length + movedHome.length === 0) return null;
     return { bridge: connection.bridge, released, ...(releasedFromLink.length > 0 && { releasedFromLink }), ...(movedHome.length > 0 && { movedHome }), addressesRemoved, settingsPutBack };

@@ -329,7 +329,8 @@ type ShownLink = Omit<LinkReport, 'clientAttach' | 'providerAttach'> & { readonl
  * `attached`: false for a link with no attach mode recorded (unlinked, id kept), shown `-`; an
  * attached side whose mode is unknown is shown `?`. `sockets` (list, show): each side's recorded
  * VMM socket after its mode, where there is one, escaped where it holds what a terminal acts on
- * (shownSocket: the state file may have been edited by hand; --json gives it exact).
+ * (shownSocket: the state file may have been edited by hand; --json gives it exact). The link
+ * MTU last, where it is not the default 1500 (recorded, or, for what link makes, to be).
  */
 function reportLine(report: ShownLink, attached = true, sockets = false): string {
   const mode = (value: AttachMode | null, socket: string | undefined): string =>
@@ -341,6 +342,7 @@ function reportLine(report: ShownLink, attached = true, sockets = false): string
     `client ${report.clientDevice} ${report.clientMac} (${mode(report.clientAttach, report.clientSocket)})`,
     `provider ${report.providerDevice} ${report.providerMac} (${mode(report.providerAttach, report.providerSocket)})`,
     `bridge ${report.bridge}`,
+    ...(attached && report.mtu !== undefined ? [`mtu ${report.mtu}`] : []),
   ].join('  ');
 }
 
@@ -448,13 +450,15 @@ function vmmArgumentLines(report: ShownLink, mtu: number): string[] {
  * its attach modes are null, wherever it is printed (list, show, unlink, link --all's records).
  * A recorded link as it stands (list, show, link --all's records) says whether its modes are the
  * state's (`attachRecorded`): where the state has none for a link up, they are as its devices show them.
+ * A linked link's MTU (`mtu`) only where the state records one (not the default 1500), as it does.
  */
 function linkFieldsJson(report: ShownLink | RecordedLinkReport | LeftLink): Record<string, unknown> {
   const { vm, provider, id, clientIp, clientMac, providerMac, bridge, clientDevice, providerDevice } = report;
   const attached = !('linked' in report) || report.linked;
   const [clientAttach, providerAttach] = attached ? [report.clientAttach, report.providerAttach] : [null, null];
   const recorded = 'attachRecorded' in report ? { attachRecorded: report.attachRecorded } : {};
-  return { vm, provider, id, clientIp, clientMac, providerMac, bridge, clientDevice, providerDevice, clientAttach, providerAttach, ...recorded };
+  const mtu = attached && report.mtu !== undefined ? { mtu: report.mtu } : {};
+  return { vm, provider, id, clientIp, clientMac, providerMac, bridge, clientDevice, providerDevice, clientAttach, providerAttach, ...recorded, ...mtu };
 }
 
 /** The JSON link object of the contract, with the VMM arguments for sides attached by hand (link MTU `mtu`). */
@@ -768,7 +772,7 @@ function linkedVmLines(
 }
 
 /** What `link` says on stderr (a warning each) of what it changed of another's on a link's bridge of `vm`'s. */
-function foreignChangedLines(vm: string, { bridge, released, releasedFromLink = [], movedHome = [], addressesRemoved, settingsPutBack }: ForeignChanged): string[] {
+export function foreignChangedLines(vm: string, { bridge, released, releasedFromLink = [], movedHome = [], addressesRemoved, settingsPutBack }: ForeignChanged): string[] {
   const homeOf = (port: string): string | undefined => releasedFromLink.find((entry) => entry.device === port)?.bridge;
   return [
     ...movedHome.map(({ device, bridge: home }) => `link ${vm}: put ${device}, another link's side device, back on its link's bridge ${home} (off bridge ${bridge})`),
@@ -779,7 +783,11 @@ function foreignChangedLines(vm: string, { bridge, released, releasedFromLink = 
       return `link ${vm}: took foreign port ${shownPath(port)} off bridge ${bridge}${note}`;
     }),
     ...addressesRemoved.map((address) => `link ${vm}: removed address ${address} from bridge ${bridge}`),
-    ...settingsPutBack.map(({ device, settings }) => `link ${vm}: put back ${device}'s ${settings.join(', ')}${device === bridge ? '' : ` (a port of bridge ${bridge})`}`),
+    // A port's STP state refused as its carrier was lost meanwhile: not forwarding yet, said so.
+    ...settingsPutBack.map(
+      ({ device, settings, untilCarrier }) =>
+        `link ${vm}: put back ${device}'s ${settings.join(', ')}${device === bridge ? '' : ` (a port of bridge ${bridge})`}${untilCarrier === true ? `; its state once its carrier is back: the kernel holds it disabled until then` : ''}`,
+    ),
   ];
 }
 
@@ -1614,7 +1622,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
   // A device under a link's name of another kind than the link makes there is none of its (not
   // present, not linked): `foreign` in JSON, a line under the link in text.
   const printListed = (listed: ListedLink[], json: boolean, stray?: StrayNetnsPrefix): void => {
-    const mtuOf = (entry: ListedLink): number => entry.mtu ?? DEFAULT_NIC_MTU;
+    const mtuOf = (entry: ListedLink): number => entry.bridgeMtu ?? DEFAULT_NIC_MTU;
     if (json) {
       const foreign = (entry: ListedLink): Record<string, unknown>[] => foreignJson(entry.foreign);
       // `farEndsElsewhere` only where there are any.

@@ -187,8 +187,8 @@ async function listed(links: readonly Link[], options: Pick<LinkerOptions, 'devi
     const names = linkDeviceNames(options.devicePrefix, link.id);
     const seen = seenOf(link, devices, options, farEnds);
     const bridge = devices.get(report.bridge);
-    const mtu = bridge?.kind === DEVICE_KIND.bridge ? bridge.mtu : undefined;
-    const base = { ...report, present: seen.whole, devicesThere: seen.devicesThere, foreign: seen.foreign, farEndsElsewhere: seen.farEndsElsewhere, offBridge: portsOffBridge(names, seen, devices), onBridge: foreignOnBridge(names, seen, devices), settingsOff: settingsOff(names, seen, devices), ...(mtu === undefined ? {} : { mtu }) };
+    const bridgeMtu = bridge?.kind === DEVICE_KIND.bridge ? bridge.mtu : undefined;
+    const base = { ...report, present: seen.whole, devicesThere: seen.devicesThere, foreign: seen.foreign, farEndsElsewhere: seen.farEndsElsewhere, offBridge: portsOffBridge(names, seen, devices), onBridge: foreignOnBridge(names, seen, devices), settingsOff: settingsOff(names, seen, devices), ...(bridgeMtu === undefined ? {} : { bridgeMtu }) };
     if (link.attached !== undefined) return { ...base, linked: true, attachRecorded: true };
     // No attach modes recorded: taken down by unlink, or up, recorded before the state kept them
     // (a device of the link's kind under one of its names, as releaseLinks tells them apart).

@@ -484,7 +484,7 @@ export interface UnusableVmDir {
  * A recorded link that `link --all` leaves as it is, as `list` shows it less whether its devices
  * exist now, and which devices under its names are foreign (which nothing prints there).
  */
-export type LeftLink = Omit<ListedLink, 'present' | 'devicesThere' | 'foreign' | 'farEndsElsewhere' | 'offBridge' | 'onBridge' | 'settingsOff' | 'mtu'>;
+export type LeftLink = Omit<ListedLink, 'present' | 'devicesThere' | 'foreign' | 'farEndsElsewhere' | 'offBridge' | 'onBridge' | 'settingsOff' | 'bridgeMtu'>;
 
 /**
  * What a run's device plans do to the host, gathered over its transactions: what undoing one VM
@@ -731,6 +731,9 @@ export interface ListedLink extends Omit<RecordedLinkReport, 'clientAttach' | 'p
   readonly onBridge: BridgeForeign;
   /** Where its devices are all there, settings of its bridge and of its ports there other than new ones have (STP on, hairpin on, ...): its `link` puts them back. */
   readonly settingsOff: readonly SettingOff[];
-  /** The MTU its bridge has right now (the link MTU it was made with), where the bridge exists (a bridge, not a foreign device). */
-  readonly mtu?: number;
+  /**
+   * The MTU its bridge has right now (the link MTU it was made with), where the bridge exists (a
+   * bridge, not a foreign device); `mtu` is the one the state records (where not 1500).
+   */
+  readonly bridgeMtu?: number;
 }

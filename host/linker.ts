@@ -452,7 +452,7 @@ export async function linkTransaction(
           noteMtusBefore(plan, seen.observed.ipv6, made);
           try {
             await applyDevicePlan(plan, planMade);
-            foreignChanged(connections, plan).forEach((changed, index) => {
+            foreignChanged(connections, plan, planMade.heldDisabled).forEach((changed, index) => {
               const vm = reports[index]?.vm;
               if (changed !== null && vm !== undefined) options.onForeignChanged?.(vm, changed);
             });

@@ -344,6 +344,8 @@ interface StepsDone {
   readonly deleted?: Set<string>;
   /** The devices its delete steps found gone already (ENODEV for the index the plan saw): none of those it deleted. */
   readonly gone?: Set<string>;
+  /** The ports whose STP state step was refused as they had lost their carrier (ENETDOWN, counted as done: foundGone). */
+  readonly heldDisabled?: Set<string> | undefined;
 }
 
 /**
@@ -396,6 +398,7 @@ async function runSteps(netns: string | null, steps: readonly DeviceStep[], seen
           if (!foundGone(step, outcome)) return `${stepText(step)}${where(netns)} failed: ${await failureText(socket, step, outcome)}`;
           // A port released gone is off its bridge, and none of the plan's devices: nothing to note.
           if (step.op === 'delete') done.gone?.add(step.name);
+          else if (step.op === 'port-settings') done.heldDisabled?.add(step.name);
         }
       }
       return undefined;
@@ -531,9 +534,15 @@ export interface PlanMade {
    * far end of its name that it had deleted (a pair dies together): that one it took itself.
    */
   readonly vanished: Set<string>;
+  /**
+   * Ports whose STP state put back (alone: device-plan.ts's portSettingsSteps) the kernel refused
+   * as they had lost their carrier since the plan looked (ENETDOWN, counted as done): disabled
+   * until their carrier is back, when the kernel forwards on them by itself. Said so (foreignChanged).
+   */
+  readonly heldDisabled: Set<string>;
 }
 
-export const newPlanMade = (): PlanMade => ({ devices: new Set(), namespaces: new Set(), vanished: new Set() });
+export const newPlanMade = (): PlanMade => ({ devices: new Set(), namespaces: new Set(), vanished: new Set(), heldDisabled: new Set() });
 
 /** Whether something is mounted at `path` in our mount namespace; undefined where mountinfo cannot be read. */
 function mountPoint(path: string): boolean | undefined {
@@ -608,7 +617,7 @@ export async function applyDevicePlan(plan: DevicePlan, made?: PlanMade): Promis
   const withFarEnd = new Set(hostSteps.flatMap((step) => (step.op === 'delete' && step.withFarEnd === true ? [step.name] : [])));
   const gone = new Set<string>();
   try {
-    await runSteps(null, hostSteps, seen, { made: made?.devices, gone });
+    await runSteps(null, hostSteps, seen, { made: made?.devices, gone, heldDisabled: made?.heldDisabled });
   } finally {
     for (const name of gone) if (!(withFarEnd.has(name) && farEndsDeleted.has(name))) made?.vanished.add(name);
   }

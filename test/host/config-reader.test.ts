@@ -100,6 +100,19 @@ describe('readConfigDir', () => {
     ]);
   });
 
+  it('says of a provider with no VM directory the VM names it is close to (a typo: netvmm), as commander says a mistyped command\'s, and none where none is close', async () => {
+    await makeVm('netvm');
+    await makeVm('app', { providers: ['netvmm', 'zzzz', 'ap'] });
+    const want = [
+      `app: provider "ap" (${cfg}/app/providers/net/ap) has no VM directory ${cfg}/ap; create that VM or remove the file`,
+      `app: provider "netvmm" (${cfg}/app/providers/net/netvmm) has no VM directory ${cfg}/netvmm (did you mean netvm?); create that VM or remove the file`,
+      `app: provider "zzzz" (${cfg}/app/providers/net/zzzz) has no VM directory ${cfg}/zzzz; create that VM or remove the file`,
+    ];
+    // Reading only what app reaches (link, check app) as reading the whole dir (link --all, check).
+    expect(checkVm(await readConfigVms(cfg, [vmName('app')]), vmName('app')).map((p) => p.message)).toEqual(want);
+    expect(checkVm(await readConfigDir(cfg), vmName('app')).map((p) => p.message)).toEqual(want);
+  });
+
   it('reports everything wrong at once', async () => {
     await makeVm('bad', { kernel: false, images: [], providers: ['bad', 'ghost'] });
     expect(await kinds('bad')).toEqual(['kernel-missing', 'blk-missing', 'self-provider', 'provider-missing']);

@@ -3,7 +3,7 @@
 import { Command } from 'commander';
 import { describe, expect, it, vi } from 'vitest';
 import { checkCommand } from '../../host/check-command.js';
-import { forcedLine, givenOptions, interruptedUndoingError, leftDownLine, linkCommands, misnamedWarning, nicRemoval, undoStateLine, undoStepLine, unlistedLine } from '../../host/link-commands.js';
+import { forcedLine, foreignChangedLines, givenOptions, interruptedUndoingError, leftDownLine, linkCommands, misnamedWarning, nicRemoval, undoStateLine, undoStepLine, unlistedLine } from '../../host/link-commands.js';
 import type { LeftDownLink, LinkReport, VmmDetachFailure, VmmPort } from '../../host/linker-types.js';
 import { DEFAULT_LOCK_TIMEOUT_MS } from '../../host/state-store.js';
 import { vmName } from '../../host/vm-name.js';
@@ -112,6 +112,14 @@ describe('spectrum-link linker commands', () => {
     const help = named('link').helpInformation().replace(/\s+/g, ' ');
     expect(help).toContain('exits 70 if any failed by a bug, else 2 if any failed by bad input, else 1 if any failed');
     for (const name of ['link', 'unlink']) expect(named(name).helpInformation().replace(/\s+/g, ' '), name).toContain('gets twice it (default: 5000)');
+  });
+
+  it("says a port's STP state the kernel refused as its carrier was lost (untilCarrier) as not forwarding yet, not as done", () => {
+    const changed = (untilCarrier: boolean) => ({ bridge: 'snb7', released: [], addressesRemoved: [], settingsPutBack: [{ device: 'snp7', settings: ['hairpin off', 'state forwarding'], ...(untilCarrier && { untilCarrier: true as const }) }] });
+    expect(foreignChangedLines('appvm-lynx', changed(false))).toEqual(["link appvm-lynx: put back snp7's hairpin off, state forwarding (a port of bridge snb7)"]);
+    expect(foreignChangedLines('appvm-lynx', changed(true))).toEqual([
+      "link appvm-lynx: put back snp7's hairpin off, state forwarding (a port of bridge snb7); its state once its carrier is back: the kernel holds it disabled until then",
+    ]);
   });
 
   it('check, link and show describe --config-dir in the same words', () => {

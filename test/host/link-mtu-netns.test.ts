@@ -72,6 +72,29 @@ describeNetns('spectrum-link link MTU', () => {
     expect((await world.link(['link', 'appvm-lynx', '--attach', 'netns', '--mtu', '1500'])).code).toBe(0);
   });
 
+  it('says the MTU a link records in link, list and show, text and JSON (mtu), and none at the default 1500', async () => {
+    const line = (stdout: string): string => stdout.split('\n')[0] ?? '';
+    const made = await world.link(['link', 'appvm-lynx', '--attach', 'netns', '--mtu', '9000']);
+    expect(made.code, made.stderr).toBe(0);
+    expect(line(made.stdout)).toMatch(/  bridge snb\d+  mtu 9000$/);
+    const list = await world.link(['list']);
+    expect(line(list.stdout)).toMatch(/  bridge snb\d+  mtu 9000  up$/);
+    for (const args of [['link', 'appvm-lynx', '--json'], ['list', '--json'], ['show', 'appvm-lynx', '--json']]) {
+      const out = await world.link(args);
+      expect(out.code, out.stderr).toBe(0);
+      const parsed = JSON.parse(out.stdout) as { links: Record<string, unknown>[] } | Record<string, unknown>[];
+      const link = (Array.isArray(parsed) ? parsed[0] : parsed.links[0]) ?? {};
+      expect(link.mtu, args.join(' ')).toBe(9000);
+      // Added after the fields that were there: their order kept.
+      expect(Object.keys(link).indexOf('mtu'), args.join(' ')).toBeGreaterThan(Object.keys(link).indexOf('providerAttach'));
+    }
+    const back = await world.link(['link', 'appvm-lynx', '--mtu', '1500', '--json']);
+    expect(back.code, back.stderr).toBe(0);
+    expect((JSON.parse(back.stdout) as { links: Record<string, unknown>[] }).links[0]).not.toHaveProperty('mtu');
+    const show = await world.link(['show', 'appvm-lynx']);
+    expect(line(show.stdout)).toMatch(/  bridge snb\d+  up$/);
+  });
+
   it('a run that fails on one VM puts back the MTU it had set on the devices of another VM\'s link that was up (host and VM sides), as its record is', async () => {
     const up = await world.link(['link', 'appvm-lynx', '--attach', 'netns', '--json']);
     expect(up.code, up.stderr).toBe(0);

@@ -460,7 +460,9 @@ describeNetns('spectrum-link link --attach netns', () => {
       expect(await disableIpv6(world.host, port)).toBe('1');
       expect((await world.host.ip(['-6', 'addr', 'show', 'dev', port])).stdout).toBe('');
     }
-    expect((await world.link(['link', 'appvm-lynx', '--attach', 'netns', '--json'])).stdout).toBe(`${JSON.stringify({ vm: 'appvm-lynx', links: [link] })}\n`);
+    // As made, but at the default MTU, which the link object does not say (`mtu` only where not 1500).
+    expect(link).toHaveProperty('mtu', 1000);
+    expect((await world.link(['link', 'appvm-lynx', '--attach', 'netns', '--json'])).stdout).toBe(`${JSON.stringify({ vm: 'appvm-lynx', links: [{ ...link, mtu: undefined }] })}\n`);
   });
 
   it('undoes a run whose kernel program fails part-way (a read-only /proc/sys refuses turning IPv6 off)', async () => {

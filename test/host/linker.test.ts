@@ -249,7 +249,7 @@ const undoPlan = vi.hoisted(() => async (plan: DevicePlan, made?: PlanMade) => {
 });
 
 vi.mock('../../host/netlink-devices.js', () => ({
-  newPlanMade: (): PlanMade => ({ devices: new Set(), namespaces: new Set(), vanished: new Set() }),
+  newPlanMade: (): PlanMade => ({ devices: new Set(), namespaces: new Set(), vanished: new Set(), heldDisabled: new Set() }),
   // Every VM namespace counts as there: the check that one added would outlive the run (under
   // ip netns exec it would not) reads the host's mounts, not this fake's; tested on its own.
   namespaceMounted: (): boolean => true,
