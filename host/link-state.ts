@@ -398,7 +398,8 @@ function parseAttachment(value: unknown): LinkAttachment | undefined | null {
     provider,
     ...(clientSocket === undefined ? {} : { clientSocket: clientSocket as string }),
     ...(providerSocket === undefined ? {} : { providerSocket: providerSocket as string }),
-    ...(mtu === undefined ? {} : { mtu: mtu as number }),
+    // 1500 written by hand reads as none, as it is written (mtuField): the default, said nowhere.
+    ...(mtu === undefined ? {} : mtuField(mtu as number)),
   };
 }
 

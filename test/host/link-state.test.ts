@@ -37,9 +37,10 @@ import {
   withNetnsPrefix,
 } from '../../host/link-state.js';
 import { DEVICE_PREFIX_MAX, type DevicePrefix, devicePrefix } from '../../host/device-names.js';
-import { ATTACH_MODES, type AttachMode } from '../../host/attach-mode.js';
+import { ATTACH_MODES, type AttachMode, parseAttachChoice } from '../../host/attach-mode.js';
 import { type VmName, isVmName, vmName } from '../../host/vm-name.js';
 import { UNIX_SOCKET_PATH_MAX } from '../../shared/unix-socket-path.js';
+import { linkReport } from '../../host/linker-types.js';
 
 const vmNames = fc.constantFrom('netvm', 'vpnvm', 'torvm', 'appvm-lynx', 'appvm-catgirl', 'a', 'b', 'c').map(vmName);
 const pairs = fc.tuple(vmNames, vmNames).filter(([c, p]) => c !== p).map(([client, provider]): LinkPair => ({ client, provider }));
@@ -402,6 +403,12 @@ describe('recorded VMM sockets', () => {
     const before = parseState(fileWith({ client: 'netns', provider: 'netns' }), 'test');
     expect(recordedMtu(before.links[0]?.attached)).toBe(1500);
     expect(recordedMtu(undefined)).toBe(1500);
+    // One that records 1500 (a file edited by hand) reads as one that records none: 1500 is no MTU
+    // of its own, which link, list and show say only where not 1500 (an "mtu" of 1500 in JSON, `mtu 1500` in text).
+    const explicit = parseState(fileWith({ client: 'netns', provider: 'netns', mtu: 1500 }), 'test');
+    expect(explicit.links[0]?.attached).toEqual({ client: 'netns', provider: 'netns' });
+    expect(linkReport(explicit.links[0]!, { devicePrefix: devicePrefix('sn'), attach: parseAttachChoice([]) })).not.toHaveProperty('mtu');
+    expect(sameState(explicit, before)).toBe(true);
     // An MTU is part of how a link is attached: a change of it alone is a change of the state.
     expect(sameState(kept, setAttachment(kept, { client: vmName('a'), provider: vmName('b') }, { client: 'qemu', provider: 'netns', clientSocket: '/run/vm/a/qmp.sock' }))).toBe(false);
   });

@@ -164,14 +164,17 @@ const waitForFile = 'wait_for() { local i=0; until sleep 0.05; [[ -e $1 ]] || ((
 
 describeNetns('scripts/run-tests: its cleanup never changes its exit status', () => {
   // A mount in the run's temp dir, in a mount namespace of the sandbox's own: rm -rf cannot remove it.
+  // A bind mount of a dir of the temp dir's own file system (the same device: rm
+  // --one-file-system goes into it) as a tmpfs.
   it.each([
-    { how: 'vitest ends with status 3', stop: false, status: 3 },
-    { how: 'a SIGTERM stops it', stop: true, status: signalExitCode('SIGTERM') },
-  ])('a temp dir it cannot remove (a busy mount) is said in one line, the status kept, the mount\'s files left alone: $how', { timeout: 120_000 }, async ({ stop, status }) => {
+    { how: 'vitest ends with status 3', stop: false, status: 3, mount: 'mount -t tmpfs busy "$TMPDIR/busy"' },
+    { how: 'a SIGTERM stops it', stop: true, status: signalExitCode('SIGTERM'), mount: 'mount -t tmpfs busy "$TMPDIR/busy"' },
+    { how: 'a bind mount of a dir of the same file system', stop: false, status: 3, mount: 'mkdir "$TMPDIR/../kept" && mount --bind "$TMPDIR/../kept" "$TMPDIR/busy"' },
+  ])('a temp dir it cannot remove (a busy mount) is said in one line, the status kept, the mount\'s files left alone: $how', { timeout: 120_000 }, async ({ stop, status, mount }) => {
     const dir = mkdtempSync(join(tmpdir(), 'spectrum-run-tests-'));
     try {
       const tree = fakeVitestTree(dir, [
-        'mkdir "$TMPDIR/busy" && mount -t tmpfs busy "$TMPDIR/busy" && touch "$TMPDIR/busy/canary" || exit 99',
+        `mkdir -p "$TMPDIR/busy" "$TMPDIR/other/deep" && ${mount} && touch "$TMPDIR/busy/canary" "$TMPDIR/other/deep/file" || exit 99`,
         stop ? `touch ${dir}/ready; exec sleep 600` : 'exit 3',
       ].join('\n'));
       const { exit, output } = await sandboxRun(['--mount', '--propagation', 'private'], [
@@ -180,12 +183,15 @@ describeNetns('scripts/run-tests: its cleanup never changes its exit status', ()
         stop ? `wait_for ${dir}/ready; kill -TERM "$run"` : '',
         'wait "$run"; echo "run-tests: $?"',
         `echo "canary: $(cd ${dir} && echo snt-*/busy/canary)"`,
+        `echo "left: $(cd ${dir}/snt-* && echo *)"`,
       ].join('\n'), dir);
       expect(exit).toEqual({ code: 0, signal: null });
-      expect(output.split('\n').filter((line) => /^(run-tests:|test run: could not|canary:)/.test(line))).toEqual([
+      expect(output.split('\n').filter((line) => /^(run-tests:|test run: could not|canary:|left:)/.test(line))).toEqual([
         expect.stringMatching(new RegExp(`^test run: could not remove its temp dir ${dir}/snt-[^/ ]+: .*busy.*`)),
         `run-tests: ${String(status)}`,
         expect.stringMatching(/^canary: snt-[^/ *]+\/busy\/canary$/),
+        // The rest of it gone.
+        'left: busy',
       ]);
     } finally {
       // The mount went with the sandbox's mount namespace.
