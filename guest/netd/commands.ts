@@ -24,7 +24,8 @@ import { NetdAgent } from './agent.js';
 import { type AllowedPair, parseAllowPair } from './allow-pair.js';
 import { ControlServer, DEFAULT_CONTROL_SOCKET, checkControlSocketPath, controlRequest } from './control-socket.js';
 import { NetdError } from './netd-error.js';
-import { holdsNetAdmin, noNetAdminLine } from '../capabilities.js';
+import { noNetAdminLine } from '../capabilities.js';
+import { selfHoldsNetAdmin } from '../../shared/net-admin.js';
 import { RtnetlinkKernel } from './rtnetlink.js';
 import { loadRtnlEventsAddon } from './rtnl-events.js';
 import { SHOWN_DNS_COUNTS } from './shown-dns-counts.js';
@@ -387,13 +388,7 @@ export function eventBufferFromEnv(env: Readonly<Record<string, string | undefin
  * process's status cannot be read, nothing is known: the steps say what they are refused.
  */
 function checkNetAdmin(): void {
-  let status: string;
-  try {
-    status = readFileSync('/proc/self/status', 'utf8');
-  } catch {
-    return;
-  }
-  if (holdsNetAdmin(status) === false) throw new NetdError('privilege', noNetAdminLine());
+  if (selfHoldsNetAdmin() === false) throw new NetdError('privilege', noNetAdminLine());
 }
 
 /** What makes the firewall and services of `run`; `stop` is aborted by a signal meanwhile (see providerPorts). */
