@@ -543,6 +543,15 @@ function portSettingsSteps(connection: DesiredConnection, seen: ObservedDevice |
   return [...(others.length === 0 ? [] : [settingsStep('port-settings', seen, others)]), ...(state.length === 0 ? [] : [settingsStep('port-settings', seen, state)])];
 }
 
+/**
+ * Whether `step` is a port's STP state put back alone (portSettingsSteps), whose refusal for a
+ * carrier lost meanwhile (ENETDOWN) counts as done: the program's flag (link-message.ts), the
+ * outcome's reading (netlink-devices.ts) and what link says (foreignChanged) go by it alike.
+ */
+export function isStateAlone(step: DeviceStep): boolean {
+  return step.op === 'port-settings' && Object.keys(step.settings).join() === 'state';
+}
+
 interface PlanBuilder {
   readonly missingNamespaces: Set<string>;
   readonly seenNamespaces: Map<string, NamespaceIdentity>;
@@ -654,7 +663,7 @@ export function foreignChanged(connections: readonly DesiredConnection[], plan: 
       if (step.op !== 'bridge-settings' && step.op !== 'port-settings') continue;
       const table = step.op === 'bridge-settings' ? BRIDGE_SETTINGS : PORT_SETTINGS;
       const settings = Object.entries(step.settings).map(([name, value]) => `${name} ${settingText(table, name, value)}`);
-      const untilCarrier = step.op === 'port-settings' && 'state' in step.settings && heldDisabled.has(step.name);
+      const untilCarrier = isStateAlone(step) && heldDisabled.has(step.name);
       const said = settingsPutBack.find(({ device }) => device === step.name);
       if (said === undefined) settingsPutBack.push({ device: step.name, settings, ...(untilCarrier && { untilCarrier }) });
       else {

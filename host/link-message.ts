@@ -2,7 +2,9 @@
 // shared/native/rtnl.c holds, and the RTM_NEWLINK answers read back into observed devices.
 // Layouts from <linux/netlink.h>, <linux/rtnetlink.h>, <linux/if_link.h>, <linux/veth.h>, <linux/ipv6.h>,
 // <linux/if_tun.h>, <linux/net_namespace.h>.
-import { type DeviceAddress, type DeviceStep, type ObservedDevice, type PortSeen, TUN_MODE_KIND } from './device-plan.js';
+import { type DeviceAddress, type DeviceStep, type ObservedDevice, type PortSeen, TUN_MODE_KIND, isStateAlone } from './device-plan.js';
+import { ipv6Text } from '../shared/ipv6-text.js';
+import type { Program } from '../shared/rtnl-socket.js';
 
 /** IFLA_INFO_SLAVE_KIND and IFLA_INFO_SLAVE_DATA: a port's kind of master, and its settings there. */
 const IFLA_INFO_SLAVE_KIND = 4;
@@ -43,8 +45,6 @@ const PORT_ATTRIBUTES: Readonly<Record<string, { readonly type: number; readonly
   /** Reported only where the port has one (bridgeSettingsOf: 0 where it has none); 0 put back takes it away. */
   backup_port: { type: 34, size: 4 },
 };
-import { ipv6Text } from '../shared/ipv6-text.js';
-import type { Program } from '../shared/rtnl-socket.js';
 
 const NLMSG_HDRLEN = 16;
 const IFINFOMSG_LEN = 16;
@@ -329,7 +329,7 @@ export class ProgramWriter {
         // A port's STP state alone (the plan puts it back in a step of its own): refused as its
         // device stopped running meanwhile (ENETDOWN), the kernel holds it disabled until it runs
         // again, then forwards on it: the program goes on.
-        const stateAlone = !bridge && Object.keys(step.settings).join() === 'state';
+        const stateAlone = isStateAlone(step);
         this.beginRecord(KIND_REQUEST | (stateAlone ? FLAG_DOWN_GOES_ON : 0));
         this.beginMessage(RTM_NEWLINK, 0);
         this.ifinfomsg(step.index, false);

@@ -13,6 +13,7 @@ import {
   type ObservedDevices,
   type ObservedNamespace,
   createdKinds,
+  isStateAlone,
   stepText,
 } from './device-plan.js';
 import { readMountinfo } from './mountinfo.js';
@@ -42,7 +43,8 @@ export class DeviceError extends Error {
   }
 }
 
-const NETNS_DIR = '/run/netns';
+/** Where `ip netns` mounts the namespaces it names. */
+export const NETNS_DIR = '/run/netns';
 /** Present where the kernel runs IPv6 in our network namespace (/proc/sys/net is per namespace). */
 const IPV6_CONF_DIR = '/proc/sys/net/ipv6/conf';
 
@@ -362,7 +364,7 @@ const foundGone = (step: DeviceStep, outcome: MarkedOutcome & { state: 'failed' 
   outcome.marks.failure === 'refused' &&
   (((step.op === 'delete' || step.op === 'release' || step.op === 'delete-address') && outcome.code === 'ENODEV') ||
     (step.op === 'delete-address' && outcome.code === 'EADDRNOTAVAIL') ||
-    (step.op === 'port-settings' && Object.keys(step.settings).join() === 'state' && outcome.code === 'ENETDOWN'));
+    (isStateAlone(step) && outcome.code === 'ENETDOWN'));
 
 /**
  * Run steps in one namespace, in order; the first failure stops them and is thrown. A delete
@@ -554,18 +556,15 @@ function mountPoint(path: string): boolean | undefined {
  * netns add` can make it (ip refuses one there: File exists): left by an `ip netns add` cut short,
  * or by one whose mount went with the mount namespace it was made in (a run under ip netns exec).
  * Nothing is there to lose; every stale file a run needs goes in that run, not one per run (each
- * failing on the next). One that is a mount point (of something else) is left. Returns whether
- * it removed one.
+ * failing on the next). One that is a mount point (of something else) is left.
  */
-function clearStaleNamespaceFile(name: string): boolean {
+function clearStaleNamespaceFile(name: string): void {
   const path = `${NETNS_DIR}/${name}`;
-  if (!netnsExists(name) || namespaceMounted(name) || mountPoint(path) !== false) return false;
+  if (!netnsExists(name) || namespaceMounted(name) || mountPoint(path) !== false) return;
   try {
     unlinkSync(path);
-    return true;
   } catch {
     // Gone meanwhile, or mounted on meanwhile (EBUSY): ip says what is there.
-    return false;
   }
 }
 
