@@ -161,7 +161,8 @@ export interface ConfigSnapshot {
   readonly dir: string;
   readonly vms: ReadonlyMap<VmName, VmDir>;
   /** Where the whole dir was listed (readConfigDir): its directories with providers that have no VM name. */
-  readonly misnamed?: readonly MisnamedVmDir[];  /**
+  readonly misnamed?: readonly MisnamedVmDir[];
+  /**
    * The config dir's VM names, where a VM read names a provider that has none (readConfigVms
    * lists the dir then, for a "did you mean"); readConfigDir's `vms` are them all.
    */

@@ -14,10 +14,7 @@ import { type KeptAttach, linkAttachModes } from './kept-attach.js';
 import type { LinkPair } from './link-state.js';
 import { LinkerError } from './linker-error.js';
 import { type MountEntry, coveringMount, readMountinfo } from './mountinfo.js';
-import { namespaceMounted } from './netlink-devices.js';
-
-/** The directory `ip netns` keeps namespaces in. */
-export const NETNS_RUN_DIR = '/run/netns';
+import { NETNS_DIR, namespaceMounted } from './netlink-devices.js';
 
 export type MountsReach =
   /** Mounts under the path land in PID 1's mount namespace: it is ours, or they propagate there. */
@@ -63,11 +60,11 @@ export function procSelfIsPid1(): boolean {
  */
 export function assertNamespacesLast(adding: readonly string[]): void {
   if (adding.length === 0) return;
-  if (mountsReach(readMountinfo(), readMountinfo(1), NETNS_RUN_DIR, procSelfIsPid1()) !== 'own') return;
+  if (mountsReach(readMountinfo(), readMountinfo(1), NETNS_DIR, procSelfIsPid1()) !== 'own') return;
   const more = adding.length > 1 ? ` and ${adding.length - 1} more` : '';
   throw new LinkerError(
     'netns-not-lasting',
-    `refusing to add network namespace ${adding[0]}${more}: spectrum-link runs in a mount namespace of its own (ip netns exec gives one), so the ${NETNS_RUN_DIR} mounts that keep them would vanish when it exits, breaking the links; run it as nsenter --net=${NETNS_RUN_DIR}/NS spectrum-link ..., not ip netns exec`,
+    `refusing to add network namespace ${adding[0]}${more}: spectrum-link runs in a mount namespace of its own (ip netns exec gives one), so the ${NETNS_DIR} mounts that keep them would vanish when it exits, breaking the links; run it as nsenter --net=${NETNS_DIR}/NS spectrum-link ..., not ip netns exec`,
   );
 }
 
