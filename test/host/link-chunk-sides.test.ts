@@ -4,21 +4,13 @@
 // does) the same whatever the timing. The built bin, in a test namespace.
 import { expect, it } from 'vitest';
 import { describeNetns } from '../harness/index.js';
-import { type LinkJson, devices } from './link-fixture.js';
+import { type LinkJson, devices, warningMessages } from './link-fixture.js';
 import { linkWorldPerSuite } from './link-world-suite.js';
 
 describeNetns('link --all: side devices of the run swapped between bridges of two chunks', () => {
   // Six app VMs besides the examples' two: more than the first chunk's four.
   const world = linkWorldPerSuite('chunkside', 6);
 
-  /** The messages of the warnings on a run's stderr (log lines, JSON off a terminal). */
-  const warnings = (stderr: string): string[] =>
-    stderr
-      .split('\n')
-      .filter((line) => line.trim() !== '')
-      .map((line) => JSON.parse(line) as { level: number; msg: string })
-      .filter((entry) => entry.level === 40)
-      .map((entry) => entry.msg);
 
   const linkAll = async (): Promise<{ links: LinkJson[]; stderr: string; foreignChanged: unknown[] }> => {
     const result = await world().link(['link', '--all', '--attach', 'none', '--json']);
@@ -40,7 +32,7 @@ describeNetns('link --all: side devices of the run swapped between bridges of tw
       await world().host.ip(['link', 'set', 'dev', first.clientDevice, 'master', last.bridge]);
       await world().host.ip(['link', 'set', 'dev', last.clientDevice, 'master', first.bridge]);
       const again = await linkAll();
-      expect({ run, warnings: warnings(again.stderr), foreignChanged: again.foreignChanged }).toEqual({ run, warnings: [], foreignChanged: [] });
+      expect({ run, warnings: warningMessages(again.stderr), foreignChanged: again.foreignChanged }).toEqual({ run, warnings: [], foreignChanged: [] });
       const host = await devices(world().host);
       expect([host.get(first.clientDevice)?.master, host.get(last.clientDevice)?.master]).toEqual([first.bridge, last.bridge]);
     }

@@ -257,3 +257,13 @@ export async function linkPausedBeforeJoin(
   const run = world.host.spawn(['unshare', '-m', 'sh', '-c', withConf, conf, 'node', LINK_BIN, ...args], { enter: 'nsenter' });
   return { names, fifo, run };
 }
+
+/** The messages of the warnings on a run's stderr (log lines: JSON off a terminal). */
+export function warningMessages(stderr: string): string[] {
+  return stderr
+    .split('\n')
+    .filter((line) => line.trim() !== '')
+    .map((line) => JSON.parse(line) as { level: number; msg: string })
+    .filter((entry) => entry.level === 40)
+    .map((entry) => entry.msg);
+}

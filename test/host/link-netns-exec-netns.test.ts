@@ -7,60 +7,51 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, beforeEach, expect, it } from 'vitest';
-import { createHarness, describeNetns, type Harness } from '../harness/index.js';
-import { LINK_BIN, type LinkWorld, makeLinkWorld, oneLineError, withWorldOptions } from './link-fixture.js';
+import { beforeEach, expect, it } from 'vitest';
+import { describeNetns } from '../harness/index.js';
+import { LINK_BIN, oneLineError, withWorldOptions } from './link-fixture.js';
+import { linkWorldPerSuite } from './link-world-suite.js';
 
 describeNetns('spectrum-link netns mode outside the host mount namespace', () => {
-  let harness: Harness;
-  let world: LinkWorld;
-
-  beforeAll(async () => {
-    harness = createHarness('linknsx');
-    world = await makeLinkWorld(harness);
-  });
-  afterAll(async () => {
-    await world?.dispose();
-    await harness?.cleanup();
-  });
+  const world = linkWorldPerSuite('linknsx');
   beforeEach(async () => {
     // Each test starts with no link up (unlink takes the far ends with the host ends; none to take: said, exit 1).
-    await world.link(['unlink', 'appvm-lynx', '--forget']);
+    await world().link(['unlink', 'appvm-lynx', '--forget']);
     // The VM namespaces gone too, so that the run has them to add.
-    for (const name of vmNamespaceFiles()) await world.host.exec(['ip', 'netns', 'delete', name], { enter: 'nsenter', allowFailure: true });
+    for (const name of vmNamespaceFiles()) await world().host.exec(['ip', 'netns', 'delete', name], { enter: 'nsenter', allowFailure: true });
     expect(vmNamespaceFiles()).toEqual([]);
   });
 
   /** The files of the world's VM namespaces in the host's /run/netns (mounted or not). */
-  const vmNamespaceFiles = (): string[] => readdirSync('/run/netns').filter((name) => name.startsWith(world.netnsPrefix));
-  const linkArgs = (): string[] => withWorldOptions(['link', 'appvm-lynx', '--attach', 'netns'], world);
+  const vmNamespaceFiles = (): string[] => readdirSync('/run/netns').filter((name) => name.startsWith(world().netnsPrefix));
+  const linkArgs = (): string[] => withWorldOptions(['link', 'appvm-lynx', '--attach', 'netns'], world());
 
   it.each([[[] as string[]], [['--keep-going']]])('refuses under ip netns exec, naming nsenter, before it makes anything (%j)', async (extra) => {
-    const run = await world.host.exec(['node', LINK_BIN, ...linkArgs(), ...extra], { enter: 'netns-exec', allowFailure: true, timeoutMs: 60_000 });
+    const run = await world().host.exec(['node', LINK_BIN, ...linkArgs(), ...extra], { enter: 'netns-exec', allowFailure: true, timeoutMs: 60_000 });
     expect(run.code, run.stdout + run.stderr).toBe(2);
     const line = oneLineError(run.stderr);
     expect(line).toMatch(/mount namespace of its own/);
     expect(line).toMatch(/nsenter --net=\/run\/netns\/NS spectrum-link \.\.\., not ip netns exec/);
     expect(run.stdout).toBe('');
     expect(vmNamespaceFiles()).toEqual([]);
-    const listed = await world.link(['list']);
+    const listed = await world().link(['list']);
     expect(listed.stdout).not.toMatch(/appvm-lynx/);
   });
 
   it('refuses as PID 1 of a PID namespace of its own with private mounts (unshare -mpf --mount-proc): PID 1\'s mount namespace is its own, gone when it exits', async () => {
-    const run = await world.host.exec(['unshare', '-m', '-p', '-f', '--mount-proc', 'node', LINK_BIN, ...linkArgs()], { enter: 'nsenter', allowFailure: true, timeoutMs: 60_000 });
+    const run = await world().host.exec(['unshare', '-m', '-p', '-f', '--mount-proc', 'node', LINK_BIN, ...linkArgs()], { enter: 'nsenter', allowFailure: true, timeoutMs: 60_000 });
     expect(run.code, run.stdout + run.stderr).toBe(2);
     expect(oneLineError(run.stderr)).toMatch(/mount namespace of its own.*not ip netns exec$/);
     expect(vmNamespaceFiles()).toEqual([]);
-    expect((await world.link(['list'])).stdout).not.toMatch(/appvm-lynx/);
+    expect((await world().link(['list'])).stdout).not.toMatch(/appvm-lynx/);
   });
 
   it.each([[[] as string[]], [['--keep-going']]])('refuses under ip netns exec into a state dir not made yet, leaving it unmade (%j)', async (extra) => {
     const parent = mkdtempSync(join(tmpdir(), 'spectrum-nsx-'));
     try {
       const stateDir = join(parent, 'state');
-      const args = withWorldOptions(['link', 'appvm-lynx', '--attach', 'netns', ...extra], { ...world, stateDir });
-      const run = await world.host.exec(['node', LINK_BIN, ...args], { enter: 'netns-exec', allowFailure: true, timeoutMs: 60_000 });
+      const args = withWorldOptions(['link', 'appvm-lynx', '--attach', 'netns', ...extra], { ...world(), stateDir });
+      const run = await world().host.exec(['node', LINK_BIN, ...args], { enter: 'netns-exec', allowFailure: true, timeoutMs: 60_000 });
       expect(run.code, run.stdout + run.stderr).toBe(2);
       expect(oneLineError(run.stderr)).toMatch(/mount namespace of its own/);
       expect(existsSync(stateDir)).toBe(false);
@@ -78,19 +69,19 @@ describeNetns('spectrum-link netns mode outside the host mount namespace', () =>
   });
 
   it('links under unshare -m with shared propagation, the namespaces kept', async () => {
-    const run = await world.host.exec(['unshare', '-m', '--propagation', 'shared', 'node', LINK_BIN, ...linkArgs()], { enter: 'nsenter', allowFailure: true, timeoutMs: 60_000 });
+    const run = await world().host.exec(['unshare', '-m', '--propagation', 'shared', 'node', LINK_BIN, ...linkArgs()], { enter: 'nsenter', allowFailure: true, timeoutMs: 60_000 });
     expect(run.code, run.stderr).toBe(0);
-    expect(vmNamespaceFiles().sort()).toEqual([`${world.netnsPrefix}appvm-lynx`, `${world.netnsPrefix}netvm`]);
-    const listed = await world.link(['list']);
+    expect(vmNamespaceFiles().sort()).toEqual([`${world().netnsPrefix}appvm-lynx`, `${world().netnsPrefix}netvm`]);
+    const listed = await world().link(['list']);
     expect(listed.stdout).toMatch(/appvm-lynx -> netvm .* up$/m);
   });
 
   it('goes through under ip netns exec where its namespaces are there already (it adds none)', async () => {
-    const first = await world.link(['link', 'appvm-lynx', '--attach', 'netns']);
+    const first = await world().link(['link', 'appvm-lynx', '--attach', 'netns']);
     expect(first.code, first.stderr).toBe(0);
-    const again = await world.host.exec(['node', LINK_BIN, ...linkArgs()], { enter: 'netns-exec', allowFailure: true, timeoutMs: 60_000 });
+    const again = await world().host.exec(['node', LINK_BIN, ...linkArgs()], { enter: 'netns-exec', allowFailure: true, timeoutMs: 60_000 });
     expect(again.code, again.stderr).toBe(0);
-    const listed = await world.link(['list']);
+    const listed = await world().link(['list']);
     expect(listed.stdout).toMatch(/appvm-lynx -> netvm .* up$/m);
   });
 });

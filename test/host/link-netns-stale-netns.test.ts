@@ -6,44 +6,35 @@
 import { mkdtempSync, readdirSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, beforeEach, expect, it } from 'vitest';
-import { createHarness, describeNetns, type Harness } from '../harness/index.js';
-import { type LinkWorld, makeLinkWorld, oneLineError } from './link-fixture.js';
+import { beforeEach, expect, it } from 'vitest';
+import { describeNetns } from '../harness/index.js';
+import { oneLineError } from './link-fixture.js';
+import { linkWorldPerSuite } from './link-world-suite.js';
 
 /** The file system of a namespace's file (NSFS_MAGIC). */
 const NSFS_MAGIC = 0x6e736673;
 
 describeNetns('spectrum-link stale /run/netns files', () => {
-  let harness: Harness;
-  let world: LinkWorld;
-
-  beforeAll(async () => {
-    harness = createHarness('linknss');
-    world = await makeLinkWorld(harness);
-  });
-  afterAll(async () => {
-    await world?.dispose();
-    await harness?.cleanup();
-  });
+  const world = linkWorldPerSuite('linknss');
   beforeEach(async () => {
     // Each test starts with no link up and none of the world's VM namespaces.
-    await world.link(['unlink', 'appvm-lynx', '--forget']);
-    for (const name of vmNamespaceFiles()) await world.host.exec(['ip', 'netns', 'delete', name], { enter: 'nsenter', allowFailure: true });
+    await world().link(['unlink', 'appvm-lynx', '--forget']);
+    for (const name of vmNamespaceFiles()) await world().host.exec(['ip', 'netns', 'delete', name], { enter: 'nsenter', allowFailure: true });
     expect(vmNamespaceFiles()).toEqual([]);
   });
 
-  const vmNamespaceFiles = (): string[] => readdirSync('/run/netns').filter((name) => name.startsWith(world.netnsPrefix));
-  const fileOf = (vm: string): string => `/run/netns/${world.netnsPrefix}${vm}`;
+  const vmNamespaceFiles = (): string[] => readdirSync('/run/netns').filter((name) => name.startsWith(world().netnsPrefix));
+  const fileOf = (vm: string): string => `/run/netns/${world().netnsPrefix}${vm}`;
   const holdsNamespace = (vm: string): boolean => statfsSync(fileOf(vm)).type === NSFS_MAGIC;
 
   it('clears every stale file a run needs and links in that one run', async () => {
     // As a run under ip netns exec left them: files, nothing mounted on them.
     for (const vm of ['appvm-lynx', 'netvm']) writeFileSync(fileOf(vm), '', { mode: 0 });
-    const run = await world.link(['link', 'appvm-lynx', '--attach', 'netns']);
+    const run = await world().link(['link', 'appvm-lynx', '--attach', 'netns']);
     expect(run.code, run.stderr).toBe(0);
     expect(holdsNamespace('appvm-lynx')).toBe(true);
     expect(holdsNamespace('netvm')).toBe(true);
-    const listed = await world.link(['list']);
+    const listed = await world().link(['list']);
     expect(listed.stdout).toMatch(/appvm-lynx -> netvm .* up$/m);
   });
 
@@ -52,18 +43,18 @@ describeNetns('spectrum-link stale /run/netns files', () => {
     const other = join(dir, 'other');
     writeFileSync(other, 'not a namespace');
     writeFileSync(fileOf('netvm'), '', { mode: 0 });
-    const mounted = await world.host.exec(['mount', '--bind', other, fileOf('netvm')], { enter: 'nsenter', allowFailure: true });
+    const mounted = await world().host.exec(['mount', '--bind', other, fileOf('netvm')], { enter: 'nsenter', allowFailure: true });
     expect(mounted.code, mounted.stderr).toBe(0);
     try {
-      const run = await world.link(['link', 'appvm-lynx', '--attach', 'netns']);
+      const run = await world().link(['link', 'appvm-lynx', '--attach', 'netns']);
       expect(run.code, run.stdout).toBe(1);
       const line = oneLineError(run.stderr);
       expect(line).toMatch(/has something else mounted on it: look at it \(findmnt \/run\/netns\/\S+netvm\), and ip netns delete \S+netvm if it is no one's$/);
       // Still mounted there, untouched by the run and its undo.
-      const findmnt = await world.host.exec(['findmnt', '-n', fileOf('netvm')], { enter: 'nsenter', allowFailure: true });
+      const findmnt = await world().host.exec(['findmnt', '-n', fileOf('netvm')], { enter: 'nsenter', allowFailure: true });
       expect(findmnt.code).toBe(0);
     } finally {
-      await world.host.exec(['umount', fileOf('netvm')], { enter: 'nsenter', allowFailure: true });
+      await world().host.exec(['umount', fileOf('netvm')], { enter: 'nsenter', allowFailure: true });
       rmSync(fileOf('netvm'), { force: true });
       rmSync(dir, { recursive: true, force: true });
     }

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterEach, expect, it } from 'vitest';
 import { describeNetns, eventually } from '../harness/index.js';
-import { LINK_BIN, type LinkJson, ROOT, devices, lynxDeviceNames, oneLineError } from './link-fixture.js';
+import { LINK_BIN, type LinkJson, ROOT, devices, lynxDeviceNames, oneLineError, warningMessages } from './link-fixture.js';
 import { linkWorldPerSuite } from './link-world-suite.js';
 
 type Attached = { client: string; provider: string } | undefined;
@@ -53,14 +53,6 @@ describeNetns('list, show, unlink and link tell a link\'s devices by kind', () =
   const vxlanAtBridge = ['link', 'add', 'dev', names.bridge, 'type', 'vxlan', 'id', '7', 'dstport', '4789'];
   const ifbAtClient = ['link', 'add', 'dev', names.client, 'type', 'ifb'];
 
-  /** The messages of the warnings on a run's stderr (log lines, JSON off a terminal). */
-  const warnings = (stderr: string): string[] =>
-    stderr
-      .split('\n')
-      .filter((line) => line.trim() !== '')
-      .map((line) => JSON.parse(line) as { level: number; msg: string })
-      .filter((entry) => entry.level === 40)
-      .map((entry) => entry.msg);
 
   /** `list` or `show` of the link: its JSON entry, and its text lines (the link's and those under it). */
   const shown = async (args: readonly string[], id: number): Promise<{ json: unknown; lines: string[] }> => {
@@ -319,7 +311,7 @@ describeNetns('list, show, unlink and link tell a link\'s devices by kind', () =
     }
     const result = await world().link(['link', 'appvm-lynx']);
     expect(result.code, result.stderr).toBe(0);
-    expect(warnings(result.stderr)).toEqual([`link appvm-lynx: removed address 198.51.100.1 peer 198.51.100.2/32 from bridge ${names.bridge}`]);
+    expect(warningMessages(result.stderr)).toEqual([`link appvm-lynx: removed address 198.51.100.1 peer 198.51.100.2/32 from bridge ${names.bridge}`]);
     expect((await world().host.ip(['-4', 'addr', 'show', 'dev', names.bridge])).stdout).toBe('');
   });
 
@@ -329,7 +321,7 @@ describeNetns('list, show, unlink and link tell a link\'s devices by kind', () =
     expect((await shown(['list'], link.id)).json).toMatchObject({ bridgeAddresses: ['198.51.100.1/24', '203.0.113.5/32', '198.51.100.2/24'] });
     const result = await world().link(['link', 'appvm-lynx']);
     expect(result.code, result.stderr).toBe(0);
-    expect(warnings(result.stderr)).toEqual(['198.51.100.2/24', '198.51.100.1/24', '203.0.113.5/32'].map((address) => `link appvm-lynx: removed address ${address} from bridge ${names.bridge}`));
+    expect(warningMessages(result.stderr)).toEqual(['198.51.100.2/24', '198.51.100.1/24', '203.0.113.5/32'].map((address) => `link appvm-lynx: removed address ${address} from bridge ${names.bridge}`));
     expect((await world().host.ip(['-4', 'addr', 'show', 'dev', names.bridge])).stdout).toBe('');
   });
 
@@ -339,14 +331,14 @@ describeNetns('list, show, unlink and link tell a link\'s devices by kind', () =
     await world().host.ip(['link', 'set', 'dev', catgirl.clientDevice, 'master', lynx.bridge]);
     const moved = await world().link(['link', 'appvm-lynx']);
     expect(moved.code, moved.stderr).toBe(0);
-    expect(warnings(moved.stderr)).toEqual([`link appvm-lynx: put ${catgirl.clientDevice}, another link's side device, back on its link's bridge ${catgirl.bridge} (off bridge ${lynx.bridge})`]);
+    expect(warningMessages(moved.stderr)).toEqual([`link appvm-lynx: put ${catgirl.clientDevice}, another link's side device, back on its link's bridge ${catgirl.bridge} (off bridge ${lynx.bridge})`]);
     expect((await devices(world().host)).get(catgirl.clientDevice)?.master).toBe(catgirl.bridge);
     // Its own bridge gone (its provider's tap with it, off no bridge then): taken off, said on no bridge.
     await world().host.ip(['link', 'del', 'dev', catgirl.bridge]);
     await world().host.ip(['link', 'set', 'dev', catgirl.clientDevice, 'master', lynx.bridge]);
     const released = await world().link(['link', 'appvm-lynx']);
     expect(released.code, released.stderr).toBe(0);
-    expect(warnings(released.stderr)).toEqual([
+    expect(warningMessages(released.stderr)).toEqual([
       `link appvm-lynx: took foreign port ${catgirl.clientDevice} off bridge ${lynx.bridge} (another link's side device, whose bridge ${catgirl.bridge} is not there: it is on no bridge now; link its VM to make it)`,
     ]);
     expect((await devices(world().host)).get(catgirl.clientDevice)?.master).toBeUndefined();
@@ -365,7 +357,7 @@ describeNetns('list, show, unlink and link tell a link\'s devices by kind', () =
       await intrude();
       const said = await world().link(['link', 'appvm-lynx']);
       expect(said.code, said.stderr).toBe(0);
-      expect(warnings(said.stderr)).toEqual([
+      expect(warningMessages(said.stderr)).toEqual([
         `link appvm-lynx: took foreign port intruder1 off bridge ${names.bridge}`,
         `link appvm-lynx: removed address 198.51.100.1/24 from bridge ${names.bridge}`,
         `link appvm-lynx: put back ${names.bridge}'s ageing_time 30000`,
@@ -374,7 +366,7 @@ describeNetns('list, show, unlink and link tell a link\'s devices by kind', () =
       await intrude();
       const json = await world().link(['link', 'appvm-lynx', '--json']);
       expect(json.code, json.stderr).toBe(0);
-      expect(warnings(json.stderr)).toHaveLength(4);
+      expect(warningMessages(json.stderr)).toHaveLength(4);
       const line = JSON.parse(json.stdout.trim()) as { vm: string; links: { id: number }[]; foreignChanged?: unknown };
       expect(line.links.map((entry) => entry.id)).toEqual([link.id]);
       expect(line.foreignChanged).toEqual([
@@ -408,7 +400,7 @@ describeNetns('list, show, unlink and link tell a link\'s devices by kind', () =
       expect(shownName).not.toContain('\u001b');
       const result = await world().link(['link', 'appvm-lynx']);
       expect(result.code, result.stderr).toBe(0);
-      expect(warnings(result.stderr)).toEqual([`link appvm-lynx: took foreign port ${String(shownName)} off bridge ${names.bridge}`]);
+      expect(warningMessages(result.stderr)).toEqual([`link appvm-lynx: took foreign port ${String(shownName)} off bridge ${names.bridge}`]);
     } finally {
       await world().host.ip(['link', 'del', 'dev', 'fy0']);
     }
@@ -528,7 +520,7 @@ describeNetns('list, show, unlink and link tell a link\'s devices by kind', () =
     }
     const relinked = await world().link(['link', 'appvm-lynx']);
     expect(relinked.code, relinked.stderr).toBe(0);
-    expect(warnings(relinked.stderr)).toEqual([
+    expect(warningMessages(relinked.stderr)).toEqual([
       `link appvm-lynx: put back ${names.bridge}'s group_fwd_mask 0, mcast_snooping 1, nf_call_iptables 0, nf_call_ip6tables 0, nf_call_arptables 0`,
       `link appvm-lynx: put back ${names.client}'s backup_port none (a port of bridge ${names.bridge})`,
       `link appvm-lynx: put back ${names.provider}'s locked off, mab off (a port of bridge ${names.bridge})`,
