@@ -695,24 +695,40 @@ describe('gc of a state dir with no state file', () => {
 });
 
 describe('gc racing a first link into a new state dir', () => {
-  it('waits for the link holding the lock and collects as its state file says, not refusing that there is no state file (there is one by then)', async () => {
+  /**
+   * gc meeting a first link into the state dir: the link's lock held, its devices there, its state
+   * file not yet written. gc starts once the lock is held, and `meanwhile` (what the link does
+   * before it lets go of its lock) runs once gc's first listing is done: gc has found no state file
+   * by then, and waits for the lock. Returns what gc collected.
+   */
+  async function gcRacingFirstLink(meanwhile: (recorded: LinkState) => Promise<void> | void): Promise<string[]> {
     const recorded = withDevicePrefix(allocateMany(emptyState(), [{ client: CLIENTS[0]!, provider: NETVM }]).state, PREFIX);
     const names = linkDeviceNames(PREFIX, recorded.links[0]!.id);
     let release = (): void => undefined;
-    // The link: its lock held, its devices there, its state file not at gc's first look (written before its lock is let go).
-    const holding = withStateLock(stateDir, () => new Promise<void>((resolve) => (release = resolve)));
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    let held = (): void => undefined;
+    const lockHeld = new Promise<void>((resolve) => (held = resolve));
+    const holding = withStateLock(stateDir, () => {
+      held();
+      return new Promise<void>((resolve) => (release = resolve));
+    });
+    await lockHeld;
     kernel.host = new Map([names.bridge, names.client, names.provider].map((name): [string, ObservedDevice] => [name, { name } as ObservedDevice]));
     try {
+      const listings = kernel.observed;
       const gc = collectGarbage({ stateDir, devicePrefix: PREFIX, lockWaitMs: 5000 });
-      await new Promise((resolve) => setTimeout(resolve, 50));
-      await saveState(stateDir, recorded);
+      while (kernel.observed === listings) await new Promise((resolve) => setTimeout(resolve, 1));
+      await meanwhile(recorded);
       release();
-      expect(await gc).toEqual([]);
+      return await gc;
     } finally {
       release();
       await holding;
     }
+  }
+
+  it('waits for the link holding the lock and collects as its state file says, not refusing that there is no state file (there is one by then)', async () => {
+    // The link writes its state file before it lets go of its lock.
+    expect(await gcRacingFirstLink((recorded) => saveState(stateDir, recorded))).toEqual([]);
     expect(kernel.removed).toEqual([]);
     // With no state file under the lock either, it is refused as before, nothing removed.
     await rm(join(stateDir, 'links.json'));
@@ -721,23 +737,12 @@ describe('gc racing a first link into a new state dir', () => {
   });
 
   it('has nothing to collect where that link failed and undid its devices meanwhile (no state file written): not refused as if they were there', async () => {
-    const recorded = withDevicePrefix(allocateMany(emptyState(), [{ client: CLIENTS[0]!, provider: NETVM }]).state, PREFIX);
-    const names = linkDeviceNames(PREFIX, recorded.links[0]!.id);
-    let release = (): void => undefined;
-    const holding = withStateLock(stateDir, () => new Promise<void>((resolve) => (release = resolve)));
-    await new Promise((resolve) => setTimeout(resolve, 20));
-    kernel.host = new Map([names.bridge, names.client, names.provider].map((name): [string, ObservedDevice] => [name, { name } as ObservedDevice]));
-    try {
-      const gc = collectGarbage({ stateDir, devicePrefix: PREFIX, lockWaitMs: 5000 });
-      await new Promise((resolve) => setTimeout(resolve, 50));
-      // The link's undo: its devices deleted, no state file written.
-      kernel.host = new Map();
-      release();
-      expect(await gc).toEqual([]);
-    } finally {
-      release();
-      await holding;
-    }
+    // The link's undo: its devices deleted, no state file written.
+    expect(
+      await gcRacingFirstLink(() => {
+        kernel.host = new Map();
+      }),
+    ).toEqual([]);
     expect(existsSync(join(stateDir, 'links.json'))).toBe(false);
     expect(kernel.removed).toEqual([]);
   });
