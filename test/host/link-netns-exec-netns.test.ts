@@ -4,26 +4,18 @@
 // and exited 0, the links already broken and the /run/netns files left dangling. Under unshare -m
 // with shared propagation the mounts reach the host's: it links, and the namespaces stay.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { beforeEach, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { describeNetns } from '../harness/index.js';
 import { LINK_BIN, oneLineError, withWorldOptions } from './link-fixture.js';
-import { linkWorldPerSuite } from './link-world-suite.js';
+import { eachWithoutVmNamespaces, linkWorldPerSuite, vmNamespaceFiles as namespaceFilesOf } from './link-world-suite.js';
 
 describeNetns('spectrum-link netns mode outside the host mount namespace', () => {
   const world = linkWorldPerSuite('linknsx');
-  beforeEach(async () => {
-    // Each test starts with no link up (unlink takes the far ends with the host ends; none to take: said, exit 1).
-    await world().link(['unlink', 'appvm-lynx', '--forget']);
-    // The VM namespaces gone too, so that the run has them to add.
-    for (const name of vmNamespaceFiles()) await world().host.exec(['ip', 'netns', 'delete', name], { enter: 'nsenter', allowFailure: true });
-    expect(vmNamespaceFiles()).toEqual([]);
-  });
-
-  /** The files of the world's VM namespaces in the host's /run/netns (mounted or not). */
-  const vmNamespaceFiles = (): string[] => readdirSync('/run/netns').filter((name) => name.startsWith(world().netnsPrefix));
+  eachWithoutVmNamespaces(world);
+  const vmNamespaceFiles = (): string[] => namespaceFilesOf(world());
   const linkArgs = (): string[] => withWorldOptions(['link', 'appvm-lynx', '--attach', 'netns'], world());
 
   it.each([[[] as string[]], [['--keep-going']]])('refuses under ip netns exec, naming nsenter, before it makes anything (%j)', async (extra) => {
