@@ -2,7 +2,8 @@
 // the side's VM (`VM=MODE`, or `MODE` for all) that mode, even `none` over a link up another way.
 // Where it says nothing of the VM, a run converges rather than re-attaches: a link up keeps its
 // own side's mode (as recorded; for a record written before the state kept modes, as its device
-// shows it); a link not up (new, or taken down by unlink) gets the VM's, the one its up links
+// shows it); one taken down by unlink (its modes kept) as one whose devices are gone (goneLink);
+// a link not up (new, or taken down before unlink kept modes) gets the VM's, the one its up links
 // agree on; `none` where nothing is known of the VM, or where its links disagree (ambiguous: no
 // mode wins silently; the CLI warns). Pure: what the state records and what the devices show
 // come in as data (StandingLink).

@@ -413,7 +413,7 @@ export async function linkTransaction(
       for (const link of allocation.links) {
         // Each VMM side with the socket it is attached through, recorded: where its NIC is taken out.
         // And with the MTU it gets (--mtu, else its record's), recorded too: a later run without --mtu keeps it.
-        const report = linkReport(link, options, { ...withSockets(linkAttachModes(mode.attachModes, link), link, options.vmm, link.attached), ...mtuField(linkMtu(options, link.attached)) });
+        const report = linkReport(link, options, { ...withSockets(linkAttachModes(mode.attachModes, link), link, options.vmm, link.attached), ...mtuField(linkMtu(options, link.attached ?? link.unlinked)) });
         byVm.get(link.client)?.push(report);
         reports.push(report);
       }
@@ -531,7 +531,8 @@ export async function linkTransaction(
  * reboot: the state outlives the devices; devices of other kinds under its names are none of its,
  * link-device-kinds.ts) only the sides that need no VMM keep their mode (`netns`: the plan makes a
  * missing namespace; `none`); a `qemu` or `cloud-hypervisor` side is not up and gets the VM's mode
- * (goneLink). Devices are looked at (one listing, a request per name) only for links --attach does
+ * (goneLink); so does one that unlink took down, in the modes it kept (`unlinked`). Devices are
+ * looked at (one listing, a request per name) only for links --attach does
  * not settle whole, and of those only where it tells: not for a link recorded with neither side
  * attached by a VMM, which stands in its recorded modes whether its devices are there or gone.
  * (A run passes only the links it takes modes from: runKeptAttach.)
@@ -545,11 +546,15 @@ export async function standingLinks(state: LinkState, options: Pick<LinkerOption
   // Up or gone, such a link stands in its recorded modes (goneLink keeps netns and none): its
   // devices, not looked at, are taken as gone.
   const withoutVmm = (link: Link): boolean => link.attached !== undefined && !isVmmMode(link.attached.client) && !isVmmMode(link.attached.provider);
+  // (One taken down by unlink is looked at: a device of its kind under its names makes it up, as
+  // list takes it, recorded before the state kept modes.)
   const looked = unsettled.filter((link) => !withoutVmm(link));
   const host = looked.length === 0 ? new Map<string, ObservedDevice>() : (await observeDevices([], looked.flatMap((link) => Object.values(namesOf(link))))).host;
   return unsettled.flatMap((link): StandingLink[] => {
     const names = namesOf(link);
-    if (seenOf(link, host, options).own.length === 0) return link.attached === undefined ? [] : [goneLink(link, link.attached)];
+    // One unlink took down (its modes kept: unlinked) comes back as one whose devices are gone.
+    const recorded = link.attached ?? link.unlinked;
+    if (seenOf(link, host, options).own.length === 0) return recorded === undefined ? [] : [goneLink(link, recorded)];
     if (link.attached !== undefined) return [{ pair: link, modes: link.attached }];
     return [{ pair: link, modes: { client: shownAttachMode(host.get(names.client)?.kind), provider: shownAttachMode(host.get(names.provider)?.kind) } }];
   });
@@ -653,7 +658,8 @@ export function assertLinksUsable(vm: VmName, snapshot: ConfigSnapshot, kept: Ke
   for (const provider of requireValidVm(snapshot, vm).providers) {
     const pair = { client: vm, provider };
     const modes = linkAttachModes(kept, pair);
-    const mtu = linkMtu(options, recorded?.get(keyOf({ vm, provider }))?.attached);
+    const link = recorded?.get(keyOf({ vm, provider }));
+    const mtu = linkMtu(options, link?.attached ?? link?.unlinked);
     assertSideUsable(modes.client, vm, options, mtu, pair);
     assertSideUsable(modes.provider, provider, options, mtu, pair);
   }

@@ -1370,7 +1370,7 @@ describeNetns('link without --attach keeps the recorded attach modes', () => {
     const [kept] = (await linkOf(['link', 'appvm-lynx'])).links;
     expect([kept?.clientAttach, kept?.providerAttach]).toEqual(['none', 'none']);
     // --all linked netvm's other clients too.
-    await world().link(['unlink', 'netvm']);
+    await world().link(['unlink', 'netvm', '--forget']);
   });
 
   it('a link recorded before the state kept attach modes keeps what its devices show: a veth side netns, a tap side none', async () => {
@@ -1382,7 +1382,7 @@ describeNetns('link without --attach keeps the recorded attach modes', () => {
     expect(await deviceIndexes(made!, 'appvm-catgirl')).toEqual(before);
     // Recorded now.
     expect(await recorded(made!.id)).toEqual({ client: 'netns', provider: 'none' });
-    await world().link(['unlink', 'appvm-catgirl']);
+    await world().link(['unlink', 'appvm-catgirl', '--forget']);
   });
 
   it('a link recorded whose devices are all gone (a reboot: the state outlives them), linked again without --attach: a netns side keeps netns, a qemu side gets none (its VMM may not run yet)', async () => {
@@ -1403,7 +1403,7 @@ describeNetns('link without --attach keeps the recorded attach modes', () => {
     expect(host.get(made!.clientDevice)?.linkinfo?.info_kind).toBe('tun');
     expect((await devices(world().vmNetns('netvm'))).get(made!.providerDevice)?.linkinfo?.info_kind).toBe('veth');
     expect(await recorded(made!.id)).toEqual({ client: 'none', provider: 'netns' });
-    await world().link(['unlink', 'appvm-lynx']);
+    await world().link(['unlink', 'appvm-lynx', '--forget']);
   });
 
   it("gives a new client of a provider recorded as netns a netns side in the provider's namespace, and itself none where nothing is recorded of it", async () => {
@@ -1415,7 +1415,7 @@ describeNetns('link without --attach keeps the recorded attach modes', () => {
     const netvm = await devices(world().vmNetns('netvm'));
     expect(netvm.get(link!.providerDevice)?.linkinfo?.info_kind).toBe('veth');
     expect((await devices(world().host)).get(link!.clientDevice)?.linkinfo?.info_kind).toBe('tun');
-    await world().link(['unlink', 'netvm']);
+    await world().link(['unlink', 'netvm', '--forget']);
   });
 
   it('a provider recorded with two modes: each of its links keeps its own, a new one gets none on its side, and a warning says so; --attach VM=MODE settles it', async () => {
@@ -1441,6 +1441,6 @@ describeNetns('link without --attach keeps the recorded attach modes', () => {
     const named = await linkOf(['link', 'appvm-0', '--attach', 'netvm=netns']);
     expect(named.stderr).toBe('');
     expect([named.links[0]?.clientAttach, named.links[0]?.providerAttach]).toEqual(['none', 'netns']);
-    await world().link(['unlink', 'netvm']);
+    await world().link(['unlink', 'netvm', '--forget']);
   });
 });
