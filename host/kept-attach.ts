@@ -209,3 +209,34 @@ export function ambiguousAttach(kept: KeptAttach, pairs: readonly LinkPair[]): A
   }
   return [...byVm].map(([vm, links]) => ({ vm, modes: kept.vms.get(vm) ?? [], links }));
 }
+
+/**
+ * A VM's side of links of a run given another mode than the one last recorded for it (up, taken
+ * down by unlink, or its devices gone), --attach not naming the VM: a `qemu` or `cloud-hypervisor`
+ * side not up that gets the VM's mode (`none` where no link of it is up), say. (A side whose VM's
+ * links disagree is said as such: ambiguousAttach.)
+ */
+export interface ModeChange {
+  readonly vm: VmName;
+  readonly was: AttachMode;
+  readonly now: AttachMode;
+  /** The links of the run so changed, in the order met. */
+  readonly links: readonly LinkPair[];
+}
+
+/** Of the links of a run (each with its last recorded modes: `attached`, else `unlinked`), the sides so changed, by VM and modes (in the order first met). */
+export function modeChanges(kept: KeptAttach, links: readonly { readonly pair: LinkPair; readonly recorded: LinkAttachment | undefined }[]): ModeChange[] {
+  const byKey = new Map<string, { vm: VmName; was: AttachMode; now: AttachMode; links: LinkPair[] }>();
+  for (const { pair, recorded } of links) {
+    if (recorded === undefined) continue;
+    for (const side of ['client', 'provider'] as const) {
+      const { mode, from } = sideMode(kept, pair, side);
+      if (from === 'attach' || from === 'ambiguous' || mode === recorded[side]) continue;
+      const key = `${pair[side]}\n${recorded[side]}\n${mode}`;
+      const entry = byKey.get(key) ?? { vm: pair[side], was: recorded[side], now: mode, links: [] };
+      if (entry.links.length === 0) byKey.set(key, entry);
+      entry.links.push(pair);
+    }
+  }
+  return [...byKey.values()];
+}

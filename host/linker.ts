@@ -11,7 +11,7 @@ import { readConfigDir, readConfigVms } from './config-reader.js';
 import { type ConfigSnapshot, type Listing, requireValidVm, vmDirProblem } from './config.js';
 import { linkDeviceNames, parseDeviceName } from './device-names.js';
 import { DEVICE_KIND, type DesiredConnection, type DesiredSide, type DevicePlan, type ObservedDevice, type ObservedDevices, foreignChanged, mtuDeviceKey, mtuRestorePlan, planDevices, replacedDevices } from './device-plan.js';
-import { type AmbiguousAttach, type KeptAttach, type ModeSource, type StandingLink, ambiguousAttach, goneLink, isVmmMode, keptAttach, linkAttachModes, newLinkMode, shownAttachMode, sideMode } from './kept-attach.js';
+import { type AmbiguousAttach, type KeptAttach, type ModeChange, type ModeSource, type StandingLink, ambiguousAttach, goneLink, isVmmMode, keptAttach, linkAttachModes, modeChanges, newLinkMode, shownAttachMode, sideMode } from './kept-attach.js';
 import { leftAsTheyAre, noVmReason, seenOf, statesByClient } from './link-listing.js';
 import { DEFAULT_LINK_MTU, type Link, type LinkAttachment, type LinkPair, type LinkState, allocateMany, emptyState, linksToUnlisted, mtuField, restorePairs, sameAttachment, sameState, setAttachments, withDevicePrefix } from './link-state.js';
 import { assertStateWritableForTakeOut, assertSwitchedInputUsable, switchedSides, takeBackSwitched, withSockets } from './link-switch.js';
@@ -899,10 +899,24 @@ async function linkRun<T extends RunVms>(target: T | (() => Promise<T>), options
       throw failedThenSignalled(error, !undone);
     });
     const ambiguous = ambiguousAttach(kept, [...linkedRun.linked.values()].flat().map(pairOf));
+    const changed = runModeChanges(kept, before, [...linkedRun.linked.values()].flat());
     const linked = new Map(vms.map((vm): [VmName, LinkReport[]] => [vm, linkedRun.linked.get(vm) ?? []]));
-    const { failed: _, ...outcome } = await finishRun({ state: linkedRun.state, linked, providers: linkedRun.providers, failed: [], ambiguousAttach: ambiguous }, run, options, false);
+    const { failed: _, ...outcome } = await finishRun({ state: linkedRun.state, linked, providers: linkedRun.providers, failed: [], ambiguousAttach: ambiguous, modeChanges: changed }, run, options, false);
     return { ...outcome, run };
   });
+}
+
+/** The sides of a run's links (`reports`) it gave another mode than `before` last recorded for them (modeChanges). Pure. */
+export function runModeChanges(kept: KeptAttach, before: LinkState, reports: readonly LinkReport[]): ModeChange[] {
+  if (reports.length === 0) return [];
+  const recorded = linksByPair(before);
+  return modeChanges(
+    kept,
+    reports.map((report) => {
+      const link = recorded.get(keyOf(report));
+      return { pair: pairOf(report), recorded: link?.attached ?? link?.unlinked };
+    }),
+  );
 }
 
 /** What a `link` run did before it takes down the links to providers dropped (finishRun). */
@@ -916,6 +930,7 @@ interface RunSoFar {
   /** With --keep-going, the VMs it did not link, in the order asked for. */
   readonly failed: readonly FailedVm[];
   readonly ambiguousAttach: readonly AmbiguousAttach[];
+  readonly modeChanges?: readonly ModeChange[];
   /** With --keep-going, the bugs of its one transaction no VM failed by (KeepGoingOutcome.transactionBug, transactionUndoBug). */
   readonly transactionBugs?: TransactionBugs;
 }
@@ -932,7 +947,7 @@ export async function finishRun(soFar: RunSoFar, run: RunVms, options: LinkerOpt
   const { wholeDir } = run;
   const outcomeOf = async (state: LinkState, down: Pick<KeepGoingOutcome, 'unlinked' | 'vmmFailures'>): Promise<KeepGoingOutcome> => {
     const { orphaned, unusable } = wholeDir === undefined ? { orphaned: [], unusable: [] } : await leftAsTheyAre(state, wholeDir.snapshot, options);
-    return { linked: soFar.linked, unlinked: down.unlinked, orphaned, unusable, vmmFailures: down.vmmFailures, ambiguousAttach: soFar.ambiguousAttach, failed: soFar.failed, ...soFar.transactionBugs };
+    return { linked: soFar.linked, unlinked: down.unlinked, orphaned, unusable, vmmFailures: down.vmmFailures, ambiguousAttach: soFar.ambiguousAttach, ...(soFar.modeChanges === undefined ? {} : { modeChanges: soFar.modeChanges }), failed: soFar.failed, ...soFar.transactionBugs };
   };
   // What the run leaves as it is is of clients the take-down does not touch: the state before it tells it.
   const failedWith = async (error: unknown, down: Pick<FinishedOutcome, 'unlinked' | 'vmmFailures' | 'notTakenDown' | 'takeDownStopped'>): Promise<unknown> => {

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createHarness, describeNetns, eventually, type Harness, type Netns, trackTempDir } from '../harness/index.js';
-import { LINK_BIN, ROOT, type LinkWorld, devices, linkDevicesActive, linkPausedBeforeJoin, makeLinkWorld, oneLineError, runPrinted, withWorldOptions } from './link-fixture.js';
+import { LINK_BIN, ROOT, type LinkWorld, devices, linkDevicesActive, linkPausedBeforeJoin, makeLinkWorld, oneLineError, runPrinted, warningMessages, withWorldOptions } from './link-fixture.js';
 import { linkWorldPerSuite, resumePausedLink } from './link-world-suite.js';
 
 interface LinkJson {
@@ -1385,7 +1385,7 @@ describeNetns('link without --attach keeps the recorded attach modes', () => {
     await world().link(['unlink', 'appvm-catgirl', '--forget']);
   });
 
-  it('a link recorded whose devices are all gone (a reboot: the state outlives them), linked again without --attach: a netns side keeps netns, a qemu side gets none (its VMM may not run yet)', async () => {
+  it('a link recorded whose devices are all gone (a reboot: the state outlives them), linked again without --attach: a netns side keeps netns, a qemu side gets none (its VMM may not run yet), and a warning says so', async () => {
     const [made] = (await linkOf(['link', 'appvm-lynx', '--attach', 'netns'])).links;
     expect([made?.clientAttach, made?.providerAttach]).toEqual(['netns', 'netns']);
     // As after a reboot: none of its devices left (a veth's far end goes with it); and, as if it
@@ -1396,7 +1396,8 @@ describeNetns('link without --attach keeps the recorded attach modes', () => {
     for (const entry of state.links) if (entry.id === made!.id) entry.attached = { client: 'qemu', provider: 'netns' };
     await writeFile(file, JSON.stringify(state));
     const { links, stderr } = await linkOf(['link', 'appvm-lynx']);
-    expect(stderr).toBe('');
+    // The change of mode said, with the --attach that restores it.
+    expect(warningMessages(stderr)).toEqual([expect.stringMatching(/^appvm-lynx's side of appvm-lynx -> netvm was qemu and is none now .*; to attach it as before: link with --attach appvm-lynx=qemu$/)]);
     const [again] = links;
     expect([again?.id, again?.clientAttach, again?.providerAttach]).toEqual([made!.id, 'none', 'netns']);
     const host = await devices(world().host);

@@ -3,12 +3,16 @@
 // (its namespace made again, under the netns prefix the state keeps for it), as after a reboot,
 // on the client's side and on the provider's; list, show and gc still take such a link as down;
 // a state file written before the modes were kept reads as before (the side gets the VM's mode).
-import { readFile, writeFile } from 'node:fs/promises';
+// A `qemu` side (a scripted QEMU) comes back as `none` (its VMM may not run yet), its NIC not
+// taken out again, and `link` warns of the change, naming the --attach that restores it.
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeEach, expect, it } from 'vitest';
 import { describeNetns } from '../harness/index.js';
-import type { LinkJson } from './link-fixture.js';
+import { type LinkJson, warningMessages } from './link-fixture.js';
 import { linkWorldPerSuite } from './link-world-suite.js';
+import { ScriptedQemu } from './vmm/scripted-qemu.js';
 
 interface ListedJson extends LinkJson {
   readonly linked: boolean;
@@ -86,4 +90,60 @@ describeNetns('unlink then link keeps the attach modes unlink took down', () => 
     expect(again).toMatchObject({ clientAttach: 'none', providerAttach: 'none' });
   });
 
+  it("a qemu side unlink took down comes back none, its NIC not taken out again, with one warning naming the VM, both modes and the --attach that restores it; given that, qemu again", async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'spectrum-relinkmode-'));
+    const qemu = await ScriptedQemu.start(join(dir, 'appvm-lynx.qmp'));
+    const socket = ['--qmp-socket', join(dir, '{vm}.qmp')];
+    try {
+      await run(['link', 'appvm-lynx', '--attach', 'appvm-lynx=qemu', '--attach', 'netvm=netns', ...socket]);
+      expect(qemu.devices.size).toBe(1);
+      await run(['unlink', 'appvm-lynx', ...socket]);
+      expect(qemu.devices.size).toBe(0);
+      const asked = qemu.commands.length;
+      const relinked = await world().link(['link', 'appvm-lynx', '--json', ...socket]);
+      expect(relinked.code, relinked.stderr).toBe(0);
+      expect(linkedOf(relinked.stdout)).toEqual([expect.objectContaining({ clientAttach: 'none', providerAttach: 'netns' })]);
+      // Its QEMU not asked anything (the NIC came out with the unlink), and the change said once.
+      expect(qemu.commands.slice(asked)).toEqual([]);
+      expect(warningMessages(relinked.stderr)).toEqual([
+        "appvm-lynx's side of appvm-lynx -> netvm was qemu and is none now (a link not up, after unlink or a reboot, gets the mode of the VM's links up, none where none is up); to attach it as before: link with --attach appvm-lynx=qemu",
+      ]);
+      // Linked again as it is: nothing changes, nothing said.
+      const again = await world().link(['link', 'appvm-lynx', ...socket]);
+      expect([again.code, warningMessages(again.stderr)]).toEqual([0, []]);
+      // As the warning says: qemu again, said of nothing.
+      const restored = await world().link(['link', 'appvm-lynx', '--attach', 'appvm-lynx=qemu', '--json', ...socket]);
+      expect([restored.code, warningMessages(restored.stderr)]).toEqual([0, []]);
+      expect(linkedOf(restored.stdout)).toEqual([expect.objectContaining({ clientAttach: 'qemu', providerAttach: 'netns' })]);
+      expect(qemu.devices.size).toBe(1);
+      await run(['unlink', 'appvm-lynx', '--forget', ...socket]);
+    } finally {
+      await qemu.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a qemu side whose devices are gone (a reboot) comes back none with the same warning, also with --keep-going', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'spectrum-relinkmode-'));
+    const qemu = await ScriptedQemu.start(join(dir, 'appvm-lynx.qmp'));
+    const socket = ['--qmp-socket', join(dir, '{vm}.qmp')];
+    try {
+      const [made] = linkedOf(await run(['link', 'appvm-lynx', '--attach', 'appvm-lynx=qemu', '--attach', 'netvm=netns', '--json', ...socket]));
+      for (const keepGoing of [[], ['--keep-going']]) {
+        // As after a reboot: the host devices gone (the namespace's veth end with them), the state as it was.
+        for (const device of [made?.bridge, made?.clientDevice, made?.providerDevice]) await world().host.exec(['ip', 'link', 'delete', device ?? ''], { allowFailure: true });
+        const relinked = await world().link(['link', 'appvm-lynx', ...keepGoing, ...socket]);
+        expect(relinked.code, relinked.stderr).toBe(0);
+        expect(warningMessages(relinked.stderr)).toEqual([expect.stringMatching(/^appvm-lynx's side of appvm-lynx -> netvm was qemu and is none now .*link with --attach appvm-lynx=qemu$/)]);
+        // Back to qemu for the next round.
+        qemu.devices.clear();
+        qemu.netdevs.clear();
+        await run(['link', 'appvm-lynx', '--attach', 'appvm-lynx=qemu', ...socket]);
+      }
+      await run(['unlink', 'appvm-lynx', '--forget', ...socket]);
+    } finally {
+      await qemu.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
 });
