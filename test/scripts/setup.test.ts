@@ -258,6 +258,19 @@ describe('scripts/setup', () => {
       expect((await run()).npm).toEqual([]);
     });
 
+    // check exits 1 where it must rebuild, and (Node's exit for an error thrown) where hashing the
+    // inputs fails, printing no digest: setup built for nothing, then its `write ""` failed on a
+    // usage line, as if setup had called it wrongly. (Before check printed the digest, a second
+    // hashing failed the same way before the build.) A file that cannot be read: /proc/self/mem.
+    it('stops before the build where its stamp check fails hashing the inputs, saying so', async () => {
+      const result = await setup({}, (tree) => symlinkSync('/proc/self/mem', join(tree, 'unreadable')));
+      expect(result.code).toBe(1);
+      expect(result.npm).not.toContain(BUILD);
+      expect(result.stamp).toEqual(['check']);
+      expect(result.stderr).not.toMatch(/usage/);
+      expect(result.stderr).toMatch(/^setup: the build stamp's check \(node scripts\/build-stamp\.mjs check\) failed: its error is above$/m);
+    });
+
     // Its inputs' digest read each file whole (readFileSync), which refuses one over 2 GiB (a VM
     // image, a core dump in the checkout): setup failed at every run, a stack trace its output.
     it('builds in a checkout holding a file over 2 GiB (a sparse one here)', async () => {
