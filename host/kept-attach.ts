@@ -2,7 +2,8 @@
 // the side's VM (`VM=MODE`, or `MODE` for all) that mode, even `none` over a link up another way.
 // Where it says nothing of the VM, a run converges rather than re-attaches: a link up keeps its
 // own side's mode (as recorded; for a record written before the state kept modes, as its device
-// shows it); a link not up (new, or taken down by unlink) gets the VM's, the one its up links
+// shows it); one taken down by unlink (its modes kept) as one whose devices are gone (goneLink);
+// a link not up (new, or taken down before unlink kept modes) gets the VM's, the one its up links
 // agree on; `none` where nothing is known of the VM, or where its links disagree (ambiguous: no
 // mode wins silently; the CLI warns). Pure: what the state records and what the devices show
 // come in as data (StandingLink).
@@ -207,4 +208,35 @@ export function ambiguousAttach(kept: KeptAttach, pairs: readonly LinkPair[]): A
     }
   }
   return [...byVm].map(([vm, links]) => ({ vm, modes: kept.vms.get(vm) ?? [], links }));
+}
+
+/**
+ * A VM's side of links of a run given another mode than the one last recorded for it (up, taken
+ * down by unlink, or its devices gone), --attach not naming the VM: a `qemu` or `cloud-hypervisor`
+ * side not up that gets the VM's mode (`none` where no link of it is up), say. (A side whose VM's
+ * links disagree is said as such: ambiguousAttach.)
+ */
+export interface ModeChange {
+  readonly vm: VmName;
+  readonly was: AttachMode;
+  readonly now: AttachMode;
+  /** The links of the run so changed, in the order met. */
+  readonly links: readonly LinkPair[];
+}
+
+/** Of the links of a run (each with its last recorded modes: `attached`, else `unlinked`), the sides so changed, by VM and modes (in the order first met). */
+export function modeChanges(kept: KeptAttach, links: readonly { readonly pair: LinkPair; readonly recorded: LinkAttachment | undefined }[]): ModeChange[] {
+  const byKey = new Map<string, { vm: VmName; was: AttachMode; now: AttachMode; links: LinkPair[] }>();
+  for (const { pair, recorded } of links) {
+    if (recorded === undefined) continue;
+    for (const side of ['client', 'provider'] as const) {
+      const { mode, from } = sideMode(kept, pair, side);
+      if (from === 'attach' || from === 'ambiguous' || mode === recorded[side]) continue;
+      const key = `${pair[side]}\n${recorded[side]}\n${mode}`;
+      const entry = byKey.get(key) ?? { vm: pair[side], was: recorded[side], now: mode, links: [] };
+      if (entry.links.length === 0) byKey.set(key, entry);
+      entry.links.push(pair);
+    }
+  }
+  return [...byKey.values()];
 }

@@ -17,7 +17,7 @@ import { CONFIG_DIR_ENV, type MisnamedVmDir, configDirFrom, looksLikeVmDir } fro
 import { DEFAULT_DEVICE_PREFIX, DeviceNameError, type DevicePrefix, devicePrefix } from './device-names.js';
 import { BRIDGE_SETTINGS, DEVICE_KIND, type ForeignChanged, PORT_SETTINGS, settingText } from './device-plan.js';
 import type { BridgeForeign, FarEndElsewhere, ForeignDevice, OffBridge, SettingOff } from './link-device-kinds.js';
-import type { AmbiguousAttach } from './kept-attach.js';
+import type { AmbiguousAttach, ModeChange } from './kept-attach.js';
 import { linkAllKeepGoing, linkVmsKeepGoing } from './link-keep-going.js';
 import { listLinks, showLinks } from './link-listing.js';
 import { relinkedText } from './link-relinks.js';
@@ -534,6 +534,16 @@ function ambiguousWarning({ vm, modes, links }: AmbiguousAttach): string {
   const take = links.length === 1 ? 'takes' : 'take';
   const shown = modes.length > 1 ? `${modes.slice(0, -1).join(', ')} and ${modes.at(-1) ?? ''}` : modes.join('');
   return `${vm}'s links are attached as ${shown} on its side, so its mode is ambiguous: those links keep theirs, and ${named} ${take} none; to attach ${vm} one way, link with --attach ${vm}=MODE`;
+}
+
+/**
+ * What `link` says of a VM's side of links it gave another mode than the one last recorded for it
+ * (kept-attach.ts's modeChanges): the VM, the links, both modes and the --attach that brings the
+ * old one back.
+ */
+function modeChangeWarning({ vm, was, now, links }: ModeChange): string {
+  const named = links.map((link) => `${link.client} -> ${link.provider}`).join(', ');
+  return `${vm}'s side of ${named} was ${was} and is ${now} now (a link not up, after unlink or a reboot, gets the mode of the VM's links up, none where none is up); to attach it as before: link with --attach ${vm}=${was}`;
 }
 
 /**
@@ -1341,6 +1351,7 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
         for (const orphan of done.orphaned) log().warn(orphanWarning(orphan, linkerOpts.configDir, given));
         for (const entry of done.unusable) log().warn(unusableWarning(entry, given));
         for (const entry of done.ambiguousAttach) log().warn(ambiguousWarning(entry));
+        for (const entry of done.modeChanges ?? []) log().warn(modeChangeWarning(entry));
         const snapshot = all?.wholeDir.snapshot;
         for (const dir of snapshot?.misnamed ?? []) log().warn(misnamedWarning(dir, snapshot?.dir ?? linkerOpts.configDir));
         // A per-VM mode for a VM that is nowhere (a typo, most likely: the VM meant kept its mode)

@@ -54,6 +54,7 @@ import {
   recordedMeanwhile,
   restoreMtus,
   runKeptAttach,
+  runModeChanges,
   runSocketSharing,
   takenBackLeftDown,
   underLinkLock,
@@ -616,16 +617,17 @@ async function keepGoingPasses(vms: readonly VmName[], options: LinkerOptions, s
   const failed = failedInOrder(vms, failures);
   const linkedInOrder = new Map(vms.flatMap((vm): [VmName, LinkReport[]][] => (linked.has(vm) ? [[vm, linked.get(vm) ?? []]] : [])));
   const ambiguous = ambiguousAttach(kept, [...linkedInOrder.values()].flat().map(pairOf));
+  const changed = runModeChanges(kept, before, [...linkedInOrder.values()].flat());
   if (interrupted !== undefined) {
     const said = interrupted.during === 'one-by-one' && transactionFailure !== undefined ? { ...interrupted, failure: transactionFailure } : interrupted;
     // (Why it linked VM by VM said so; the bug that cut the transaction's undo short said too.)
     const { transactionUndoBug } = transactionBugsOf(soFar);
-    return { linked: linkedInOrder, unlinked: new Map(), orphaned: [], unusable: [], vmmFailures: [], ambiguousAttach: ambiguous, failed, interrupted: said, ...(transactionUndoBug !== undefined && { transactionUndoBug }) };
+    return { linked: linkedInOrder, unlinked: new Map(), orphaned: [], unusable: [], vmmFailures: [], ambiguousAttach: ambiguous, modeChanges: changed, failed, interrupted: said, ...(transactionUndoBug !== undefined && { transactionUndoBug }) };
   }
   // Where the take-down fails, the VMs linked stay linked and those failed stay failed: they come
   // with its failure, to be said as where the run ends well (finishRun); so do the bugs of the one
   // transaction that no VM failed by.
-  return finishRun({ state, linked: linkedInOrder, providers, failed, ambiguousAttach: ambiguous, transactionBugs: transactionBugsOf(soFar) }, { vms, wholeDir }, options, true);
+  return finishRun({ state, linked: linkedInOrder, providers, failed, ambiguousAttach: ambiguous, modeChanges: changed, transactionBugs: transactionBugsOf(soFar) }, { vms, wholeDir }, options, true);
 }
 
 /**

@@ -16,6 +16,12 @@
 // recorded: files written before sockets were recorded have none, and are read as before; its
 // "mtu", the link MTU, only where not 1500, as in `"attached":{...,"mtu":9000}`: files written
 // before the MTU was recorded have none, and are read as 1500, as they were linked before)
+// "unlinked" (version 3) in place of "attached" where `unlink` took the link down: its modes and
+// MTU as they were, so that a later `link` brings it back so (kept-attach.ts's goneLink, as of a
+// record whose devices are gone after a reboot): `{"client":"netns","provider":"none"[,"mtu":N]}`.
+// Written only while a link has one: files without any stay version 2, and those written before it
+// read as before (a link down with no modes kept). An older spectrum-link, which would take the
+// new key for a malformed file, says instead that a newer one wrote it.
 // "devicePrefix": the prefix the links' devices are named with (device-names.ts), one per state,
 // written with the state's first links (an undo of them all takes it back too: restorePairs), and
 // kept when every link is forgotten: a command given another is
@@ -38,6 +44,8 @@ import { DEVICE_PREFIX_MAX, DeviceNameError, type DevicePrefix, devicePrefix } f
 import { type VmName, isVmName, quoteName, shownText } from './vm-name.js';
 
 export const STATE_VERSION = 2;
+/** The version of files where a link records the modes unlink took it down in ("unlinked"): written only then. */
+const STATE_VERSION_UNLINKED = 3;
 /** The version of files written before the device prefix was recorded: read, never written. */
 const STATE_VERSION_UNPREFIXED = 1;
 
@@ -121,6 +129,12 @@ export interface Link extends LinkPair {
    * taken back if that fails), cleared by unlink.
    */
   readonly attached?: LinkAttachment;
+  /**
+   * Where unlink took the link down (attached absent): its modes and MTU as they were (no
+   * sockets), so that a later link gives each side its mode as after a reboot (goneLink). Dropped
+   * when it is attached again, or forgotten; absent in files written before it was kept.
+   */
+  readonly unlinked?: LinkAttachment;
 }
 
 export interface LinkState {
@@ -237,17 +251,28 @@ export function isNetnsPrefix(value: unknown): value is string {
 
 /** Whether any link of `state` is up with a side attached in netns mode: its VM's interface is in `<netnsPrefix><vm>`. */
 export function hasNetnsLinks(state: LinkState): boolean {
-  return state.links.some(({ attached }) => attached !== undefined && (attached.client === 'netns' || attached.provider === 'netns'));
+  return state.links.some(({ attached }) => isNetnsAttachment(attached));
+}
+
+const isNetnsAttachment = (attached: LinkAttachment | undefined): boolean => attached !== undefined && (attached.client === 'netns' || attached.provider === 'netns');
+
+/**
+ * Whether the state keeps its netns prefix: a link up in netns mode (hasNetnsLinks), or one
+ * unlink took down in it (`unlinked`), which a later link brings back into `<prefix><vm>`.
+ */
+function keepsNetnsPrefix(state: LinkState): boolean {
+  return state.links.some(({ attached, unlinked }) => isNetnsAttachment(attached) || isNetnsAttachment(unlinked));
 }
 
 /**
  * The netns prefix `state` records: where its netns links' VMs live (their interfaces are in
- * `<prefix><vm>`). Only while a link is up in netns mode (hasNetnsLinks): with none, no interface
- * is in any VM namespace, and a run may take any. Undefined too where the file was written before
- * the prefix was recorded.
+ * `<prefix><vm>`). Only while a link is up in netns mode (hasNetnsLinks), or was when unlink took
+ * it down (keepsNetnsPrefix: its next link makes its namespace there): with none, no interface is,
+ * or is to be, in any VM namespace, and a run may take any. Undefined too where the file was
+ * written before the prefix was recorded.
  */
 export function recordedNetnsPrefix(state: LinkState): string | undefined {
-  return hasNetnsLinks(state) ? state.netnsPrefix : undefined;
+  return keepsNetnsPrefix(state) ? state.netnsPrefix : undefined;
 }
 
 /** `state` with `prefix` as the netns prefix of its netns links, those it has and those a change makes (the same object where it has it already). */
@@ -256,12 +281,13 @@ export function withNetnsPrefix(state: LinkState, prefix: string): LinkState {
 }
 
 /**
- * The netns prefix `state` records where it is not `prefix` (recordedNetnsPrefix): its netns
- * links' interfaces are in namespaces named with the recorded one; undefined where `prefix` is
- * the one to use: the same, or none recorded (no netns link up, or a file written before it was).
+ * The netns prefix `state` records where it is not `prefix` (recordedNetnsPrefix) while a link is
+ * up in netns mode: its interfaces are in namespaces named with the recorded one; undefined where
+ * `prefix` is the one to use: the same, or none recorded (no netns link up: one unlink took down
+ * is brought back under the run's, or a file written before it was).
  */
 export function conflictingNetnsPrefix(state: LinkState, prefix: string): string | undefined {
-  const recorded = recordedNetnsPrefix(state);
+  const recorded = hasNetnsLinks(state) ? state.netnsPrefix : undefined;
   return recorded !== undefined && recorded !== prefix ? recorded : undefined;
 }
 
@@ -403,6 +429,12 @@ function parseAttachment(value: unknown): LinkAttachment | undefined | null {
   };
 }
 
+/** A link's "unlinked" (parseAttachment's, without sockets): undefined where absent, null where malformed. */
+function parseUnlinked(value: unknown): LinkAttachment | undefined | null {
+  if (isRecord(value) && ('clientSocket' in value || 'providerSocket' in value)) return null;
+  return parseAttachment(value);
+}
+
 /** Record how a recorded link is attached now (undefined: its devices are gone). */
 export function setAttachment(state: LinkState, pair: LinkPair, attached: LinkAttachment | undefined): LinkState {
   return setAttachments(state, [{ pair, attached }]);
@@ -416,8 +448,12 @@ export function setAttachments(state: LinkState, changes: readonly { pair: LinkP
       const key = `${link.client}\n${link.provider}`;
       if (!byPair.has(key)) return link;
       const attached = byPair.get(key);
-      const { attached: _previous, ...rest } = link;
-      return attached === undefined ? rest : { ...rest, attached };
+      const { attached: previous, unlinked, ...rest } = link;
+      if (attached !== undefined) return { ...rest, attached };
+      // Taken down: the modes and MTU it had are kept (its sockets are no use: a VMM side comes
+      // back as not up), as are those of one down already.
+      const kept = previous === undefined ? unlinked : { client: previous.client, provider: previous.provider, ...(previous.mtu === undefined ? {} : { mtu: previous.mtu }) };
+      return kept === undefined ? rest : { ...rest, unlinked: kept };
     }),
     state,
   );
@@ -453,18 +489,23 @@ export function sameState(a: LinkState, b: LinkState): boolean {
       link.id === other.id &&
       link.client === other.client &&
       link.provider === other.provider &&
-      sameAttachment(link.attached, other.attached)
+      sameAttachment(link.attached, other.attached) &&
+      sameAttachment(link.unlinked, other.unlinked)
     );
   });
 }
 
-/** One link as a line of the file: the JSON of {client, provider, id[, attached]}. */
-function linkLine({ client, provider, id, attached }: Link): string {
+/** One link as a line of the file: the JSON of {client, provider, id[, attached | unlinked]}. */
+function linkLine({ client, provider, id, attached, unlinked }: Link): string {
   // VM names and attach modes never need JSON escapes (their characters are [A-Za-z0-9._-]), nor
   // do recorded sockets (isRecordedSocket), so the text is built directly: a thousand
   // JSON.stringify calls are a good part of a link run.
   const head = `    {"client":"${client}","provider":"${provider}","id":${id}`;
-  if (attached === undefined) return `${head}}`;
+  if (attached === undefined) {
+    if (unlinked === undefined) return `${head}}`;
+    const mtu = unlinked.mtu === undefined ? '' : `,"mtu":${unlinked.mtu}`;
+    return `${head},"unlinked":{"client":"${unlinked.client}","provider":"${unlinked.provider}"${mtu}}}`;
+  }
   const { clientSocket, providerSocket } = attached;
   const sockets = `${clientSocket === undefined ? '' : `,"clientSocket":"${clientSocket}"`}${providerSocket === undefined ? '' : `,"providerSocket":"${providerSocket}"`}`;
   const mtu = attached.mtu === undefined ? '' : `,"mtu":${attached.mtu}`;
@@ -479,7 +520,8 @@ export function serializeState(state: LinkState): string {
   // Nor does a netns prefix (isNetnsPrefix); written only while a link is up in netns mode.
   const netns = recordedNetnsPrefix(state);
   const netnsPrefix = netns === undefined ? '' : `\n  "netnsPrefix": "${netns}",`;
-  return `{\n  "version": ${STATE_VERSION},${prefix}${netnsPrefix}\n  "links": [${links.length === 0 ? '' : `\n${links.join(',\n')}\n  `}]\n}\n`;
+  const version = state.links.some((link) => link.unlinked !== undefined) ? STATE_VERSION_UNLINKED : STATE_VERSION;
+  return `{\n  "version": ${version},${prefix}${netnsPrefix}\n  "links": [${links.length === 0 ? '' : `\n${links.join(',\n')}\n  `}]\n}\n`;
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {
@@ -490,14 +532,18 @@ function isRecord(value: unknown): value is Record<string, unknown> {
  * An entry that is a well-formed link, checked the quick way (the file holds a thousand of them);
  * undefined for anything else, which parseState then examines for its messages.
  */
-function wellFormedLink(entry: unknown): Link | undefined {
+function wellFormedLink(entry: unknown, unlinkedKept: boolean): Link | undefined {
   if (!isRecord(entry)) return undefined;
   for (const key in entry) {
-    if (key !== 'client' && key !== 'provider' && key !== 'id' && key !== 'attached') return undefined;
+    if (key !== 'client' && key !== 'provider' && key !== 'id' && key !== 'attached' && !(key === 'unlinked' && unlinkedKept)) return undefined;
   }
-  const { client, provider, id, attached } = entry;
+  const { client, provider, id, attached, unlinked } = entry;
   if (typeof client !== 'string' || typeof provider !== 'string' || client === provider || !isVmName(client) || !isVmName(provider)) return undefined;
   if (typeof id !== 'number' || !isClientId(id)) return undefined;
+  if (unlinked !== undefined) {
+    const kept = attached === undefined ? parseUnlinked(unlinked) : null;
+    return kept === undefined || kept === null ? undefined : { client, provider, id, unlinked: kept };
+  }
   if (attached === undefined) return { client, provider, id };
   const parsed = parseAttachment(attached);
   return parsed === undefined || parsed === null ? undefined : { client, provider, id, attached: parsed };
@@ -561,19 +607,23 @@ export function parseState(text: string, source: string): LinkState {
   }
   if (!isRecord(data)) throw new StateError('bad-schema', `state file ${source} does not hold a JSON object. ${KEEP}`);
   const version = data['version'];
-  if (typeof version === 'number' && Number.isInteger(version) && version > STATE_VERSION) {
+  if (typeof version === 'number' && Number.isInteger(version) && version > STATE_VERSION_UNLINKED) {
     throw new StateError(
       'unsupported-version',
-      `state file ${source} has version ${version}, written by a newer spectrum-link; this one reads version ${STATE_VERSION}. Use the newer spectrum-link`,
+      `state file ${source} has version ${version}, written by a newer spectrum-link; this one reads up to version ${STATE_VERSION_UNLINKED}. Use the newer spectrum-link`,
     );
   }
   const problems = new Problems();
-  if (version !== STATE_VERSION && version !== STATE_VERSION_UNPREFIXED) {
-    problems.add(`"version" must be ${STATE_VERSION} (or ${STATE_VERSION_UNPREFIXED}, of a file written before the device prefix was recorded), found ${shownValue(version, 'nothing')}`);
+  // Version 3 is version 2 with links that unlink took down keeping their modes ("unlinked").
+  const unlinkedKept = version === STATE_VERSION_UNLINKED;
+  if (version !== STATE_VERSION && version !== STATE_VERSION_UNPREFIXED && !unlinkedKept) {
+    problems.add(
+      `"version" must be ${STATE_VERSION} or ${STATE_VERSION_UNLINKED} (or ${STATE_VERSION_UNPREFIXED}, of a file written before the device prefix was recorded), found ${shownValue(version, 'nothing')}`,
+    );
   }
   for (const key of Object.keys(data)) {
     // (A version 1 file never had a device prefix: one there was not written by spectrum-link.)
-    const known = key === 'version' || key === 'links' || ((key === 'devicePrefix' || key === 'netnsPrefix') && version === STATE_VERSION);
+    const known = key === 'version' || key === 'links' || ((key === 'devicePrefix' || key === 'netnsPrefix') && (version === STATE_VERSION || unlinkedKept));
     if (!known) problems.add(`unknown key ${quoteName(key)}`);
   }
   const prefix = parsedDevicePrefix(data['devicePrefix'], problems);
@@ -587,7 +637,7 @@ export function parseState(text: string, source: string): LinkState {
     problems.add(`"links" must be an array`);
   } else {
     raw.forEach((entry: unknown, index) => {
-      const wellFormed = wellFormedLink(entry);
+      const wellFormed = wellFormedLink(entry, unlinkedKept);
       if (wellFormed !== undefined) {
         links.push(wellFormed);
         return;
@@ -597,7 +647,7 @@ export function parseState(text: string, source: string): LinkState {
         problems.add(`${at} is not an object`);
         return;
       }
-      const extra = Object.keys(entry).filter((key) => key !== 'client' && key !== 'provider' && key !== 'id' && key !== 'attached');
+      const extra = Object.keys(entry).filter((key) => key !== 'client' && key !== 'provider' && key !== 'id' && key !== 'attached' && !(key === 'unlinked' && unlinkedKept));
       if (extra.length > 0) problems.add(`${at} has unknown key${extra.length === 1 ? '' : 's'} ${extra.map(quoteName).join(', ')}`);
       const { client, provider, id } = entry;
       let ok = true;
@@ -606,6 +656,15 @@ export function parseState(text: string, source: string): LinkState {
         problems.add(
           `${at}.attached must be {"client": MODE, "provider": MODE} with MODE one of ${ATTACH_MODES.join(', ')}, and "clientSocket" or "providerSocket" only of a qemu or cloud-hypervisor side: an absolute path of at most ${UNIX_SOCKET_PATH_MAX} bytes, without control characters, '"' or '\\'; "mtu", where there, an integer from ${LINK_MTU_MIN} to ${LINK_MTU_MAX}`,
         );
+        ok = false;
+      }
+      const unlinked = unlinkedKept ? parseUnlinked(entry['unlinked']) : undefined;
+      if (unlinked === null) {
+        problems.add(`${at}.unlinked must be {"client": MODE, "provider": MODE} with MODE one of ${ATTACH_MODES.join(', ')}; "mtu", where there, an integer from ${LINK_MTU_MIN} to ${LINK_MTU_MAX}`);
+        ok = false;
+      }
+      if (unlinked !== undefined && unlinked !== null && attached !== undefined && attached !== null) {
+        problems.add(`${at} has both "attached" and "unlinked"`);
         ok = false;
       }
       for (const [key, value] of [['client', client], ['provider', provider]] as const) {
@@ -624,7 +683,7 @@ export function parseState(text: string, source: string): LinkState {
       }
       if (ok) {
         const link: Link = { client: client as VmName, provider: provider as VmName, id: id as ClientId };
-        links.push(attached === undefined || attached === null ? link : { ...link, attached });
+        links.push(attached === undefined || attached === null ? (unlinked === undefined || unlinked === null ? link : { ...link, unlinked }) : { ...link, attached });
       }
     });
   }

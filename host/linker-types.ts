@@ -13,7 +13,7 @@ import type { ConfigDirSource } from './config-reader.js';
 import type { ConfigSnapshot } from './config.js';
 import { type DevicePrefix, linkDeviceNames } from './device-names.js';
 import type { DevicePlan, ForeignChanged, MtuBefore } from './device-plan.js';
-import type { AmbiguousAttach, LinkSide } from './kept-attach.js';
+import type { AmbiguousAttach, LinkSide, ModeChange } from './kept-attach.js';
 import type { BridgeForeign, FarEndElsewhere, ForeignDevice, OffBridge, SettingOff } from './link-device-kinds.js';
 import { type Link, type LinkAttachment, type LinkPair, isNetnsPrefix } from './link-state.js';
 import type { OptionSource } from '../shared/cli/option-source.js';
@@ -452,6 +452,8 @@ export interface LinkOutcome {
    * the links of the run (not up before it) whose side of it so got `none` (kept-attach.ts).
    */
   readonly ambiguousAttach: readonly AmbiguousAttach[];
+  /** Sides of links of the run given another mode than the one last recorded for them, --attach not naming their VM (kept-attach.ts's modeChanges). */
+  readonly modeChanges?: readonly ModeChange[];
 }
 
 /** `link --all`: the whole config dir as read, and the VMs read there that name no provider now. */

@@ -11,7 +11,7 @@ import { readConfigDir, readConfigVms } from './config-reader.js';
 import { type ConfigSnapshot, type Listing, requireValidVm, vmDirProblem } from './config.js';
 import { linkDeviceNames, parseDeviceName } from './device-names.js';
 import { DEVICE_KIND, type DesiredConnection, type DesiredSide, type DevicePlan, type ObservedDevice, type ObservedDevices, foreignChanged, mtuDeviceKey, mtuRestorePlan, planDevices, replacedDevices } from './device-plan.js';
-import { type AmbiguousAttach, type KeptAttach, type ModeSource, type StandingLink, ambiguousAttach, goneLink, isVmmMode, keptAttach, linkAttachModes, newLinkMode, shownAttachMode, sideMode } from './kept-attach.js';
+import { type AmbiguousAttach, type KeptAttach, type ModeChange, type ModeSource, type StandingLink, ambiguousAttach, goneLink, isVmmMode, keptAttach, linkAttachModes, modeChanges, newLinkMode, shownAttachMode, sideMode } from './kept-attach.js';
 import { leftAsTheyAre, noVmReason, seenOf, statesByClient } from './link-listing.js';
 import { DEFAULT_LINK_MTU, type Link, type LinkAttachment, type LinkPair, type LinkState, allocateMany, emptyState, linksToUnlisted, mtuField, restorePairs, sameAttachment, sameState, setAttachments, withDevicePrefix } from './link-state.js';
 import { assertStateWritableForTakeOut, assertSwitchedInputUsable, switchedSides, takeBackSwitched, withSockets } from './link-switch.js';
@@ -413,7 +413,7 @@ export async function linkTransaction(
       for (const link of allocation.links) {
         // Each VMM side with the socket it is attached through, recorded: where its NIC is taken out.
         // And with the MTU it gets (--mtu, else its record's), recorded too: a later run without --mtu keeps it.
-        const report = linkReport(link, options, { ...withSockets(linkAttachModes(mode.attachModes, link), link, options.vmm, link.attached), ...mtuField(linkMtu(options, link.attached)) });
+        const report = linkReport(link, options, { ...withSockets(linkAttachModes(mode.attachModes, link), link, options.vmm, link.attached), ...mtuField(linkMtu(options, link.attached ?? link.unlinked)) });
         byVm.get(link.client)?.push(report);
         reports.push(report);
       }
@@ -531,7 +531,8 @@ export async function linkTransaction(
  * reboot: the state outlives the devices; devices of other kinds under its names are none of its,
  * link-device-kinds.ts) only the sides that need no VMM keep their mode (`netns`: the plan makes a
  * missing namespace; `none`); a `qemu` or `cloud-hypervisor` side is not up and gets the VM's mode
- * (goneLink). Devices are looked at (one listing, a request per name) only for links --attach does
+ * (goneLink); so does one that unlink took down, in the modes it kept (`unlinked`). Devices are
+ * looked at (one listing, a request per name) only for links --attach does
  * not settle whole, and of those only where it tells: not for a link recorded with neither side
  * attached by a VMM, which stands in its recorded modes whether its devices are there or gone.
  * (A run passes only the links it takes modes from: runKeptAttach.)
@@ -545,11 +546,15 @@ export async function standingLinks(state: LinkState, options: Pick<LinkerOption
   // Up or gone, such a link stands in its recorded modes (goneLink keeps netns and none): its
   // devices, not looked at, are taken as gone.
   const withoutVmm = (link: Link): boolean => link.attached !== undefined && !isVmmMode(link.attached.client) && !isVmmMode(link.attached.provider);
+  // (One taken down by unlink is looked at: a device of its kind under its names makes it up, as
+  // list takes it, recorded before the state kept modes.)
   const looked = unsettled.filter((link) => !withoutVmm(link));
   const host = looked.length === 0 ? new Map<string, ObservedDevice>() : (await observeDevices([], looked.flatMap((link) => Object.values(namesOf(link))))).host;
   return unsettled.flatMap((link): StandingLink[] => {
     const names = namesOf(link);
-    if (seenOf(link, host, options).own.length === 0) return link.attached === undefined ? [] : [goneLink(link, link.attached)];
+    // One unlink took down (its modes kept: unlinked) comes back as one whose devices are gone.
+    const recorded = link.attached ?? link.unlinked;
+    if (seenOf(link, host, options).own.length === 0) return recorded === undefined ? [] : [goneLink(link, recorded)];
     if (link.attached !== undefined) return [{ pair: link, modes: link.attached }];
     return [{ pair: link, modes: { client: shownAttachMode(host.get(names.client)?.kind), provider: shownAttachMode(host.get(names.provider)?.kind) } }];
   });
@@ -653,7 +658,8 @@ export function assertLinksUsable(vm: VmName, snapshot: ConfigSnapshot, kept: Ke
   for (const provider of requireValidVm(snapshot, vm).providers) {
     const pair = { client: vm, provider };
     const modes = linkAttachModes(kept, pair);
-    const mtu = linkMtu(options, recorded?.get(keyOf({ vm, provider }))?.attached);
+    const link = recorded?.get(keyOf({ vm, provider }));
+    const mtu = linkMtu(options, link?.attached ?? link?.unlinked);
     assertSideUsable(modes.client, vm, options, mtu, pair);
     assertSideUsable(modes.provider, provider, options, mtu, pair);
   }
@@ -893,10 +899,24 @@ async function linkRun<T extends RunVms>(target: T | (() => Promise<T>), options
       throw failedThenSignalled(error, !undone);
     });
     const ambiguous = ambiguousAttach(kept, [...linkedRun.linked.values()].flat().map(pairOf));
+    const changed = runModeChanges(kept, before, [...linkedRun.linked.values()].flat());
     const linked = new Map(vms.map((vm): [VmName, LinkReport[]] => [vm, linkedRun.linked.get(vm) ?? []]));
-    const { failed: _, ...outcome } = await finishRun({ state: linkedRun.state, linked, providers: linkedRun.providers, failed: [], ambiguousAttach: ambiguous }, run, options, false);
+    const { failed: _, ...outcome } = await finishRun({ state: linkedRun.state, linked, providers: linkedRun.providers, failed: [], ambiguousAttach: ambiguous, modeChanges: changed }, run, options, false);
     return { ...outcome, run };
   });
+}
+
+/** The sides of a run's links (`reports`) it gave another mode than `before` last recorded for them (modeChanges). Pure. */
+export function runModeChanges(kept: KeptAttach, before: LinkState, reports: readonly LinkReport[]): ModeChange[] {
+  if (reports.length === 0) return [];
+  const recorded = linksByPair(before);
+  return modeChanges(
+    kept,
+    reports.map((report) => {
+      const link = recorded.get(keyOf(report));
+      return { pair: pairOf(report), recorded: link?.attached ?? link?.unlinked };
+    }),
+  );
 }
 
 /** What a `link` run did before it takes down the links to providers dropped (finishRun). */
@@ -910,6 +930,7 @@ interface RunSoFar {
   /** With --keep-going, the VMs it did not link, in the order asked for. */
   readonly failed: readonly FailedVm[];
   readonly ambiguousAttach: readonly AmbiguousAttach[];
+  readonly modeChanges?: readonly ModeChange[];
   /** With --keep-going, the bugs of its one transaction no VM failed by (KeepGoingOutcome.transactionBug, transactionUndoBug). */
   readonly transactionBugs?: TransactionBugs;
 }
@@ -926,7 +947,7 @@ export async function finishRun(soFar: RunSoFar, run: RunVms, options: LinkerOpt
   const { wholeDir } = run;
   const outcomeOf = async (state: LinkState, down: Pick<KeepGoingOutcome, 'unlinked' | 'vmmFailures'>): Promise<KeepGoingOutcome> => {
     const { orphaned, unusable } = wholeDir === undefined ? { orphaned: [], unusable: [] } : await leftAsTheyAre(state, wholeDir.snapshot, options);
-    return { linked: soFar.linked, unlinked: down.unlinked, orphaned, unusable, vmmFailures: down.vmmFailures, ambiguousAttach: soFar.ambiguousAttach, failed: soFar.failed, ...soFar.transactionBugs };
+    return { linked: soFar.linked, unlinked: down.unlinked, orphaned, unusable, vmmFailures: down.vmmFailures, ambiguousAttach: soFar.ambiguousAttach, ...(soFar.modeChanges === undefined ? {} : { modeChanges: soFar.modeChanges }), failed: soFar.failed, ...soFar.transactionBugs };
   };
   // What the run leaves as it is is of clients the take-down does not touch: the state before it tells it.
   const failedWith = async (error: unknown, down: Pick<FinishedOutcome, 'unlinked' | 'vmmFailures' | 'notTakenDown' | 'takeDownStopped'>): Promise<unknown> => {

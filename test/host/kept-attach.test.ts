@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { ATTACH_MODES, type AttachMode, parseAttachChoice } from '../../host/attach-mode.js';
-import { type StandingLink, ambiguousAttach, goneLink, keptAttach, linkAttachModes, movedVmmSocket, newLinkMode, shownAttachMode, sideMode, switchedVmmSides } from '../../host/kept-attach.js';
+import { type StandingLink, ambiguousAttach, goneLink, keptAttach, linkAttachModes, modeChanges, movedVmmSocket, newLinkMode, shownAttachMode, sideMode, switchedVmmSides } from '../../host/kept-attach.js';
 import type { LinkAttachment, LinkPair } from '../../host/link-state.js';
 import { type VmName, vmName } from '../../host/vm-name.js';
 
@@ -198,5 +198,36 @@ describe('switched VMM sides', () => {
     expect(switchedVmmSides(at('/run/vm/a/qmp.sock'), at('/run/vm/./b/qmp.sock'), same)).toEqual(['client']);
     // Without the port's word, only the same text is the same socket.
     expect(switchedVmmSides(at('/run/vm/a/qmp.sock'), at('/run/vm/./a/qmp.sock'))).toEqual(['client']);
+  });
+});
+
+describe('modeChanges', () => {
+  it('names each side a run gives another mode than last recorded, --attach not naming its VM, grouped by VM and modes; never one kept or chosen', () => {
+    const lynx = pairOf('appvm-a', 'netvm');
+    const other = pairOf('appvm-b', 'netvm');
+    const recorded: LinkAttachment = { client: 'cloud-hypervisor', provider: 'netns' };
+    // Both taken down (unlink) or gone (a reboot): their VMM sides are not up, the netns sides kept.
+    const standing = [goneLink(lynx, recorded), goneLink(other, { client: 'qemu', provider: 'netns' })];
+    const kept = keptAttach(parseAttachChoice([]), standing);
+    expect(modeChanges(kept, [{ pair: lynx, recorded }, { pair: other, recorded: { client: 'qemu', provider: 'netns' } }])).toEqual([
+      { vm: 'appvm-a', was: 'cloud-hypervisor', now: 'none', links: [lynx] },
+      { vm: 'appvm-b', was: 'qemu', now: 'none', links: [other] },
+    ]);
+    // Named by --attach (any mode), or never recorded: nothing said.
+    expect(modeChanges(keptAttach(parseAttachChoice(['appvm-a=none', 'appvm-b=netns']), standing), [{ pair: lynx, recorded }, { pair: other, recorded: { client: 'qemu', provider: 'netns' } }])).toEqual([]);
+    expect(modeChanges(kept, [{ pair: lynx, recorded: undefined }])).toEqual([]);
+    // The VM's mode from its links up where it has one: that mode, said too.
+    const upAsNetns = keptAttach(parseAttachChoice([]), [goneLink(lynx, recorded), { pair: pairOf('appvm-a', 'wanvm'), modes: { client: 'netns', provider: 'netns' } }]);
+    expect(modeChanges(upAsNetns, [{ pair: lynx, recorded }])).toEqual([{ vm: 'appvm-a', was: 'cloud-hypervisor', now: 'netns', links: [lynx] }]);
+  });
+
+  it('says no side whose mode the run keeps (property)', () => {
+    fc.assert(
+      fc.property(standing, attachValues, (links, values) => {
+        const kept = keptAttach(parseAttachChoice(values), links);
+        const recordedOf = (link: StandingLink): LinkAttachment => linkAttachModes(kept, link.pair);
+        expect(modeChanges(kept, links.map((link) => ({ pair: link.pair, recorded: recordedOf(link) })))).toEqual([]);
+      }),
+    );
   });
 });

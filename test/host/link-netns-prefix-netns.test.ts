@@ -152,7 +152,7 @@ describeNetns('spectrum-link netns prefix recorded', () => {
     }
   });
 
-  it('uses the recorded netns prefix where given none, and takes another once no link is up in netns mode', async () => {
+  it('uses the recorded netns prefix where given none, and takes another once no link is up in netns mode (one unlinked keeps it recorded)', async () => {
     const link = await linkNetns();
     const lynxBefore = (await devices(world().vmNetns('appvm-lynx'))).get(link.clientDevice)?.ifindex;
     const plain = await linkWithoutPrefix(['link', 'appvm-lynx']);
@@ -164,9 +164,10 @@ describeNetns('spectrum-link netns prefix recorded', () => {
     const [entry] = JSON.parse(listed.stdout) as Record<string, unknown>[];
     expect(entry).toMatchObject({ vm: 'appvm-lynx', present: true });
     expect(entry).not.toHaveProperty('farEndsElsewhere');
-    // Unlinked, the state records no netns prefix: a link given another takes it.
+    // Unlinked, no link is up in netns mode: the state keeps the prefix for the link taken down
+    // (its next link brings it back there), and a link given another takes that one.
     expect((await world().link(['unlink', 'appvm-lynx'])).code).toBe(0);
-    expect(JSON.parse(await readFile(stateFile(), 'utf8'))).not.toHaveProperty('netnsPrefix');
+    expect(JSON.parse(await readFile(stateFile(), 'utf8'))).toHaveProperty('netnsPrefix', world().netnsPrefix);
     const moved = await world().link(['link', 'appvm-lynx', '--attach', 'netns', '--netns-prefix', `${world().netnsPrefix}o-`]);
     expect(moved.code, moved.stderr).toBe(0);
     expect((JSON.parse(await readFile(stateFile(), 'utf8')) as { netnsPrefix?: string }).netnsPrefix).toBe(`${world().netnsPrefix}o-`);

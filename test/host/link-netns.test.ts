@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createHarness, describeNetns, eventually, type Harness, type Netns, trackTempDir } from '../harness/index.js';
-import { LINK_BIN, ROOT, type LinkWorld, devices, linkDevicesActive, linkPausedBeforeJoin, makeLinkWorld, oneLineError, runPrinted, withWorldOptions } from './link-fixture.js';
+import { LINK_BIN, ROOT, type LinkWorld, devices, linkDevicesActive, linkPausedBeforeJoin, makeLinkWorld, oneLineError, runPrinted, warningMessages, withWorldOptions } from './link-fixture.js';
 import { linkWorldPerSuite, resumePausedLink } from './link-world-suite.js';
 
 interface LinkJson {
@@ -1370,7 +1370,7 @@ describeNetns('link without --attach keeps the recorded attach modes', () => {
     const [kept] = (await linkOf(['link', 'appvm-lynx'])).links;
     expect([kept?.clientAttach, kept?.providerAttach]).toEqual(['none', 'none']);
     // --all linked netvm's other clients too.
-    await world().link(['unlink', 'netvm']);
+    await world().link(['unlink', 'netvm', '--forget']);
   });
 
   it('a link recorded before the state kept attach modes keeps what its devices show: a veth side netns, a tap side none', async () => {
@@ -1382,10 +1382,10 @@ describeNetns('link without --attach keeps the recorded attach modes', () => {
     expect(await deviceIndexes(made!, 'appvm-catgirl')).toEqual(before);
     // Recorded now.
     expect(await recorded(made!.id)).toEqual({ client: 'netns', provider: 'none' });
-    await world().link(['unlink', 'appvm-catgirl']);
+    await world().link(['unlink', 'appvm-catgirl', '--forget']);
   });
 
-  it('a link recorded whose devices are all gone (a reboot: the state outlives them), linked again without --attach: a netns side keeps netns, a qemu side gets none (its VMM may not run yet)', async () => {
+  it('a link recorded whose devices are all gone (a reboot: the state outlives them), linked again without --attach: a netns side keeps netns, a qemu side gets none (its VMM may not run yet), and a warning says so', async () => {
     const [made] = (await linkOf(['link', 'appvm-lynx', '--attach', 'netns'])).links;
     expect([made?.clientAttach, made?.providerAttach]).toEqual(['netns', 'netns']);
     // As after a reboot: none of its devices left (a veth's far end goes with it); and, as if it
@@ -1396,14 +1396,15 @@ describeNetns('link without --attach keeps the recorded attach modes', () => {
     for (const entry of state.links) if (entry.id === made!.id) entry.attached = { client: 'qemu', provider: 'netns' };
     await writeFile(file, JSON.stringify(state));
     const { links, stderr } = await linkOf(['link', 'appvm-lynx']);
-    expect(stderr).toBe('');
+    // The change of mode said, with the --attach that restores it.
+    expect(warningMessages(stderr)).toEqual([expect.stringMatching(/^appvm-lynx's side of appvm-lynx -> netvm was qemu and is none now .*; to attach it as before: link with --attach appvm-lynx=qemu$/)]);
     const [again] = links;
     expect([again?.id, again?.clientAttach, again?.providerAttach]).toEqual([made!.id, 'none', 'netns']);
     const host = await devices(world().host);
     expect(host.get(made!.clientDevice)?.linkinfo?.info_kind).toBe('tun');
     expect((await devices(world().vmNetns('netvm'))).get(made!.providerDevice)?.linkinfo?.info_kind).toBe('veth');
     expect(await recorded(made!.id)).toEqual({ client: 'none', provider: 'netns' });
-    await world().link(['unlink', 'appvm-lynx']);
+    await world().link(['unlink', 'appvm-lynx', '--forget']);
   });
 
   it("gives a new client of a provider recorded as netns a netns side in the provider's namespace, and itself none where nothing is recorded of it", async () => {
@@ -1415,7 +1416,7 @@ describeNetns('link without --attach keeps the recorded attach modes', () => {
     const netvm = await devices(world().vmNetns('netvm'));
     expect(netvm.get(link!.providerDevice)?.linkinfo?.info_kind).toBe('veth');
     expect((await devices(world().host)).get(link!.clientDevice)?.linkinfo?.info_kind).toBe('tun');
-    await world().link(['unlink', 'netvm']);
+    await world().link(['unlink', 'netvm', '--forget']);
   });
 
   it('a provider recorded with two modes: each of its links keeps its own, a new one gets none on its side, and a warning says so; --attach VM=MODE settles it', async () => {
@@ -1441,6 +1442,6 @@ describeNetns('link without --attach keeps the recorded attach modes', () => {
     const named = await linkOf(['link', 'appvm-0', '--attach', 'netvm=netns']);
     expect(named.stderr).toBe('');
     expect([named.links[0]?.clientAttach, named.links[0]?.providerAttach]).toEqual(['none', 'netns']);
-    await world().link(['unlink', 'netvm']);
+    await world().link(['unlink', 'netvm', '--forget']);
   });
 });

@@ -226,8 +226,8 @@ describeNetns('the printed link of a run naming other VMs too pins a VM only whe
       const result = await runPrinted(chain.world.host, command);
       expect(result.code, `${command}: ${result.stderr}`).toBe(0);
     }
-    // netvm's side of vpnvm -> netvm, whose links disagree, gets the mode of its links up (appvm-0's, none).
-    expect(await modes()).toEqual(['appvm-0 -> netvm none/none', 'appvm-lynx -> vpnvm netns/netns', 'vpnvm -> netvm netns/none']);
+    // netvm's side of vpnvm -> netvm keeps the netns the unlink took down (not the none of its links up).
+    expect(await modes()).toEqual(['appvm-0 -> netvm none/none', 'appvm-lynx -> vpnvm netns/netns', 'vpnvm -> netvm netns/netns']);
   });
 });
 
@@ -257,8 +257,8 @@ describeNetns('the printed link --all of a chain pins the sides of the clients i
     expect((await runPrinted(chain.world.host, unlinkLine)).code).toBe(1);
     const relinked = await runPrinted(chain.world.host, linkLine);
     expect(relinked.code, relinked.stderr).toBe(0);
-    // netvm's side of vpnvm -> netvm, whose links disagree, gets the mode of its links up (none).
-    expect(await modes()).toEqual([...others, 'appvm-lynx -> vpnvm netns/netns', 'vpnvm -> netvm netns/none']);
+    // netvm's side of vpnvm -> netvm keeps the netns the unlink took down (not the none of its links up).
+    expect(await modes()).toEqual([...others, 'appvm-lynx -> vpnvm netns/netns', 'vpnvm -> netvm netns/netns']);
   });
 });
 

@@ -202,7 +202,7 @@ describe('parseState', () => {
     expect(kindOf('{"version":1,"links":[')).toBe('not-json');
     expect(kindOf('[]')).toBe('bad-schema');
     expect(kindOf('{"links":[]}')).toBe('bad-schema');
-    expect(kindOf('{"version":3,"links":[]}')).toBe('unsupported-version');
+    expect(kindOf('{"version":4,"links":[]}')).toBe('unsupported-version');
     expect(kindOf('{"version":0,"links":[]}')).toBe('bad-schema');
     expect(kindOf('{"version":1}')).toBe('bad-schema');
     expect(kindOf('{"version":1,"links":[],"extra":0}')).toBe('bad-schema');
@@ -309,6 +309,35 @@ describe('recorded attachment', () => {
         expect(sameState(a, build(opsA, attachA))).toBe(true);
       }),
     );
+  });
+
+  it('unlink keeps the modes and MTU a link had ("unlinked", version 3, no sockets), a link attached again drops them, and a file without any is version 2', () => {
+    const pair = { client: vmName('appvm-lynx'), provider: vmName('netvm') };
+    const linked = allocateLink(emptyState(), pair).state;
+    const attached = setAttachment(linked, pair, { client: 'qemu', provider: 'netns', clientSocket: '/run/vm/appvm-lynx/qmp.sock', mtu: 9000 });
+    const down = setAttachment(attached, pair, undefined);
+    expect(down.links[0]).not.toHaveProperty('attached');
+    expect(down.links[0]?.unlinked).toEqual({ client: 'qemu', provider: 'netns', mtu: 9000 });
+    const text = serializeState(down);
+    expect(text).toContain('"version": 3,');
+    expect(text).toContain('{"client":"appvm-lynx","provider":"netvm","id":' + String(down.links[0]?.id) + ',"unlinked":{"client":"qemu","provider":"netns","mtu":9000}}');
+    expect(parseState(text, 'test')).toEqual(down);
+    expect(sameState(down, linked)).toBe(false);
+    // Taken down again (unlink of a link down), it keeps them; attached again, they go.
+    expect(setAttachment(down, pair, undefined)).toEqual(down);
+    const again = setAttachment(down, pair, { client: 'none', provider: 'netns' });
+    expect(again.links[0]).not.toHaveProperty('unlinked');
+    expect(serializeState(again)).toContain('"version": 2,');
+    // Forgotten, nothing is left of it.
+    expect(forgetLink(down, pair).state.links).toEqual([]);
+    // Only in version 3, never with "attached", never with sockets; a file of version 4 is a newer one's.
+    const id = String(down.links[0]?.id);
+    const entry = (fields: string): string => `{"version":3,"links":[{"client":"appvm-lynx","provider":"netvm","id":${id},${fields}}]}`;
+    expect(() => parseState(text.replace('"version": 3', '"version": 2'), 'test')).toThrow(expect.objectContaining({ kind: 'bad-schema', message: expect.stringMatching(/unknown key "unlinked"/) }));
+    for (const bad of ['"unlinked":{"client":"none","provider":"none"},"attached":{"client":"none","provider":"none"}', '"unlinked":{"client":"qemu","provider":"none","clientSocket":"/a.sock"}', '"unlinked":{"client":"kvm","provider":"none"}']) {
+      expect(() => parseState(entry(bad), 'test'), bad).toThrow(expect.objectContaining({ kind: 'bad-schema' }));
+    }
+    expect(() => parseState(text.replace('"version": 3', '"version": 4'), 'test')).toThrow(expect.objectContaining({ kind: 'unsupported-version' }));
   });
 
   it('refuses a malformed attachment', () => {
@@ -427,11 +456,19 @@ describe('recorded VMM sockets', () => {
     expect(conflictingNetnsPrefix(netns, 'other-')).toBe('vm-');
     expect(conflictingNetnsPrefix(netns, 'vm-')).toBeUndefined();
     // With no link up in netns mode, none is written (the file as before), and none conflicts.
-    for (const state of [setAttachment(netns, pair, undefined), setAttachment(netns, pair, { client: 'qemu', provider: 'none' })]) {
+    const switched = setAttachment(netns, pair, { client: 'qemu', provider: 'none' });
+    for (const state of [switched, setAttachment(switched, pair, undefined)]) {
       expect(serializeState(state)).not.toContain('netnsPrefix');
       expect(conflictingNetnsPrefix(state, 'other-')).toBeUndefined();
       expect(sameState(state, { ...state, netnsPrefix: 'other-' })).toBe(true);
     }
+    // Taken down by unlink from netns mode, it is kept (the next link brings that side back in
+    // <prefix><vm>), but conflicts with no other: no interface is in those namespaces now.
+    const unlinked = setAttachment(netns, pair, undefined);
+    expect(serializeState(unlinked)).toContain('"netnsPrefix": "vm-",');
+    expect(recordedNetnsPrefix(parseState(serializeState(unlinked), 'test'))).toBe('vm-');
+    expect(conflictingNetnsPrefix(unlinked, 'other-')).toBeUndefined();
+    expect(sameState(unlinked, { ...unlinked, netnsPrefix: 'other-' })).toBe(false);
     // A file written before the prefix was recorded: none, so the run's is taken.
     const older = parseState(text.replace('\n  "netnsPrefix": "vm-",', ''), 'test');
     expect(older.netnsPrefix).toBeUndefined();

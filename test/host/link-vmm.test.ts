@@ -152,7 +152,8 @@ describeNetns('spectrum-link with VMMs', () => {
       expect(plain.code, plain.stderr).toBe(0);
       expect((await devices(world.host)).get(link.providerDevice)?.mtu).toBe(1400);
 
-      const unlinked = await world.link(['unlink', 'appvm-catgirl', '--qmp-socket', qmpTemplate, '--vmm-timeout', '300']);
+      // Forgotten: the next test's link of it gets no MTU kept (unlink alone keeps 1400 for it).
+      const unlinked = await world.link(['unlink', 'appvm-catgirl', '--forget', '--qmp-socket', qmpTemplate, '--vmm-timeout', '300']);
       expect(unlinked.code, unlinked.stderr).toBe(0);
     } finally {
       await provider.kill('SIGKILL');

@@ -116,8 +116,8 @@ describeNetns('spectrum-link: the device prefix a state records', () => {
     expect(result.stdout).toBe(`unlinked appvm-lynx -> netvm (id ${LYNX_ID}, kept)\n`);
     expect(await present(lynxDevices('zz'))).toEqual([]);
     expect(await present(lynxDevices(DEFAULT_DEVICE_PREFIX))).toEqual(lynxDevices(DEFAULT_DEVICE_PREFIX));
-    // The record is down (no attach modes), its id and the prefix kept.
-    expect(JSON.parse(await readFile(stateFile(), 'utf8'))).toEqual({ version: 2, devicePrefix: 'zz', links: [{ client: 'appvm-lynx', provider: 'netvm', id: LYNX_ID }] });
+    // The record is down (its modes kept for the next link), its id and the prefix kept.
+    expect(JSON.parse(await readFile(stateFile(), 'utf8'))).toEqual({ version: 3, devicePrefix: 'zz', links: [{ client: 'appvm-lynx', provider: 'netvm', id: LYNX_ID, unlinked: { client: 'none', provider: 'none' } }] });
     // The same with --forget and the prefix given as recorded, from the variable.
     await linkWithZz();
     const forgotten = await run(['unlink', 'appvm-lynx', '--forget'], { SPECTRUM_DEVICE_PREFIX: 'zz' });
@@ -267,7 +267,7 @@ describeNetns('spectrum-link: the device prefix a state records', () => {
     const result = await run(['unlink', 'appvm-lynx', '--device-prefix', 'zz']);
     expect([result.code, result.stderr]).toEqual([0, '']);
     expect(await present(lynxDevices('zz'))).toEqual([]);
-    expect(JSON.parse(await readFile(stateFile(), 'utf8'))).toEqual({ version: 2, devicePrefix: 'zz', links: [{ client: 'appvm-lynx', provider: 'netvm', id: LYNX_ID }] });
+    expect(JSON.parse(await readFile(stateFile(), 'utf8'))).toEqual({ version: 3, devicePrefix: 'zz', links: [{ client: 'appvm-lynx', provider: 'netvm', id: LYNX_ID, unlinked: { client: 'none', provider: 'none' } }] });
     // From then on, given none, that one.
     const relinked = await run(['link', 'appvm-lynx', '--json']);
     expect([relinked.code, relinked.stderr]).toEqual([0, '']);
