@@ -1741,6 +1741,6 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       if (first !== undefined) throw new CliError(first, EXIT.failure, rest, 'lines');
     });
 
-  // An option of one value given twice with different values is refused, as --attach's modes are.
-  return [link, unlink, list, show, gc].map((command) => refuseRepeatedValues(command, ['--attach']));
+  // An option of one value given twice with different values is refused, as --attach's modes are (a directory, given twice as two paths to it, is not).
+  return [link, unlink, list, show, gc].map((command) => refuseRepeatedValues(command, ['--attach'], ['--state-dir', '--config-dir']));
 }
