@@ -111,6 +111,8 @@ describe('readConfigDir', () => {
     // Reading only what app reaches (link, check app) as reading the whole dir (link --all, check).
     expect(checkVm(await readConfigVms(cfg, [vmName('app')]), vmName('app')).map((p) => p.message)).toEqual(want);
     expect(checkVm(await readConfigDir(cfg), vmName('app')).map((p) => p.message)).toEqual(want);
+    // So too where the missing provider is also a VM named on the command line (link app netvmm), before or after app.
+    for (const roots of [['app', 'netvmm'], ['netvmm', 'app']]) expect(checkVm(await readConfigVms(cfg, roots.map(vmName)), vmName('app')).map((p) => p.message)).toEqual(want);
   });
 
   it('reports everything wrong at once', async () => {
