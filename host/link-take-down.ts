@@ -559,6 +559,8 @@ export async function collectGarbage(options: GcOptions): Promise<string[]> {
     // Where the dir is there, the state file is looked for again under its lock (no dir made), the
     // link done by then; where it is not, no link into it made them.
     if (stateDirAbsent(options.stateDir)) throw noStateFile(options);
+    // A wait for the lock after all: a signal stops it as any other run's wait (not said as under the lock).
+    options.onLockWaitBegun?.();
     return underCommandLock('gc', options, 'nothing was deleted', async () => {
       if (hasStateFile(options.stateDir, options.stateDirSource)) return collectUnderLock(options);
       // Still none: that link may have failed and undone its devices meanwhile (a first link's
