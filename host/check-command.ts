@@ -63,6 +63,6 @@ export function checkCommand(env: Readonly<Record<string, string | undefined>> =
         );
       }
     });
-  // Two different --config-dir values are refused, as link's are.
-  return refuseRepeatedValues(check);
+  // Two different --config-dir values are refused, as link's are (one directory twice is not).
+  return refuseRepeatedValues(check, [], ['--config-dir']);
 }

@@ -269,19 +269,19 @@ function describeLocation(location: BadLocation, path: string, reason: string | 
   }
 }
 
-/** What makes two names of one directory one VM with two identities, for an alias's message. */
-const ONE_NAME = 'a VM is its name (its namespace, VMM socket dir and link ids go by it), so one directory under two names would be one VM with two identities';
+/** Where an alias's message sends the operator for the rest (why a VM has one name; a directory to move to a VM name). */
+const VM_DIRECTORIES_README = 'README: VM directories';
 
 function describeAlias(dir: string, name: VmName, alias: VmAlias): string {
   const path = entryPath(dir, name);
   if ('owner' in alias) {
-    return `${path} is a symlink that leads to VM ${alias.owner}'s directory ${entryPath(dir, alias.owner)}: ${ONE_NAME}; give the VM one name: remove the symlink ${path} and name ${alias.owner}, not ${name}, in providers/net`;
+    return `${path} is a symlink that leads to VM ${alias.owner}'s directory ${entryPath(dir, alias.owner)}: one directory, two VM names; remove the symlink and name ${alias.owner}, not ${name}, in providers/net (${VM_DIRECTORIES_README})`;
   }
   const target = entryPath(dir, alias.to);
   const all = [name, ...alias.sharedWith].sort(byName).join(', ');
   return (
-    `${path} is a symlink that leads to ${target}, as ${alias.sharedWith.join(', ')} ${alias.sharedWith.length === 1 ? 'does' : 'do'} too: ${ONE_NAME}, and no name is more its own than another; ` +
-    `give the VM one name: keep one of ${all} (or move ${target} to a VM name), remove the others, and name the one kept in providers/net`
+    `${path} is a symlink that leads to ${target}, as ${alias.sharedWith.join(', ')} ${alias.sharedWith.length === 1 ? 'does' : 'do'} too: one directory, several VM names; ` +
+    `keep one of ${all}, remove the others, and name it in providers/net (${VM_DIRECTORIES_README})`
   );
 }
 

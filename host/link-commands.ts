@@ -878,6 +878,9 @@ function keepGoingStopLines(stopped: KeepGoingStop): string[] {
   return [...(stopped.cutShort === undefined ? [] : [cutShortLine(stopped.cutShort)]), ...transactionBugLines(stopped)];
 }
 
+/** What `unlink` or `gc` says where a signal stopped its wait for another run's state lock. */
+const waitInterrupted = (name: string, signal: NodeJS.Signals, nothing: string): string => `${name} interrupted by ${signal} while waiting for another spectrum-link to finish: ${nothing}`;
+
 /**
  * Run `unlink` or `gc` so that the first SIGINT, SIGTERM or SIGHUP while it waits for another run's state
  * lock stops the wait, saying so in one line (exit 128 + the signal's number). Once the lock is
@@ -891,26 +894,38 @@ async function interruptibleLockWait<T>(
   name: 'unlink' | 'gc',
   nothing: string,
   held: (signal: NodeJS.Signals) => string,
-  run: (wait: { signal: AbortSignal; onLockHeld: () => void; onTakeDownBegun: () => void; onUnlockFailed: (failure: StateStoreError) => void }) => Promise<T>,
+  run: (wait: { signal: AbortSignal; onLockHeld: () => void; onLockWaitBegun: () => void; onTakeDownBegun: () => void; onUnlockFailed: (failure: StateStoreError) => void }) => Promise<T>,
   said: (error: unknown) => unknown = (error) => error,
 ): Promise<{ done: T; unreleased: readonly StateStoreError[] }> {
   const interruption = interruptOnSignals('spectrum-link', nothing, process.stderr, { hangup: true, untilExit: true });
   let exiting: { dispose(): void } | undefined;
   // Under the lock, reading the state and listing devices changes nothing: a signal then says so.
+  // Told it holds the lock with none to wait for (gc with no state file), then waiting for it after
+  // all (onLockWaitBegun): a signal then says it stopped the wait, as before the lock is held.
   let begun = false;
+  let waiting = false;
+  const interrupted = (signal: NodeJS.Signals): string =>
+    waiting ? waitInterrupted(name, signal, nothing) : begun ? held(signal) : `${name} interrupted by ${signal} before it changed anything: ${nothing}`;
   const onLockHeld = (): void => {
+    waiting = false;
     interruption.dispose();
-    exiting ??= exitOnSignals('spectrum-link', (signal) => oneLine(begun ? held(signal) : `${name} interrupted by ${signal} before it changed anything: ${nothing}`), process.stderr, { hangup: true, untilExit: true });
+    exiting ??= exitOnSignals('spectrum-link', (signal) => oneLine(interrupted(signal)), process.stderr, { hangup: true, untilExit: true });
   };
   const unlockFailures: StateStoreError[] = [];
   try {
     // After a run that succeeded, the caller says it after what the run did (its work is done).
-    const done = await run({ signal: interruption.signal, onLockHeld, onTakeDownBegun: () => void (begun = true), onUnlockFailed: (failure) => void unlockFailures.push(failure) });
+    const done = await run({
+      signal: interruption.signal,
+      onLockHeld,
+      onLockWaitBegun: () => void (waiting = true),
+      onTakeDownBegun: () => void (begun = true),
+      onUnlockFailed: (failure) => void unlockFailures.push(failure),
+    });
     return { done, unreleased: unlockFailures };
   } catch (error) {
     const failure =
       error instanceof LinkerError && error.kind === 'interrupted-waiting' && interruption.received !== undefined
-        ? new CliError(`${name} interrupted by ${interruption.received} while waiting for another spectrum-link to finish: ${nothing}`, signalExitCode(interruption.received))
+        ? new CliError(waitInterrupted(name, interruption.received, nothing), signalExitCode(interruption.received))
         : said(error);
     // The state lock not released as it should be after the run failed: a line after the
     // failure's (its first line stays the failure, as link's does), but before a bug's or bad
@@ -1752,6 +1767,6 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       if (first !== undefined) throw new CliError(first, EXIT.failure, rest, 'lines');
     });
 
-  // An option of one value given twice with different values is refused, as --attach's modes are.
-  return [link, unlink, list, show, gc].map((command) => refuseRepeatedValues(command, ['--attach']));
+  // An option of one value given twice with different values is refused, as --attach's modes are (a directory, given twice as two paths to it, is not).
+  return [link, unlink, list, show, gc].map((command) => refuseRepeatedValues(command, ['--attach'], ['--state-dir', '--config-dir']));
 }

@@ -35,8 +35,8 @@ import {
   vmmNics,
 } from './linker-types.js';
 import { DeviceError, observeDevices, removeDevices } from './netlink-devices.js';
-import { gcUnrecordedDevicesRefusal, linkNamedDevices, loadLinkState, loadRunState } from './state-prefix.js';
-import { STATE_DIR_ENV, StateStoreError, hasStateFile, probeStateWrite, saveState, stateDirAbsent, stateDirFix, stateFilePath } from './state-store.js';
+import { gcUnrecordedDevicesRefusal, linkNamedDevices, loadLinkState, loadRunState, stateDirCheck, UNRECORDED_README } from './state-prefix.js';
+import { STATE_DIR_ENV, StateStoreError, hasStateFile, probeStateWrite, saveState, stateDirAbsent, stateFilePath } from './state-store.js';
 import type { VmName } from './vm-name.js';
 import { vmName } from './vm-name.js';
 
@@ -559,6 +559,8 @@ export async function collectGarbage(options: GcOptions): Promise<string[]> {
     // Where the dir is there, the state file is looked for again under its lock (no dir made), the
     // link done by then; where it is not, no link into it made them.
     if (stateDirAbsent(options.stateDir)) throw noStateFile(options);
+    // A wait for the lock after all: a signal stops it as any other run's wait (not said as under the lock).
+    options.onLockWaitBegun?.();
     return underCommandLock('gc', options, 'nothing was deleted', async () => {
       if (hasStateFile(options.stateDir, options.stateDirSource)) return collectUnderLock(options);
       // Still none: that link may have failed and undone its devices meanwhile (a first link's
@@ -579,8 +581,7 @@ function noStateFile(options: GcOptions): LinkerError {
   const origin = source === undefined ? '' : ` (the state dir ${source.from === 'default' ? 'is the default' : pathOrigin(source)})`;
   return new LinkerError(
     'no-state',
-    `gc: no state file ${stateFilePath(options.stateDir)}${origin}, so no link is recorded and every ${prefix}b/${prefix}c/${prefix}p device would go, also those of working links; ` +
-      `${stateDirFix(source, 'the state dir the links are recorded in')}. If the state is really lost and those devices are to go, write an empty state there first: {"version":2,"devicePrefix":"${prefix}","links":[]}`,
+    `gc: no state file ${stateFilePath(options.stateDir)}${origin}, so every ${prefix}b/${prefix}c/${prefix}p device would go: nothing deleted; ${stateDirCheck(source)} (${UNRECORDED_README})`,
   );
 }
 

@@ -136,6 +136,8 @@ export interface LinkerOptions {
   readonly onLockWait?: (holderPid: string | undefined) => void;
   /** Told once the state lock is held, before the run's work (the CLI of `unlink` and `gc` stops taking over signals then). */
   readonly onLockHeld?: () => void;
+  /** Told where a run told onLockHeld with no lock to wait for (gc of a state dir with no state file) goes on to wait for it after all: until onLockHeld again, a signal stops that wait. */
+  readonly onLockWaitBegun?: () => void;
   /** Told once, under the lock, as `unlink` or `gc` begins to take anything down (a NIC asked out of its VMM, a device deleted): until then a signal leaves nothing changed. */
   readonly onTakeDownBegun?: () => void;
   /** Told where releasing the state lock failed, after the run failed or succeeded (LockOptions.onUnlockFailed): to be said after its failure, or after what it did. */
@@ -303,7 +305,7 @@ export interface UndoStateWriteFailure {
  * How a run waits for the state lock. For `unlink` and `gc`, the signal stops the wait only: once
  * the lock is held (onLockHeld) they do their work as they would without it.
  */
-export type LockWaitOptions = Pick<LinkerOptions, 'stateDir' | 'stateDirSource' | 'lockWaitMs' | 'onLockWait' | 'signal' | 'onLockHeld' | 'onTakeDownBegun' | 'onUnlockFailed'>;
+export type LockWaitOptions = Pick<LinkerOptions, 'stateDir' | 'stateDirSource' | 'lockWaitMs' | 'onLockWait' | 'signal' | 'onLockHeld' | 'onLockWaitBegun' | 'onTakeDownBegun' | 'onUnlockFailed'>;
 /**
  * How far an `unlink` has got, for its progress line: NICs asked out of their VMMs (`links`: how
  * many links it takes down), then the links' devices being deleted (one kernel request: seconds

@@ -19,14 +19,14 @@
 // them (gcUnrecordedDevicesRefusal: it would delete every one). A state that claims it owns them:
 // its own leftovers, which `link` converges on (ids are recorded before their devices are made, so
 // a crash's are its recorded links') and gc deletes.
-import { shownOrigin } from '../shared/cli/option-source.js';
+import { pathCheck, shownOrigin } from '../shared/cli/option-source.js';
 import { type DevicePrefix, parseDeviceName } from './device-names.js';
 import { type LinkPair, type LinkState, claimsDevicePrefix, conflictingDevicePrefix, conflictingNetnsPrefix, recordedNetnsPrefix, withDevicePrefix, withNetnsPrefix } from './link-state.js';
 import { type KeptAttach, linkAttachModes } from './kept-attach.js';
 import { LinkerError } from './linker-error.js';
 import type { DevicePrefixSource, LinkerOptions, NetnsPrefixSource } from './linker-types.js';
 import { observeDevices } from './netlink-devices.js';
-import { loadState, stateDirFix, stateFilePath } from './state-store.js';
+import { STATE_DIR_ENV, loadState, stateFilePath } from './state-store.js';
 
 /** Where a run's prefix came from, as the refusal says it after the prefix. */
 function originOf(source: DevicePrefixSource | NetnsPrefixSource | undefined): string {
@@ -34,37 +34,41 @@ function originOf(source: DevicePrefixSource | NetnsPrefixSource | undefined): s
     case 'option':
       return `from ${source.flag}`;
     case 'environment':
-      return `from environment variable ${source.variable}`;
+      return `from $${source.variable}`;
     case 'default':
       return 'the default';
     case 'state':
-      return 'which the state file recorded when this run began';
+      return 'recorded when this run began';
     default:
       return 'given';
   }
 }
 
+/** Where a refusal of the prefixes sends the operator for the rest (what it leaves out). */
+const DEVICE_PREFIX_README = 'README: Device prefix';
+const NETNS_PREFIX_README = 'README: Netns prefix';
+export const UNRECORDED_README = 'README: Unrecorded devices';
+
 /**
- * What a prefix refusal says to do, by where the run's prefix came from: the recorded prefix
- * `recorded` as `shown` says it (`value`, as a variable's value; `give`, as given: the prefix
- * itself, or its option; `option`, as the option with it).
+ * The one thing a prefix refusal says to do, by where the run's prefix came from (the README
+ * section it names says the rest): where an option gave it, leave it out (and unset the variable
+ * it overrode, where that gives another than `recorded`), where the variable did, unset it (the
+ * recorded prefix is then used); `give` the recorded prefix as given (itself, or its option).
  */
-function fixOf(source: DevicePrefixSource | NetnsPrefixSource | undefined, recorded: string, shown: { readonly value: string; readonly give: string; readonly option: string }): string {
+function fixOf(source: DevicePrefixSource | NetnsPrefixSource | undefined, recorded: string, give: string): string {
   switch (source?.from) {
     case 'option':
       // Left out, the option would give the variable's prefix where that is set: unset too, unless it gives the recorded one.
-      if ('overrides' in source && source.overrides.value !== recorded) {
-        return `leave ${source.flag} out and unset ${source.overrides.variable}, which gives another (the recorded prefix is then used), or give ${shown.give}`;
-      }
-      return `leave ${source.flag} out (the recorded prefix is then used) or give ${shown.give}`;
+      if ('overrides' in source && source.overrides.value !== recorded) return `leave ${source.flag} out and unset ${source.overrides.variable}`;
+      return `leave ${source.flag} out`;
     case 'environment':
-      return `unset ${source.variable} (the recorded prefix is then used) or set it to ${shown.value}, or pass ${shown.option}`;
+      return `unset ${source.variable}`;
     case 'default':
     case 'state':
       // Only where another run recorded it after this one looked (an empty state linked meanwhile).
-      return 'another spectrum-link recorded it meanwhile: run this again, which uses it';
+      return 'another spectrum-link recorded it meanwhile: run this again';
     default:
-      return `use ${shown.give}`;
+      return `use ${give}`;
   }
 }
 
@@ -75,9 +79,7 @@ function fixOf(source: DevicePrefixSource | NetnsPrefixSource | undefined, recor
 function prefixMismatch(stateDir: string, recorded: DevicePrefix, prefix: DevicePrefix, source: DevicePrefixSource | undefined): LinkerError {
   return new LinkerError(
     'device-prefix-mismatch',
-    `device prefix ${prefix} (${originOf(source)}) is not the one state file ${stateFilePath(stateDir)} records for its links, ${recorded} ` +
-      `(their devices are ${recorded}b<id>, ${recorded}c<id> and ${recorded}p<id>), so nothing was done: ${fixOf(source, recorded, { value: recorded, give: recorded, option: `--device-prefix ${recorded}` })}; ` +
-      'the links of a state dir share one prefix, kept when they are all forgotten (another needs another state dir, or every link there forgotten and its state file removed)',
+    `device prefix ${prefix} (${originOf(source)}) is not ${recorded}, the one state file ${stateFilePath(stateDir)} records: nothing done; ${fixOf(source, recorded, recorded)} (${DEVICE_PREFIX_README})`,
   );
 }
 
@@ -94,8 +96,7 @@ function prefixMismatch(stateDir: string, recorded: DevicePrefix, prefix: Device
 function prefixNoLongerRecorded(stateDir: string, prefix: DevicePrefix, otherwise: DevicePrefix): LinkerError {
   return new LinkerError(
     'device-prefix-mismatch',
-    `device prefix ${prefix} (which the state file recorded when this run began) is no longer recorded: state file ${stateFilePath(stateDir)} records no link and no device prefix now ` +
-      `(another spectrum-link recorded it with its first links, which were undone meanwhile), so nothing was done: run this again, which uses ${otherwise}`,
+    `device prefix ${prefix} (recorded when this run began) is no longer recorded in state file ${stateFilePath(stateDir)}: nothing done; run this again, which uses ${otherwise} (${DEVICE_PREFIX_README})`,
   );
 }
 
@@ -173,8 +174,7 @@ export async function recordedPrefixesOf(stateDir: string): Promise<StatePrefixe
 
 /** What the netns prefix refusal says to do, by where the run's prefix came from (fixOf: the prefix quoted, given as the option). */
 function netnsFixOf(source: NetnsPrefixSource | undefined, recorded: string): string {
-  const option = `--netns-prefix ${JSON.stringify(recorded)}`;
-  return fixOf(source, recorded, { value: JSON.stringify(recorded), give: option, option });
+  return fixOf(source, recorded, `--netns-prefix ${JSON.stringify(recorded)}`);
 }
 
 /** What the netns prefix refusal and list's note say first: the run's prefix, where it came from, and the one the state records. */
@@ -202,9 +202,8 @@ export function netnsPrefixNotRecordedNote(stateDir: string, recorded: string, p
 function netnsPrefixMismatch(stateDir: string, recorded: string, prefix: string, source: NetnsPrefixSource | undefined): LinkerError {
   return new LinkerError(
     'netns-prefix-mismatch',
-    `${netnsPrefixNotRecorded(stateDir, recorded, prefix, source)} ` +
-      `(their VMs' interfaces are in network namespaces ${recorded}<vm>), so nothing was done, as this link would move them into ${prefix}<vm>: ${netnsFixOf(source, recorded)}; ` +
-      `the netns links of a state dir share one netns prefix: another needs every link of the state dir attached in netns mode unlinked first`,
+    `netns prefix ${JSON.stringify(prefix)} (${originOf(source)}) is not ${JSON.stringify(recorded)}, the one state file ${stateFilePath(stateDir)} records for its netns links: ` +
+      `nothing done; ${netnsFixOf(source, recorded)} (${NETNS_PREFIX_README})`,
   );
 }
 
@@ -249,8 +248,7 @@ export function assertNetnsPrefixUsable(refusal: LinkerError | undefined, pairs:
 function netnsPrefixNoLongerRecorded(stateDir: string, prefix: string, otherwise: string): LinkerError {
   return new LinkerError(
     'netns-prefix-mismatch',
-    `netns prefix ${JSON.stringify(prefix)} (which the state file recorded when this run began) is no longer recorded: state file ${stateFilePath(stateDir)} records no link attached in netns mode now ` +
-      `(another spectrum-link took them down, or undid the run that recorded it, meanwhile), so nothing was done: run this again, which uses ${JSON.stringify(otherwise)}`,
+    `netns prefix ${JSON.stringify(prefix)} (recorded when this run began) is no longer recorded in state file ${stateFilePath(stateDir)}: nothing done; run this again, which uses ${JSON.stringify(otherwise)} (${NETNS_PREFIX_README})`,
   );
 }
 
@@ -271,7 +269,7 @@ function withRunNetnsPrefix(state: LinkState, options: Pick<LinkerOptions, 'stat
 }
 
 /** How many of the devices a refusal names. */
-const DEVICES_SHOWN = 5;
+const DEVICES_SHOWN = 3;
 
 /** Of these device names, those named as a link's are with `prefix` (gc's), ordered by id, then bridge, client, provider. */
 export function linkNamedDevices(names: Iterable<string>, prefix: DevicePrefix): string[] {
@@ -292,14 +290,7 @@ export function linkNamedDevices(names: Iterable<string>, prefix: DevicePrefix):
  * prefix with where each came from, and what to do.
  */
 export function unrecordedDevicesRefusal(options: StatePrefixOptions, devices: readonly string[]): LinkerError {
-  const { stateDir, stateDirSource, devicePrefix: prefix } = options;
-  return new LinkerError(
-    'unrecorded-devices',
-    `${unrecordedDevicesText(options, devices)}; so nothing was made, as this link would take them over, ` +
-      `and they are as likely another state dir's links as leftovers: ${stateDirFix(stateDirSource, 'the state dir that records them')}, ` +
-      `or give this state dir's links another prefix (--device-prefix); if they are leftovers of a state lost from this state dir, ` +
-      `write ${claimingState(prefix)} to ${stateFilePath(stateDir)}: link then takes them over, and gc deletes those no link records`,
-  );
+  return new LinkerError('unrecorded-devices', `${unrecordedDevicesText(options, devices)}: nothing made; ${stateDirCheck(options.stateDirSource)} (${UNRECORDED_README})`);
 }
 
 /**
@@ -309,32 +300,24 @@ export function unrecordedDevicesRefusal(options: StatePrefixOptions, devices: r
  * dir given is not the one they are recorded with): gc would delete every one of them, another
  * state dir's live links as likely as leftovers (a --state-dir mistyped). One line, `gc:` first as
  * its others: how many, the first few, the state dir and the prefix with where each came from, and
- * what to do (the state dir that records them; or, where the state is really lost, the state file
- * that claims the prefix, after which gc deletes them).
+ * what to check (the state dir); the README section it names says what to do where the state is
+ * really lost.
  */
 export function gcUnrecordedDevicesRefusal(options: StatePrefixOptions, devices: readonly string[]): LinkerError {
-  const { stateDir, stateDirSource, devicePrefix: prefix } = options;
-  return new LinkerError(
-    'unrecorded-devices',
-    `gc: ${unrecordedDevicesText(options, devices)}; so nothing was deleted, as gc would delete every one of them, ` +
-      `and they are as likely another state dir's links as leftovers: ${stateDirFix(stateDirSource, 'the state dir that records them')}; ` +
-      `if they are leftovers of a state lost from this state dir, write ${claimingState(prefix)} to ${stateFilePath(stateDir)}: gc then deletes them`,
-  );
+  return new LinkerError('unrecorded-devices', `gc: ${unrecordedDevicesText(options, devices)}: nothing deleted; ${stateDirCheck(options.stateDirSource)} (${UNRECORDED_README})`);
 }
 
-/** The state file with no link that claims `prefix`: what a refusal of devices no state claims says to write where the state is lost. */
-const claimingState = (prefix: DevicePrefix): string => `{"version":2,"devicePrefix":"${prefix}","links":[]}`;
+/** What a refusal of devices no state claims says to check: the state dir, as it was given. */
+export function stateDirCheck(source: StatePrefixOptions['stateDirSource']): string {
+  return `check ${pathCheck('the state dir', '--state-dir', STATE_DIR_ENV, source)}`;
+}
 
 /** A refusal's start: the state dir claims no prefix, yet `devices` are named as links with the run's (how many, the first few). */
 function unrecordedDevicesText(options: StatePrefixOptions, devices: readonly string[]): string {
   const { stateDir, stateDirSource, devicePrefix: prefix, devicePrefixSource } = options;
   const shown = devices.slice(0, DEVICES_SHOWN).join(' ');
-  const more = devices.length > DEVICES_SHOWN ? ` and ${devices.length - DEVICES_SHOWN} more` : '';
-  const count = devices.length === 1 ? '1 device' : `${devices.length} devices`;
-  return (
-    `${shownOrigin('state dir', stateDir, stateDirSource)} records no link and no device prefix, yet this network namespace has ${count} named as links ` +
-    `with device prefix ${prefix} (${originOf(devicePrefixSource)}): ${shown}${more}`
-  );
+  const more = devices.length > DEVICES_SHOWN ? ` +${devices.length - DEVICES_SHOWN}` : '';
+  return `${shownOrigin('state dir', stateDir, stateDirSource)} records no link, yet ${devices.length} link ${devices.length === 1 ? 'device' : 'devices'} with prefix ${prefix} (${originOf(devicePrefixSource)}) ${devices.length === 1 ? 'is' : 'are'} here: ${shown}${more}`;
 }
 
 /**

@@ -248,8 +248,7 @@ const MIB = 1024 * 1024;
 function tooLargeMessage(path: string, size: number): string {
   const mib = (bytes: number): string => `${(bytes / MIB).toFixed(bytes % MIB === 0 ? 0 : 1)} MiB`;
   return (
-    `state file ${path} is ${size} bytes (${mib(size)}), more than the ${STATE_FILE_MAX_BYTES} bytes (${mib(STATE_FILE_MAX_BYTES)}) a state file can take ` +
-    `(all ${ID_COUNT} links take at most 33 MB), so it was not read, and was left untouched: check what wrote it, or move it aside to start over (every recorded id is then forgotten)`
+    `state file ${path} is ${mib(size)}, over the ${mib(STATE_FILE_MAX_BYTES)} a state file can take: not read, left untouched; check what wrote it (README: The state file)`
   );
 }
 
@@ -570,8 +569,8 @@ function lockTimeout(dir: string, waitMs: number): StateStoreError {
   const waited = waitMs === 0 ? 'without waiting (a wait of 0 s)' : `after waiting ${waitMs / 1000} s`;
   return new StateStoreError(
     'lock-timeout',
-    `gave up on the lock of state dir ${dir} ${waited}: another spectrum-link${pid === undefined ? '' : ` (PID ${pid})`} is still holding it; ` +
-      `check that it is not stuck (a link holds it while its VMMs answer, up to four times --vmm-timeout per NIC), or wait longer with --lock-wait SECONDS (or ${LOCK_WAIT_ENV})`,
+    `gave up on the lock of state dir ${dir} ${waited}: another spectrum-link${pid === undefined ? '' : ` (PID ${pid})`} holds it; ` +
+      `check it is not stuck, or wait longer with --lock-wait SECONDS (README: Ids, the state lock)`,
   );
 }
 

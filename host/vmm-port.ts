@@ -361,7 +361,7 @@ export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
           timedOut && error instanceof Error && error.message.includes(why)
             ? new VmmPortError(
                 'attach-deadline',
-                `the ${VMM_NAMES[kind]} of ${vm} (socket ${shownSocket(socket)}) did not finish adding NIC ${nic.id} within ${wholeMs} ms, twice --vmm-timeout, the bound on one NIC's whole attach (it answered too slowly, step by step): check that VMM (overloaded? paused?), or give a larger --vmm-timeout, then run link again`,
+                `the ${VMM_NAMES[kind]} of ${vm} (socket ${shownSocket(socket)}) did not finish adding NIC ${nic.id} within ${wholeMs} ms (twice --vmm-timeout): check that VMM (overloaded? paused?) or give a larger --vmm-timeout, then run link again`,
               )
             : error;
         if (timedOut) unanswered.note(socket, failure instanceof Error ? failure.message : String(failure));
@@ -417,7 +417,7 @@ export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
             error instanceof Error && error.message.includes(why)
               ? new VmmPortError(
                   'detach-deadline',
-                  `the ${VMM_NAMES[kind]} of ${vm} (socket ${shownSocket(socket)}) did not finish removing NIC ${nic.id} within ${wholeMs} ms, twice --vmm-timeout, the bound on one NIC's whole detach (it answered too slowly, step by step): check that VMM (overloaded? paused?), or give a larger --vmm-timeout`,
+                  `the ${VMM_NAMES[kind]} of ${vm} (socket ${shownSocket(socket)}) did not finish removing NIC ${nic.id} within ${wholeMs} ms (twice --vmm-timeout): check that VMM (overloaded? paused?) or give a larger --vmm-timeout`,
                 )
               : error;
           unansweredDetaches.note(socket, failure instanceof Error ? failure.message : String(failure));

@@ -83,6 +83,9 @@ function shownPaths(first: Claim, second: Claim): string {
   return `${shownSocket(first.path)} and ${shownSocket(second.path)}, which lead to one socket${named}`;
 }
 
+/** Where the refusals of a socket path two VMs would share send the operator for the rest (other fixes, a record gone stale). */
+const VMM_SOCKETS_README = 'README: VMM socket paths';
+
 /**
  * The refusal of a run's side (`claim`) at the socket the state records for another VM's side
  * (`recorded`). Where the state records the claiming VM's own side there too (`ownToo`: two VMs at
@@ -92,25 +95,22 @@ function shownPaths(first: Claim, second: Claim): string {
 function recordedSocketShared(recorded: RecordedClaim, claim: Claim, ownToo: boolean): CliError {
   const { side } = claim;
   const other = recorded.side.vm;
-  const paths = recorded.path === claim.path ? `${shownSocket(claim.path)}, the socket` : `${shownSocket(claim.path)}, which leads to ${shownSocket(recorded.path)}, the socket`;
+  const paths = recorded.path === claim.path ? `${shownSocket(claim.path)}, which` : `${shownSocket(claim.path)}, which leads to ${shownSocket(recorded.path)}, which`;
   if (ownToo) {
     // The link to run again is the recorded one's client's (a provider's side moves with its clients' links).
     const { client } = recorded.link;
     const fix = client === other ? `link ${other} first at its own socket path` : `link ${client} first with ${other} at its own socket path`;
     return new CliError(
-      `${VMM_SOCKET_OPTIONS[side.kind]} gives VM ${side.vm} the socket path ${paths} the state records for VM ${side.vm} and for VM ${other} too (${other}'s side of link ${recorded.link.client} -> ${recorded.link.provider} was hot-plugged there): ` +
-        `one VMM cannot be both VMs', so one record is wrong; ${fix} (its NIC comes out at the socket recorded), or unlink ${client}, then run this link again`,
+      `${VMM_SOCKET_OPTIONS[side.kind]} gives VM ${side.vm} the socket path ${paths} the state records for VMs ${side.vm} and ${other} (link ${recorded.link.client} -> ${recorded.link.provider}): ` +
+        `one record is wrong; ${fix}, then this one (${VMM_SOCKETS_README})`,
       EXIT.usage,
     );
   }
   // A record may be stale (the VM stopped, or restarted with its socket elsewhere): it stays until
   // the VM is unlinked or its side moves (a link of its record's client at the path it runs at now).
-  const { client } = recorded.link;
-  const moved = client === other ? `link ${other} with the socket path it runs at now` : `link ${client} with ${other} at the socket path it runs at now`;
   return new CliError(
-    `${VMM_SOCKET_OPTIONS[side.kind]} gives VM ${side.vm} the socket path ${paths} the state records for VM ${other} (its side of link ${recorded.link.client} -> ${recorded.link.provider} was hot-plugged there): ` +
-      `${side.vm}'s NIC would be hot-plugged into ${other}'s VMM; give ${side.vm} its own socket path (put {vm}, the VM's name, in the template) or attach it another way (--attach ${side.vm}=MODE); ` +
-      `if ${other}'s VMM is no longer there, take its record off that socket first: unlink ${other} (it stopped), or ${moved} (it moved), then run this link again`,
+    `${VMM_SOCKET_OPTIONS[side.kind]} gives VM ${side.vm} the socket path ${paths} the state records for ${other} (link ${recorded.link.client} -> ${recorded.link.provider}): ` +
+      `give ${side.vm} its own ({vm} in the template) (${VMM_SOCKETS_README})`,
     EXIT.usage,
   );
 }
@@ -119,8 +119,7 @@ function sharedSocket(first: Claim, second: Claim): CliError {
   const [one, other] = [first.side, second.side];
   const flags = one.kind === other.kind ? `${VMM_SOCKET_OPTIONS[one.kind]} gives` : `${VMM_SOCKET_OPTIONS[one.kind]} and ${VMM_SOCKET_OPTIONS[other.kind]} give`;
   return new CliError(
-    `${flags} VMs ${one.vm} and ${other.vm} one socket path, ${shownPaths(first, second)}: both would have their NICs hot-plugged into the one VMM there; ` +
-      `give each VM its own (put {vm}, the VM's name, in the template) or attach only one VM through that path (--attach VM=MODE)`,
+    `${flags} VMs ${one.vm} and ${other.vm} one socket path, ${shownPaths(first, second)}: give each its own ({vm} in the template) (${VMM_SOCKETS_README})`,
     EXIT.usage,
   );
 }

@@ -76,7 +76,7 @@ describe('spectrum-link check', () => {
     await writeFile(join(cfg, 'appvm-alias', 'vmlinux'), '');
     await writeFile(join(cfg, 'appvm-alias', 'blk', 'root.img'), '');
     await writeFile(join(cfg, 'appvm-alias', 'providers', 'net', 'netalias'), '');
-    const said = `${cfg}/netalias is a symlink that leads to VM netvm's directory ${cfg}/netvm: a VM is its name (its namespace, VMM socket dir and link ids go by it), so one directory under two names would be one VM with two identities; give the VM one name: remove the symlink ${cfg}/netalias and name netvm, not netalias, in providers/net`;
+    const said = `${cfg}/netalias is a symlink that leads to VM netvm's directory ${cfg}/netvm: one directory, two VM names; remove the symlink and name netvm, not netalias, in providers/net (README: VM directories)`;
     expect(await run(['check', 'netalias', '--config-dir', cfg])).toEqual({
       code: EXIT.failure,
       out: '',

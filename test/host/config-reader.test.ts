@@ -111,6 +111,8 @@ describe('readConfigDir', () => {
     // Reading only what app reaches (link, check app) as reading the whole dir (link --all, check).
     expect(checkVm(await readConfigVms(cfg, [vmName('app')]), vmName('app')).map((p) => p.message)).toEqual(want);
     expect(checkVm(await readConfigDir(cfg), vmName('app')).map((p) => p.message)).toEqual(want);
+    // So too where the missing provider is also a VM named on the command line (link app netvmm), before or after app.
+    for (const roots of [['app', 'netvmm'], ['netvmm', 'app']]) expect(checkVm(await readConfigVms(cfg, roots.map(vmName)), vmName('app')).map((p) => p.message)).toEqual(want);
   });
 
   // Reading app, a symlink to a directory that is no VM's own, lists the dir (whether another name
@@ -280,7 +282,7 @@ describe('aliases: a VM entry that is a second name for a directory', () => {
     expect(byName).toEqual(whole);
     const dir = (await readConfigDir(cfg)).dir;
     const said = (name: string): string =>
-      `${dir}/${name} is a symlink that leads to VM netvm's directory ${dir}/netvm: a VM is its name (its namespace, VMM socket dir and link ids go by it), so one directory under two names would be one VM with two identities; give the VM one name: remove the symlink ${dir}/${name} and name netvm, not ${name}, in providers/net`;
+      `${dir}/${name} is a symlink that leads to VM netvm's directory ${dir}/netvm: one directory, two VM names; remove the symlink and name netvm, not ${name}, in providers/net (README: VM directories)`;
     expect(whole).toEqual({
       netvm: [],
       netalias: [['vm-alias', `netalias: ${said('netalias')}`]],
@@ -307,7 +309,7 @@ describe('aliases: a VM entry that is a second name for a directory', () => {
     expect(byName).toEqual(whole);
     const dir = (await readConfigDir(cfg)).dir;
     const said = (name: string, to: string, others: string, all: string): string =>
-      `${dir}/${name} is a symlink that leads to ${dir}/${to}, as ${others} too: a VM is its name (its namespace, VMM socket dir and link ids go by it), so one directory under two names would be one VM with two identities, and no name is more its own than another; give the VM one name: keep one of ${all} (or move ${dir}/${to} to a VM name), remove the others, and name the one kept in providers/net`;
+      `${dir}/${name} is a symlink that leads to ${dir}/${to}, as ${others} too: one directory, several VM names; keep one of ${all}, remove the others, and name it in providers/net (README: VM directories)`;
     expect(whole).toEqual({
       a: [['vm-alias', `a: ${said('a', '.store/shared', 'b, c do', 'a, b, c')}`]],
       b: [['vm-alias', `b: ${said('b', '.store/shared', 'a, c do', 'a, b, c')}`]],

@@ -168,9 +168,8 @@ describe('checkVm', () => {
 });
 
 describe('aliases: a VM entry that is a second name for a directory', () => {
-  const ONE_NAME = 'a VM is its name (its namespace, VMM socket dir and link ids go by it), so one directory under two names would be one VM with two identities';
   const netalias: VmDir = { name: vmName('netalias'), location: 'alias', alias: { to: 'netvm', owner: vmName('netvm') } };
-  const aliasSaid = `/cfg/netalias is a symlink that leads to VM netvm's directory /cfg/netvm: ${ONE_NAME}; give the VM one name: remove the symlink /cfg/netalias and name netvm, not netalias, in providers/net`;
+  const aliasSaid = `/cfg/netalias is a symlink that leads to VM netvm's directory /cfg/netvm: one directory, two VM names; remove the symlink and name netvm, not netalias, in providers/net (README: VM directories)`;
 
   it("is refused as a VM, naming the VM whose directory it leads to and saying what to do; as a provider, on the client, not followed", () => {
     const s = snapshot(vm('netvm'), netalias, vm('app', ['netalias']));
@@ -187,13 +186,13 @@ describe('aliases: a VM entry that is a second name for a directory', () => {
     const shared = (name: string, sharedWith: string[]): VmDir => ({ name: vmName(name), location: 'alias', alias: { to: 'store/net\u001b', sharedWith: sharedWith.map(vmName) } });
     const s = snapshot(shared('b', ['a']), shared('c', ['a', 'd']));
     expect(vmDirProblem(s, vmName('b'))).toBe(
-      `/cfg/b is a symlink that leads to /cfg/"store/net\\u001b", as a does too: ${ONE_NAME}, and no name is more its own than another; give the VM one name: keep one of a, b (or move /cfg/"store/net\\u001b" to a VM name), remove the others, and name the one kept in providers/net`,
+      `/cfg/b is a symlink that leads to /cfg/"store/net\\u001b", as a does too: one directory, several VM names; keep one of a, b, remove the others, and name it in providers/net (README: VM directories)`,
     );
     expect(checkVm(s, vmName('c'))).toEqual([
       {
         vm: 'c',
         kind: 'vm-alias',
-        message: `c: /cfg/c is a symlink that leads to /cfg/"store/net\\u001b", as a, d do too: ${ONE_NAME}, and no name is more its own than another; give the VM one name: keep one of a, c, d (or move /cfg/"store/net\\u001b" to a VM name), remove the others, and name the one kept in providers/net`,
+        message: `c: /cfg/c is a symlink that leads to /cfg/"store/net\\u001b", as a, d do too: one directory, several VM names; keep one of a, c, d, remove the others, and name it in providers/net (README: VM directories)`,
       },
     ]);
   });

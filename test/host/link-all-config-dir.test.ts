@@ -2,6 +2,7 @@
 // wrong config dir (empty, one level too high) fails in one line naming the dir and where it came
 // from, exit 1; a config dir whose VMs name no provider (valid) is warned of, exit 0. Neither is
 // silent, also with --json: at boot, a wrong $SPECTRUM_CONFIG_DIR linked nothing in silence.
+import { existsSync } from 'node:fs';
 import { cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -51,17 +52,20 @@ describeNetns('link --all with no VM with providers', () => {
   const noVmDir = (dir: string, from: string, check: string): string =>
     `spectrum-link: config dir ${dir} (${from}) holds no VM directory (a directory with a vmlinux, blk or providers/net): nothing linked; ${check}\n`;
 
-  it.each([false, true])('an empty config dir, or one a level too high, fails in one line naming it and its source, exit 1 (--json: %s)', async (json) => {
+  it.each([false, true])('an empty config dir, or one a level too high, fails in one line naming it and its source, exit 1, making no state dir (--json: %s)', async (json) => {
     const empty = join(scratch, 'empty');
     const high = join(scratch, 'high');
     const fromOption = await linkAll({ option: empty }, json);
     expect({ code: fromOption.code, stdout: fromOption.stdout, stderr: fromOption.stderr }).toEqual({ code: 1, stdout: '', stderr: noVmDir(empty, 'from --config-dir', fix.option) });
+    // The run failed on its input: nothing made on disk, not the state dir its lock would need.
+    expect(existsSync(join(scratch, `state${runs}`))).toBe(false);
     const fromVariable = await linkAll({ variable: high }, json);
     expect({ code: fromVariable.code, stdout: fromVariable.stdout, stderr: fromVariable.stderr }).toEqual({
       code: 1,
       stdout: '',
       stderr: noVmDir(high, 'from environment variable SPECTRUM_CONFIG_DIR', fix.variable),
     });
+    expect(existsSync(join(scratch, `state${runs}`))).toBe(false);
   });
 
   it.each([false, true])('a config dir whose VMs name no provider is warned of in one line, exit 0 (--json: %s)', async (json) => {

@@ -238,13 +238,29 @@ describe('spectrum-link linker commands', () => {
     }
   });
 
-  it('check refuses two different --config-dir values as link does', async () => {
+  it.each(Object.keys(OWN_OPTIONS))('%s takes --state-dir and --config-dir given twice as paths to one directory (/x and /x/, x and ./x), and refuses two directories', async (name) => {
+    const directories = ['--state-dir', '--config-dir'].filter((flag) => (OWN_OPTIONS[name] ?? []).includes(flag));
+    expect(directories.length).toBeGreaterThan(0);
+    for (const option of directories) {
+      for (const [first, second] of [['/tmp/x', '/tmp/x/'], ['/tmp/x/', '/tmp//x/.'], ['x', './x/']] as const) {
+        const args = [name, ...(argumentsOf[name] ?? []), option, first, option, second];
+        expect(await parse(args), args.join(' ')).toEqual({ code: EXIT.ok, out: '', err: '', ran: true });
+      }
+      const other = [name, ...(argumentsOf[name] ?? []), option, '/tmp/x/', option, '/tmp/x/y'];
+      expect(await parse(other), other.join(' ')).toEqual({ code: EXIT.usage, out: '', err: `spectrum-link: ${option} "/tmp/x/" and ${option} "/tmp/x/y" give two values: keep one\n`, ran: false });
+    }
+  });
+
+  it('check takes one --config-dir twice (/a and /a/) and refuses two different values as link does', async () => {
     const program = new Command('spectrum-link').addCommand(checkCommand({}).action(() => undefined));
     let err = '';
     const stderr = vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => ((err += String(chunk)), true));
     try {
       const code = await runCli(program, ['check', 'appvm-lynx', '--config-dir', '/a', '--config-dir', '/b']);
       expect({ code, err }).toEqual({ code: EXIT.usage, err: 'spectrum-link: --config-dir "/a" and --config-dir "/b" give two values: keep one\n' });
+      err = '';
+      const same = await runCli(new Command('spectrum-link').addCommand(checkCommand({}).action(() => undefined)), ['check', 'appvm-lynx', '--config-dir', '/a', '--config-dir', '/a/']);
+      expect({ code: same, err }).toEqual({ code: EXIT.ok, err: '' });
     } finally {
       stderr.mockRestore();
     }

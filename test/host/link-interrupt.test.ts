@@ -4,7 +4,7 @@
 // With --keep-going, a signal while it links VM by VM undoes the VM in progress only. A signal
 // while a failed run is undone is said after the failure, which is not lost. A signal after the
 // last safe point undoes nothing, and the line says so truly (a VM that failed was undone alone).
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
@@ -23,15 +23,18 @@ const BLOCKED_FIXTURE = join(import.meta.dirname, 'fixtures', 'stdout-blocked.py
  * Run `args` while another process holds the state lock (after linking appvm-lynx, a state to keep:
  * idempotent where a test before linked it already), and send `signal` a second into its wait.
  */
-async function interruptedWhileWaiting(world: () => LinkWorld, args: readonly string[], signal: NodeJS.Signals, exitCode: number, line: string): Promise<void> {
+async function interruptedWhileWaiting(world: () => LinkWorld, args: readonly string[], signal: NodeJS.Signals, exitCode: number, line: string, stateFile: 'kept' | 'removed' = 'kept'): Promise<void> {
   const statePath = (): string => join(world().stateDir, 'links.json');
   const hostDevices = async (): Promise<string[]> => [...(await devices(world().host)).keys()].sort();
   const first = await world().link(['link', 'appvm-lynx', '--attach', 'netns']);
   expect(first.code, first.stderr).toBe(0);
+  // 'removed': the state dir holds no state file (its links' devices left), put back after.
+  const recorded = await readFile(statePath(), 'utf8');
+  if (stateFile === 'removed') await rm(statePath());
   const holder = world().host.spawn(['node', HOLD_FIXTURE, 'hold', world().stateDir], { enter: 'nsenter' });
   try {
     await holder.waitForOutput(/locked/);
-    const stateBefore = await readFile(statePath(), 'utf8');
+    const stateBefore = stateFile === 'removed' ? undefined : await readFile(statePath(), 'utf8');
     const devicesBefore = await hostDevices();
     const run = world().host.spawn(['node', LINK_BIN, ...withWorldOptions(args, world())], { enter: 'nsenter' });
     await new Promise((resolve) => setTimeout(resolve, 1_000));
@@ -46,10 +49,11 @@ async function interruptedWhileWaiting(world: () => LinkWorld, args: readonly st
     const lines = run.stderr.split('\n').filter((text) => text !== '');
     const waitSaid = lines.length > 1 && (JSON.parse(lines[0] ?? '') as { msg?: string }).msg?.startsWith('waiting for another spectrum-link') === true;
     expect(lines.slice(waitSaid ? 1 : 0)).toEqual([`spectrum-link: ${line}`]);
-    expect(await readFile(statePath(), 'utf8')).toBe(stateBefore);
+    expect(await readFile(statePath(), 'utf8').catch(() => undefined)).toBe(stateBefore);
     expect(await hostDevices()).toEqual(devicesBefore);
   } finally {
     await holder.kill('SIGKILL', 5_000);
+    if (stateFile === 'removed') await writeFile(statePath(), recorded);
   }
 }
 
@@ -392,5 +396,9 @@ describeNetns('unlink and gc interrupted while they wait for the state lock', ()
 
   it('gc: a SIGTERM stops the wait: exit 143, one line, nothing deleted', async () => {
     await interruptedWhileWaiting(world, ['gc'], 'SIGTERM', 143, 'gc interrupted by SIGTERM while waiting for another spectrum-link to finish: nothing was deleted');
+  });
+
+  it('gc of a state dir with no state file, where devices named as links exist (waiting for a first link to write it): a SIGINT stops the wait, said as such (not as under the lock)', async () => {
+    await interruptedWhileWaiting(world, ['gc'], 'SIGINT', 130, 'gc interrupted by SIGINT while waiting for another spectrum-link to finish: nothing was deleted', 'removed');
   });
 });

@@ -80,11 +80,11 @@ describeNetns('spectrum-link netns prefix recorded', () => {
     const byOption = await world().link(['link', 'appvm-lynx', '--netns-prefix', other]);
     expect(byOption.code).toBe(2);
     expect(oneLineError(byOption.stderr)).toMatch(
-      new RegExp(`^spectrum-link: netns prefix "${other}" \\(from --netns-prefix\\) is not the one state file \\S+ records for its links attached in netns mode, "${world().netnsPrefix}" .*: leave --netns-prefix out \\(the recorded prefix is then used\\) or give --netns-prefix "${world().netnsPrefix}";`),
+      new RegExp(`^spectrum-link: netns prefix "${other}" \\(from --netns-prefix\\) is not "${world().netnsPrefix}", the one state file \\S+ records for its netns links: nothing done; leave --netns-prefix out \\(README: Netns prefix\\)$`),
     );
     const byVariable = await linkWithoutPrefix(['link', 'appvm-lynx'], { SPECTRUM_NETNS_PREFIX: other });
     expect(byVariable.code).toBe(2);
-    expect(oneLineError(byVariable.stderr)).toMatch(/\(from environment variable SPECTRUM_NETNS_PREFIX\) is not the one .*: unset SPECTRUM_NETNS_PREFIX \(the recorded prefix is then used\)/);
+    expect(oneLineError(byVariable.stderr)).toMatch(/\(from \$SPECTRUM_NETNS_PREFIX\) is not .*: nothing done; unset SPECTRUM_NETNS_PREFIX \(README: Netns prefix\)$/);
     // Nothing done: the state as it was, no namespace of the other prefix, the VM's interfaces where they were.
     expect(await readFile(stateFile(), 'utf8')).toBe(stateBefore);
     expect(await namespaces()).toEqual(spacesBefore);
@@ -112,7 +112,7 @@ describeNetns('spectrum-link netns prefix recorded', () => {
       for (const args of [['link', 'appvm-catgirl', '--attach', 'netns'], ['link', 'appvm-lynx'], ['link', 'appvm-lynx', '--keep-going']]) {
         const refused = await world().link([...args, '--netns-prefix', other]);
         expect(refused.code, args.join(' ')).toBe(2);
-        expect(oneLineError(refused.stderr)).toMatch(new RegExp(`^spectrum-link: netns prefix "${other}" \\(from --netns-prefix\\) is not the one state file \\S+ records for its links attached in netns mode`));
+        expect(oneLineError(refused.stderr)).toMatch(new RegExp(`^spectrum-link: netns prefix "${other}" \\(from --netns-prefix\\) is not "${world().netnsPrefix}", the one state file \\S+ records for its netns links: nothing done`));
       }
       expect(await readFile(stateFile(), 'utf8')).toBe(stateNow);
       expect((await namespaces()).filter((name) => name.startsWith(other))).toEqual([]);
@@ -130,8 +130,8 @@ describeNetns('spectrum-link netns prefix recorded', () => {
       expect(byVariable.stderr.trim().split('\n')).toEqual([
         expect.stringMatching(
           new RegExp(
-            `^spectrum-link: netns prefix "${other}" \\(from environment variable SPECTRUM_NETNS_PREFIX\\) is not the one state file \\S+ records for its links attached in netns mode, "${world().netnsPrefix}": ` +
-              `their veths' far ends were looked for in network namespaces ${other}<vm>, not in ${world().netnsPrefix}<vm> where link puts them, and link given it is refused; to see them where they are: unset SPECTRUM_NETNS_PREFIX \\(the recorded prefix is then used\\)`,
+            `^spectrum-link: netns prefix "${other}" \\(from \\$SPECTRUM_NETNS_PREFIX\\) is not the one state file \\S+ records for its links attached in netns mode, "${world().netnsPrefix}": ` +
+              `their veths' far ends were looked for in network namespaces ${other}<vm>, not in ${world().netnsPrefix}<vm> where link puts them, and link given it is refused; to see them where they are: unset SPECTRUM_NETNS_PREFIX$`,
           ),
         ),
       ]);
@@ -143,7 +143,7 @@ describeNetns('spectrum-link netns prefix recorded', () => {
     }
     const byOption = await world().link(['list', '--netns-prefix', other]);
     expect(byOption.code, byOption.stderr).toBe(0);
-    expect(oneLineError(byOption.stderr)).toMatch(new RegExp(`\\(from --netns-prefix\\) is not the one .*: leave --netns-prefix out \\(the recorded prefix is then used\\) or give --netns-prefix "${world().netnsPrefix}"$`));
+    expect(oneLineError(byOption.stderr)).toMatch(new RegExp(`\\(from --netns-prefix\\) is not the one .*: leave --netns-prefix out$`));
     // Given the recorded one, or none: no such line, and the link is up.
     for (const listed of [await world().link(['list']), await linkWithoutPrefix(['list'])]) {
       expect(listed.code, listed.stderr).toBe(0);
@@ -212,7 +212,7 @@ describeNetns('spectrum-link netns prefix recorded', () => {
       const line = run.stderr.split('\n').filter((text) => text !== '' && !text.includes('to let go of the state lock')).join('\n');
       expect({ code: exit.code, line }).toEqual({
         code: 2,
-        line: expect.stringMatching(new RegExp(`^spectrum-link: netns prefix "${typo}" \\(which the state file recorded when this run began\\) is no longer recorded: .*so nothing was done: run this again, which uses ""$`)),
+        line: expect.stringMatching(new RegExp(`^spectrum-link: netns prefix "${typo}" \\(recorded when this run began\\) is no longer recorded in state file .*: nothing done; run this again, which uses "" \\(README: Netns prefix\\)$`)),
       });
     } finally {
       if (holder.exit === undefined) await holder.kill('SIGKILL');

@@ -343,7 +343,7 @@ describeNetns('spectrum-link with VMMs', () => {
       const result = await world.link(args);
       expect(result.code, result.stderr).toBe(2);
       expect(result.stderr.trim().split('\n')).toHaveLength(1);
-      expect(result.stderr).toContain(`${said}: both would have their NICs hot-plugged into the one VMM there; give each VM its own (put {vm}, the VM's name, in the template) or attach only one VM through that path (--attach VM=MODE)`);
+      expect(result.stderr).toContain(`${said}: give each its own ({vm} in the template) (README: VMM socket paths)\n`);
       expect([...(await devices(world.host)).keys()].sort()).toEqual(devicesBefore);
       expect((await world.link(['list', '--json'])).stdout).toBe(listBefore);
     }
@@ -380,7 +380,7 @@ describeNetns('spectrum-link with VMMs', () => {
       const devicesBefore = [...(await devices(world.host)).keys()].sort();
       // appvm-catgirl pinned at a fixed path, one VM of its run alone: the socket recorded for appvm-lynx.
       const pinned = ['link', 'appvm-catgirl', '--attach', 'appvm-catgirl=cloud-hypervisor', '--attach', 'netvm=netns', '--ch-socket', fake.socketPath];
-      const said = `--ch-socket gives VM appvm-catgirl the socket path ${fake.socketPath}, the socket the state records for VM appvm-lynx (its side of link appvm-lynx -> netvm was hot-plugged there)`;
+      const said = `--ch-socket gives VM appvm-catgirl the socket path ${fake.socketPath}, which the state records for appvm-lynx (link appvm-lynx -> netvm): give appvm-catgirl its own`;
       const refused = await world.link(pinned);
       expect(refused.code, refused.stderr).toBe(2);
       expect(refused.stderr.trim().split('\n')).toHaveLength(1);

@@ -523,7 +523,7 @@ describe('link into a state dir that claims no device prefix, where devices name
     kernel.host = new Map([foreign('snp77', 'tun'), foreign('snb77'), foreign('snc77', 'veth'), foreign('snx1'), foreign('zzb5')]);
     for (const run of [() => linkVms(CLIENTS, options()), () => linkVmsKeepGoing(CLIENTS, options()), () => linkAll(options()), () => linkAllKeepGoing(options())]) {
       const error = await run().catch((caught: unknown) => caught);
-      expect(error).toMatchObject({ name: 'LinkerError', kind: 'unrecorded-devices', message: expect.stringContaining('has 3 devices named as links with device prefix sn (given): snb77 snc77 snp77; so nothing was made') });
+      expect(error).toMatchObject({ name: 'LinkerError', kind: 'unrecorded-devices', message: expect.stringContaining('yet 3 link devices with prefix sn (given) are here: snb77 snc77 snp77: nothing made') });
       expect(isLinkUsageError(error)).toBe(true);
       expect(store.saves).toBe(0);
       expect(kernel.undone).toBe(0);
@@ -536,7 +536,7 @@ describe('link into a state dir that claims no device prefix, where devices name
     const missing = join(stateDir, 'mistyped');
     kernel.host = new Map([foreign('snb77')]);
     for (const run of [() => linkVms(CLIENTS, { ...options(), stateDir: missing }), () => linkVmsKeepGoing(CLIENTS, { ...options(), stateDir: missing })]) {
-      await expect(run()).rejects.toMatchObject({ kind: 'unrecorded-devices', message: expect.stringMatching(/^state dir \S+mistyped records no link and no device prefix, yet this network namespace has 1 device named as links with device prefix sn \(given\): snb77; /) });
+      await expect(run()).rejects.toMatchObject({ kind: 'unrecorded-devices', message: expect.stringMatching(/^state dir \S+mistyped records no link, yet 1 link device with prefix sn \(given\) is here: snb77: /) });
       expect(existsSync(missing)).toBe(false);
     }
     // None there: linked, the namespace listed before the lock makes the dir and again under it.
@@ -621,7 +621,7 @@ describe('link into a state dir that claims no device prefix, where devices name
     const text = serializeState(emptyState());
     for (const run of [() => linkVms([c2], fromState), () => linkVmsKeepGoing([c2], fromState), () => linkAll(fromState), () => linkAllKeepGoing(fromState)]) {
       const error = await run().catch((caught: unknown) => caught);
-      expect(error).toMatchObject({ name: 'LinkerError', kind: 'device-prefix-mismatch', message: expect.stringMatching(/^device prefix xx \(which the state file recorded when this run began\) is no longer recorded: .*so nothing was done: run this again, which uses sn$/) });
+      expect(error).toMatchObject({ name: 'LinkerError', kind: 'device-prefix-mismatch', message: expect.stringMatching(/^device prefix xx \(recorded when this run began\) is no longer recorded in state file .*: nothing done; run this again, which uses sn \(README: Device prefix\)$/) });
       expect(isLinkUsageError(error)).toBe(true);
       expect(store.saves).toBe(0);
       expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
@@ -686,7 +686,7 @@ describe('gc of a state dir with no state file', () => {
     kernel.host.set('snp9', {} as ObservedDevice);
     for (const dir of [stateDir, missing]) {
       const error = await collectGarbage({ stateDir: dir, devicePrefix: PREFIX }).catch((caught: unknown) => caught);
-      expect(error).toMatchObject({ name: 'LinkerError', kind: 'no-state', message: expect.stringMatching(/^gc: no state file .*links\.json, so no link is recorded and every snb\/snc\/snp device would go/) });
+      expect(error).toMatchObject({ name: 'LinkerError', kind: 'no-state', message: expect.stringMatching(/^gc: no state file .*links\.json, so every snb\/snc\/snp device would go: nothing deleted/) });
       expect(isLinkUsageError(error)).toBe(true);
     }
     expect(kernel.removed).toEqual([]);

@@ -39,7 +39,7 @@ describeNetns('state lock across network namespaces', () => {
     const holder = left.spawn([process.execPath, FIXTURE, 'hold', dir]);
     await holder.waitForOutput(/locked/);
     const waiting = await right.exec([process.execPath, FIXTURE, 'try', dir, '300'], { allowFailure: true });
-    expect(waiting.stdout).toMatch(new RegExp(`^lock-timeout: .*another spectrum-link \\(PID ${holder.pid}\\) is still holding it`));
+    expect(waiting.stdout).toMatch(new RegExp(`^lock-timeout: .*another spectrum-link \\(PID ${holder.pid}\\) holds it`));
     expect(waiting.code).toBe(1);
     expect((await holder.kill('SIGKILL')).signal).toBe('SIGKILL');
     const after = await right.exec([process.execPath, FIXTURE, 'try', dir, '2000']);
@@ -161,8 +161,8 @@ describeNetns('spectrum-link --lock-wait', () => {
       try {
         const result = await world().link(args, env);
         const line =
-          `spectrum-link: ${commandSaid(args)}gave up on the lock of state dir ${world().stateDir} ${waited}: another spectrum-link (PID ${holder.pid}) is still holding it; ` +
-          'check that it is not stuck (a link holds it while its VMMs answer, up to four times --vmm-timeout per NIC), or wait longer with --lock-wait SECONDS (or SPECTRUM_LOCK_WAIT)\n';
+          `spectrum-link: ${commandSaid(args)}gave up on the lock of state dir ${world().stateDir} ${waited}: another spectrum-link (PID ${holder.pid}) holds it; ` +
+          'check it is not stuck, or wait longer with --lock-wait SECONDS (README: Ids, the state lock)\n';
         // A wait long enough says first that it waits, once: a log record (JSON off a terminal).
         const lines = result.stderr.split('\n');
         const said = set === undefined ? [] : lines.slice(0, 1).map((record) => (JSON.parse(record) as { level: number; msg: string }));

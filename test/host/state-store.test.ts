@@ -202,7 +202,7 @@ describe('the size bound', () => {
       const refused = {
         name: 'StateStoreError',
         kind: 'too-large',
-        message: `state file ${path} is ${size} bytes (${shown}), more than the ${STATE_FILE_MAX_BYTES} bytes (64 MiB) a state file can take (all 65534 links take at most 33 MB), so it was not read, and was left untouched: check what wrote it, or move it aside to start over (every recorded id is then forgotten)`,
+        message: `state file ${path} is ${shown}, over the 64 MiB a state file can take: not read, left untouched; check what wrote it (README: The state file)`,
       };
       await expect(loadState(dir)).rejects.toMatchObject(refused);
       await expect(updateState(dir, (state) => allocateLink(state, pair))).rejects.toMatchObject(refused);
@@ -395,14 +395,14 @@ describe('withStateLock', () => {
     const none = await withStateLock(dir, () => Promise.resolve((ran = true)), { timeoutMs: 0 }).catch((e: unknown) => e);
     release();
     await holding;
-    const advice = `check that it is not stuck (a link holds it while its VMMs answer, up to four times --vmm-timeout per NIC), or wait longer with --lock-wait SECONDS (or SPECTRUM_LOCK_WAIT)`;
+    const advice = 'check it is not stuck, or wait longer with --lock-wait SECONDS (README: Ids, the state lock)';
     expect(waited).toMatchObject({
       kind: 'lock-timeout',
-      message: `gave up on the lock of state dir ${dir} after waiting 0.25 s: another spectrum-link (PID ${process.pid}) is still holding it; ${advice}`,
+      message: `gave up on the lock of state dir ${dir} after waiting 0.25 s: another spectrum-link (PID ${process.pid}) holds it; ${advice}`,
     });
     expect(none).toMatchObject({
       kind: 'lock-timeout',
-      message: `gave up on the lock of state dir ${dir} without waiting (a wait of 0 s): another spectrum-link (PID ${process.pid}) is still holding it; ${advice}`,
+      message: `gave up on the lock of state dir ${dir} without waiting (a wait of 0 s): another spectrum-link (PID ${process.pid}) holds it; ${advice}`,
     });
     expect(ran).toBe(false);
     // A free lock is taken with a wait of 0 too.

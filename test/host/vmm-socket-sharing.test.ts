@@ -1,4 +1,4 @@
-import { link, mkdir, mkdtemp, realpath, rm, symlink } from 'node:fs/promises';
+import { link, mkdir, mkdtemp, readFile, realpath, rm, symlink } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -81,7 +81,7 @@ describe('the socket the state records for another VM', () => {
       name: 'CliError',
       exitCode: 2,
       message: expect.stringMatching(
-        /^--qmp-socket gives VM appvm-catgirl the socket path \/run\/vm\/appvm-lynx\/qmp\.sock, the socket the state records for VM appvm-lynx \(its side of link appvm-lynx -> netvm was hot-plugged there\): appvm-catgirl's NIC would be hot-plugged into appvm-lynx's VMM; /,
+        /^--qmp-socket gives VM appvm-catgirl the socket path \/run\/vm\/appvm-lynx\/qmp\.sock, which the state records for appvm-lynx \(link appvm-lynx -> netvm\): give appvm-catgirl its own \(\{vm\} in the template\) \(README: VMM socket paths\)$/,
       ),
     });
     expect(failures.get(catgirl)?.message).not.toContain('\n');
@@ -90,19 +90,22 @@ describe('the socket the state records for another VM', () => {
     expect(sharedSocketFailures([{ client: catgirl, sides: [qemu(catgirl)] }], perVm, undefined, recorded)).toEqual(new Map());
     // A provider's recorded socket counts as well, and one spelled otherwise that keyOf makes one.
     const atNetvm = sharedSocketFailures([{ client: catgirl, sides: [qemu(catgirl)] }], () => '/run/vm//netvm/ch.sock', (path) => path.replaceAll('//', '/'), recorded);
-    expect(atNetvm.get(catgirl)?.message).toMatch(/^--qmp-socket gives VM appvm-catgirl the socket path \/run\/vm\/\/netvm\/ch\.sock, which leads to \/run\/vm\/netvm\/ch\.sock, the socket the state records for VM netvm /);
+    expect(atNetvm.get(catgirl)?.message).toMatch(/^--qmp-socket gives VM appvm-catgirl the socket path \/run\/vm\/\/netvm\/ch\.sock, which leads to \/run\/vm\/netvm\/ch\.sock, which the state records for netvm /);
   });
 
-  it('says how to take a stale record off the socket (the VM it records stopped or moved): unlink that VM, or link its record\'s client where it runs now', () => {
+  it('says what is wrong and the one thing to do in about 200 characters besides its paths, sending to the README section that says how to take a stale record off the socket', async () => {
     const atLynx = (): string => '/run/vm/appvm-lynx/qmp.sock';
     const byClient = sharedSocketFailures([{ client: catgirl, sides: [qemu(catgirl)] }], atLynx, undefined, recordedSides([lynxLink]));
-    expect(byClient.get(catgirl)?.message).toMatch(
-      /; if appvm-lynx's VMM is no longer there, take its record off that socket first: unlink appvm-lynx \(it stopped\), or link appvm-lynx with the socket path it runs at now \(it moved\), then run this link again$/,
-    );
-    // A provider's side moves with its client's link.
-    const atNetvm = sharedSocketFailures([{ client: catgirl, sides: [qemu(catgirl)] }], () => '/run/vm/netvm/ch.sock', undefined, recordedSides([lynxLink]));
-    expect(atNetvm.get(catgirl)?.message).toMatch(/: unlink netvm \(it stopped\), or link appvm-lynx with netvm at the socket path it runs at now \(it moved\), then run this link again$/);
-    expect(atNetvm.get(catgirl)?.message).not.toContain('\n');
+    const message = byClient.get(catgirl)?.message ?? '';
+    expect(message.length - atLynx().length).toBeLessThanOrEqual(200);
+    const two = sharedSocketFailures([{ client: catgirl, sides: [qemu(catgirl)] }, { client: lynx, sides: [qemu(lynx)] }], () => '/run/one.sock').get(lynx)?.message ?? '';
+    expect(two).toMatch(/: give each its own \({vm} in the template\) \(README: VMM socket paths\)$/);
+    expect(two.length - '/run/one.sock'.length).toBeLessThanOrEqual(200);
+    // What the line leaves out (the VM it records stopped or moved: unlink it, or link its record's client where it runs now), the README says there.
+    const readme = await readFile(new URL('../../README.md', import.meta.url), 'utf8');
+    const section = readme.split(/^#### VMM socket paths$/m)[1]?.split(/^#/m)[0] ?? '';
+    expect(section).toContain('take its record off that socket first: `unlink` that VM (it stopped)');
+    expect(section).toContain('through that path (`--attach VM=MODE`)');
   });
 
   it('refuses a VM at its own recorded socket that the state records for another VM too (written before the check) without telling it to take its own path: it says which record to set right', () => {
@@ -113,9 +116,9 @@ describe('the socket the state records for another VM', () => {
     expect([...failures.keys()]).toEqual([lynx]);
     const message = failures.get(lynx)?.message ?? '';
     expect(message).toMatch(
-      /^--qmp-socket gives VM appvm-lynx the socket path \/run\/vm\/appvm-lynx\/qmp\.sock, the socket the state records for VM appvm-lynx and for VM appvm-catgirl too \(appvm-catgirl's side of link appvm-catgirl -> netvm was hot-plugged there\): .*one record is wrong; link appvm-catgirl first at its own socket path .*or unlink appvm-catgirl, then run this link again$/,
+      /^--qmp-socket gives VM appvm-lynx the socket path \/run\/vm\/appvm-lynx\/qmp\.sock, which the state records for VMs appvm-lynx and appvm-catgirl \(link appvm-catgirl -> netvm\): one record is wrong; link appvm-catgirl first at its own socket path, then this one \(README: VMM socket paths\)$/,
     );
-    expect(message).not.toContain('give appvm-lynx its own socket path');
+    expect(message).not.toContain('give appvm-lynx its own');
     expect(message).not.toContain('\n');
     // A provider's side recorded there: the link to run again is its client's.
     const providerWrong: Link = { client: catgirl, provider: netvm, id: 38997 as ClientId, attached: { client: 'none', provider: 'qemu', providerSocket: '/run/vm/appvm-lynx/qmp.sock' } };
@@ -130,7 +133,7 @@ describe('the socket the state records for another VM', () => {
     const kept = keptAttach(parseAttachChoice(attach), []);
     const failures = runSocketSharing([catgirl], config, kept, { vmm }, before);
     expect([...failures].map(([vm, error]) => [vm, error.exitCode])).toEqual([[catgirl, 2]]);
-    expect(failures.get(catgirl)?.message).toContain('the socket the state records for VM appvm-lynx');
+    expect(failures.get(catgirl)?.message).toContain('which the state records for appvm-lynx');
     // Without the state's links, the one VM through the fixed path is fine (as before).
     expect(runSocketSharing([catgirl], config, kept, { vmm }, emptyState())).toEqual(new Map());
   });
@@ -161,7 +164,7 @@ describe('two VMs at one socket however their paths spell it', () => {
       const ends = ['appvm-lynx=qemu', 'netvm=cloud-hypervisor'];
       // Both ends of lynx's link: --qmp-socket and --ch-socket spelling one path otherwise.
       expect(refused(`${dir}/one.sock`, `${dir}//one.sock`, ends)).toEqual(
-        new Map([[lynx, expect.stringMatching(new RegExp(`^--qmp-socket and --ch-socket give VMs appvm-lynx and netvm one socket path, ${dir}/one\\.sock and ${dir}//one\\.sock, which lead to one socket: both would have`))]]),
+        new Map([[lynx, expect.stringMatching(new RegExp(`^--qmp-socket and --ch-socket give VMs appvm-lynx and netvm one socket path, ${dir}/one\\.sock and ${dir}//one\\.sock, which lead to one socket: give each its own`))]]),
       );
       expect([...refused(`${dir}/one.sock`, `${dir}/./one.sock`, ends).keys()]).toEqual([lynx]);
       const cwd = process.cwd();
@@ -201,7 +204,7 @@ describe('two VMs at one socket however their paths spell it', () => {
       // Nothing there yet: the path with its directory resolved, as before.
       expect(socketKey(`${dir}/${netvm}/./none.sock`)).toBe(`${dir}/${netvm}/none.sock`);
       expect(refused(`${dir}/{vm}/qmp.sock`, `${dir}/{vm}/ch.sock`, ['qemu'])).toEqual(
-        new Map([[lynx, expect.stringMatching(new RegExp(`^--qmp-socket gives VMs appvm-lynx and netvm one socket path, ${dir}/appvm-lynx/qmp\\.sock and ${dir}/netvm/qmp\\.sock, which lead to one socket: both would have`))]]),
+        new Map([[lynx, expect.stringMatching(new RegExp(`^--qmp-socket gives VMs appvm-lynx and netvm one socket path, ${dir}/appvm-lynx/qmp\\.sock and ${dir}/netvm/qmp\\.sock, which lead to one socket: give each its own`))]]),
       );
       expect(refused(`${dir}/{vm}/qmp.sock`, `${dir}/{vm}/ch.sock`, ['appvm-catgirl=qemu', 'netvm=qemu'], [catgirl])).toEqual(new Map());
     } finally {
