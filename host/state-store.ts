@@ -570,7 +570,7 @@ function lockTimeout(dir: string, waitMs: number): StateStoreError {
   return new StateStoreError(
     'lock-timeout',
     `gave up on the lock of state dir ${dir} ${waited}: another spectrum-link${pid === undefined ? '' : ` (PID ${pid})`} holds it; ` +
-      `check it is not stuck, or wait longer with --lock-wait SECONDS (README: Ids, the state lock)`,
+      `check it is not stuck, or wait longer with --lock-wait SECONDS (README: Ids)`,
   );
 }
 

@@ -395,7 +395,7 @@ describe('withStateLock', () => {
     const none = await withStateLock(dir, () => Promise.resolve((ran = true)), { timeoutMs: 0 }).catch((e: unknown) => e);
     release();
     await holding;
-    const advice = 'check it is not stuck, or wait longer with --lock-wait SECONDS (README: Ids, the state lock)';
+    const advice = 'check it is not stuck, or wait longer with --lock-wait SECONDS (README: Ids)';
     expect(waited).toMatchObject({
       kind: 'lock-timeout',
       message: `gave up on the lock of state dir ${dir} after waiting 0.25 s: another spectrum-link (PID ${process.pid}) holds it; ${advice}`,
