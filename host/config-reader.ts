@@ -323,8 +323,11 @@ export async function readConfigVms(dir: string, roots: readonly VmName[], sourc
   const { root } = configRoot(dir, false, source);
   const vms = new Map<VmName, VmDir>();
   let everyEntry: ReachedDir[] | undefined;
+  // The dir's VM names, where it was listed (othersThan): a "did you mean" takes them, not a listing of its own.
+  let listed: VmName[] | undefined;
   const othersThan = (name: VmName): ReachedDir[] => {
-    everyEntry ??= vmNamesOf(configRoot(root, true, source).names).valid.flatMap((other) => {
+    listed ??= vmNamesOf(configRoot(root, true, source).names).valid;
+    everyEntry ??= listed.flatMap((other) => {
       const resolved = resolveVmEntry(root, other);
       return 'reached' in resolved ? [resolved.reached] : [];
     });
@@ -357,7 +360,8 @@ export async function readConfigVms(dir: string, roots: readonly VmName[], sourc
     providers = true;
   }
   // A provider named that has no entry (a typo): the dir's VM names, for checkVm's "did you mean"
-  // (one listing, only then; a dir that cannot be listed, only traversed, gives none: a hint fails nothing).
-  const names = missing ? { names: listedVmNames(root) } : {};
+  // (one listing, only then, the one made above where there was one; a dir that cannot be listed,
+  // only traversed, gives none: a hint fails nothing).
+  const names = missing ? { names: listed ?? listedVmNames(root) } : {};
   return { dir: root, vms: new Map([...vms].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))), ...names };
 }

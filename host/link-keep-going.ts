@@ -454,16 +454,18 @@ async function keepGoingPasses(vms: readonly VmName[], options: LinkerOptions, s
   for (const { name, error } of partition.invalid) failures.set(name, error);
   const { state: before, claimsPrefix, netnsRefusal } = await loadLinkRunState(options);
   soFar.before = before;
+  // The links (client, provider) of its valid VMs, as their config names them: the checks below take them.
+  const pairs = partition.valid.flatMap((vm) => pairsOf(snapshot, vm));
   // Links to record in a state that claims no device prefix: not over devices named as links with
   // the run's; the whole run refused, nothing made (the state dir, or the prefix, is not theirs).
-  if (!claimsPrefix && partition.valid.some((vm) => pairsOf(snapshot, vm).length > 0)) await assertNoUnrecordedDevices(options);
+  if (!claimsPrefix && pairs.length > 0) await assertNoUnrecordedDevices(options);
   // The modes it keeps, checked as it links each VM (no check up front: a VM whose mode cannot be,
   // kept or chosen, fails alone).
   const kept = await runKeptAttach(partition.valid, snapshot, before, options);
   // Another netns prefix than the state records: the whole run refused where a link of it would use it.
-  assertNetnsPrefixUsable(netnsRefusal, partition.valid.flatMap((vm) => pairsOf(snapshot, vm)), kept);
+  assertNetnsPrefixUsable(netnsRefusal, pairs, kept);
   // VM namespaces to add where they would not outlive the run (under ip netns exec): the whole run refused.
-  assertRunNamespacesLast(partition.valid.flatMap((vm) => pairsOf(snapshot, vm)), kept, options.netnsPrefix);
+  assertRunNamespacesLast(pairs, kept, options.netnsPrefix);
   // A VM at a VMM socket path an earlier VM of the run has (a template without {vm}), or the state records for another VM's side, fails alone.
   for (const [vm, error] of runSocketSharing(partition.valid, snapshot, kept, options, before)) failures.set(vm, error);
   const made = newRunDevices();

@@ -685,21 +685,19 @@ export async function listRunDevices(links: readonly Link[], kept: KeptAttach, o
  * would fail after it had set the new MTU on the link's devices, under a guest that still sends
  * frames of the old. Only such taps are asked about (one lookup of the run's recorded VMM taps).
  */
-async function assertNicMtusKept(vms: readonly VmName[], snapshot: ConfigSnapshot, before: LinkState, kept: KeptAttach, options: LinkerOptions): Promise<void> {
+async function assertNicMtusKept(pairs: readonly LinkPair[], before: LinkState, kept: KeptAttach, options: LinkerOptions): Promise<void> {
   const check = options.vmm.checkNicMtu;
   if (check === undefined) return;
   const recorded = linksByPair(before);
-  const targets = vms
-    .flatMap((vm) => pairsOf(snapshot, vm))
-    .flatMap((pair) => {
-      const link = recorded.get(keyOf({ vm: pair.client, provider: pair.provider }));
-      if (link?.attached === undefined) return [];
-      const report = linkReport(link, options);
-      const modes = linkAttachModes(kept, pair);
-      const mtu = linkMtu(options, link.attached);
-      // Its sides that stay as the VMM attached them (one switched comes out of it first).
-      return vmmNics(report, mtu).filter((target) => (target.vm === link.client ? modes.client : modes.provider) === target.kind);
-    });
+  const targets = pairs.flatMap((pair) => {
+    const link = recorded.get(keyOf({ vm: pair.client, provider: pair.provider }));
+    if (link?.attached === undefined) return [];
+    const report = linkReport(link, options);
+    const modes = linkAttachModes(kept, pair);
+    const mtu = linkMtu(options, link.attached);
+    // Its sides that stay as the VMM attached them (one switched comes out of it first).
+    return vmmNics(report, mtu).filter((target) => (target.vm === link.client ? modes.client : modes.provider) === target.kind);
+  });
   if (targets.length === 0) return;
   const { host } = await observeDevices([], targets.map((target) => target.nic.tap));
   for (const target of targets) {
@@ -718,8 +716,8 @@ async function assertNicMtusKept(vms: readonly VmName[], snapshot: ConfigSnapsho
  * listing that fails only then, a save that the probe let through, the kernel, a VMM) is said
  * with the links it leaves down (linksLeftDown).
  */
-async function assertRunStartable(vms: readonly VmName[], snapshot: ConfigSnapshot, before: LinkState, kept: KeptAttach, options: LinkerOptions): Promise<void> {
-  const { links } = allocateMany(before, vms.flatMap((vm) => pairsOf(snapshot, vm)));
+async function assertRunStartable(pairs: readonly LinkPair[], before: LinkState, kept: KeptAttach, options: LinkerOptions): Promise<void> {
+  const { links } = allocateMany(before, pairs);
   await listRunDevices(links, kept, options);
 }
 
@@ -821,7 +819,8 @@ async function linkRun<T extends RunVms>(target: T | (() => Promise<T>), options
   if (absent) stopIfInterrupted(options);
   // Nor is it made where the run has no link to make (no VM of it has a provider): a run that
   // records nothing leaves no trace.
-  if (known !== undefined && fresh !== undefined && known.vms.every((vm) => pairsOf(fresh.snapshot, vm).length === 0)) {
+  const freshPairs = known !== undefined && fresh !== undefined ? known.vms.flatMap((vm) => pairsOf(fresh.snapshot, vm)) : undefined;
+  if (known !== undefined && fresh !== undefined && freshPairs?.length === 0) {
     const { orphaned, unusable } = known.wholeDir === undefined ? { orphaned: [], unusable: [] } : await leftAsTheyAre(emptyState(), fresh.snapshot, options);
     return { linked: new Map(known.vms.map((vm) => [vm, []])), unlinked: new Map(), orphaned, unusable, vmmFailures: [], ambiguousAttach: [], run: known };
   }
@@ -829,7 +828,7 @@ async function linkRun<T extends RunVms>(target: T | (() => Promise<T>), options
   // the run's (another state dir's) refuse it before the lock makes the dir (and again under it).
   if (fresh !== undefined) await assertNoUnrecordedDevices(options);
   // VM namespaces to add where they would not outlive the run: refused before the lock makes the dir (and again under it).
-  if (known !== undefined && fresh !== undefined) assertRunNamespacesLast(known.vms.flatMap((vm) => pairsOf(fresh.snapshot, vm)), fresh.kept, options.netnsPrefix);
+  if (freshPairs !== undefined && fresh !== undefined) assertRunNamespacesLast(freshPairs, fresh.kept, options.netnsPrefix);
   return underLinkLock(options, async () => {
     // The config read before the lock may have changed while another run made the dir and
     // recorded (recordedMeanwhile): read again then, as where the dir was there.
@@ -844,12 +843,14 @@ async function linkRun<T extends RunVms>(target: T | (() => Promise<T>), options
     // hold as they are (a thousand VMs' take milliseconds).
     const unchanged = fresh !== undefined && !again && before.links.length === 0;
     const { kept, snapshot } = unchanged ? fresh : await runAttachModes(vms, before, options, wholeDir?.snapshot ?? (again ? undefined : fresh?.snapshot));
+    // The run's links (client, provider), as its config names them: the checks below take them.
+    const pairs = unchanged && freshPairs !== undefined ? freshPairs : vms.flatMap((vm) => pairsOf(snapshot, vm));
     // Another netns prefix than the state records: refused where a link of the run would use it.
-    assertNetnsPrefixUsable(netnsRefusal, vms.flatMap((vm) => pairsOf(snapshot, vm)), kept);
+    assertNetnsPrefixUsable(netnsRefusal, pairs, kept);
     // VM namespaces to add where they would not outlive the run (under ip netns exec): refused.
-    assertRunNamespacesLast(vms.flatMap((vm) => pairsOf(snapshot, vm)), kept, options.netnsPrefix);
+    assertRunNamespacesLast(pairs, kept, options.netnsPrefix);
     // Links to record in a state that claims no device prefix: not over devices named as links with the run's.
-    if (!claimsPrefix && vms.some((vm) => pairsOf(snapshot, vm).length > 0)) await assertNoUnrecordedDevices(options);
+    if (!claimsPrefix && pairs.length > 0) await assertNoUnrecordedDevices(options);
     const made = newRunDevices();
     // Failed (and undone); a signal that came meanwhile (while a VMM answered, or while the undo
     // ran, which only a second one cuts short) is said with the failure, not instead of it, and
@@ -869,8 +870,8 @@ async function linkRun<T extends RunVms>(target: T | (() => Promise<T>), options
       // Bad input first, as a socket path too long is found before anything else.
       assertSwitchedInputUsable(switched, options);
       // A QEMU NIC whose guest keeps another MTU than the run gives its link: refused now, not once the devices have it.
-      await assertNicMtusKept(vms, snapshot, before, kept, options);
-      if (switched.length > 0) await assertRunStartable(vms, snapshot, before, kept, options);
+      await assertNicMtusKept(pairs, before, kept, options);
+      if (switched.length > 0) await assertRunStartable(pairs, before, kept, options);
       await assertStateWritableForTakeOut(switched, options);
       await takeBackSwitched(switched, options, made);
     };

@@ -54,13 +54,25 @@ export function procSelfIsPid1(): boolean {
   }
 }
 
+let netnsReach: MountsReach | undefined;
+
+/**
+ * Where this process's mounts under /run/netns land: read the first time a run asks, not again
+ * (a first run asked before the lock and under it). The same answer both times: a process keeps
+ * its mount namespace (Node's threads keep it from setns into another), and what another run may
+ * do meanwhile, `ip netns add` mounting /run/netns over itself, leaves it as it was (in PID 1's
+ * namespace that mount is PID 1's; in one of our own it comes in as a slave copy, or as a peer of
+ * PID 1's where ours shares with it).
+ */
+const netnsMountsReach = (): MountsReach => (netnsReach ??= mountsReach(readMountinfo(), readMountinfo(1), NETNS_DIR, procSelfIsPid1()));
+
 /**
  * Refuse (LinkerError 'netns-not-lasting', bad usage: exit 2) a `link` that would add VM
  * namespaces `adding` (at least one) where they would not outlive it (mountsReach 'own').
  */
 export function assertNamespacesLast(adding: readonly string[]): void {
   if (adding.length === 0) return;
-  if (mountsReach(readMountinfo(), readMountinfo(1), NETNS_DIR, procSelfIsPid1()) !== 'own') return;
+  if (netnsMountsReach() !== 'own') return;
   const more = adding.length > 1 ? ` and ${adding.length - 1} more` : '';
   throw new LinkerError(
     'netns-not-lasting',

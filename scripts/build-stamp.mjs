@@ -5,7 +5,11 @@
 // build is skipped only where both are still the same.
 //   node scripts/build-stamp.mjs inputs          prints the inputs' digest (taken before the build)
 //   node scripts/build-stamp.mjs write DIGEST    records it with the outputs' digest (after the build)
-//   node scripts/build-stamp.mjs check           exit 0 where the stamp holds, 1 where the build must run
+//   node scripts/build-stamp.mjs check           exit 0 where the stamp holds, 1 where the build must run;
+//                                                prints the inputs' digest either way, for `write`: the
+//                                                build writes no input, so setup hashes them once (a
+//                                                rebuild hashed every input twice); the outputs are
+//                                                hashed after the build, by `write`
 // The inputs: every file of the checkout but .git, node_modules, dist, build, .cache and V8's
 // logs (sources, configs, the lock, scripts: more than the build reads, never less), each by its
 // path, content and mtime (the tests' own check that dist is not older than a source goes by
@@ -120,13 +124,15 @@ if (mode === 'inputs') {
 } else if (mode === 'write' && digest !== undefined && /^[0-9a-f]{64}$/.test(digest)) {
   writeFileSync(join(root, STAMP), `${JSON.stringify({ inputs: digest, outputs: outputsDigest() })}\n`);
 } else if (mode === 'check') {
+  const inputs = inputsDigest();
+  process.stdout.write(`${inputs}\n`);
   let stamp;
   try {
     stamp = JSON.parse(readFileSync(join(root, STAMP), 'utf8'));
   } catch {
     process.exit(1);
   }
-  process.exit(stamp?.inputs === inputsDigest() && stamp?.outputs === outputsDigest() ? 0 : 1);
+  process.exit(stamp?.inputs === inputs && stamp?.outputs === outputsDigest() ? 0 : 1);
 } else {
   process.stderr.write('usage: node scripts/build-stamp.mjs inputs | write DIGEST | check\n');
   process.exit(2);

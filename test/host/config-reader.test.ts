@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { chmod, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -111,6 +111,19 @@ describe('readConfigDir', () => {
     // Reading only what app reaches (link, check app) as reading the whole dir (link --all, check).
     expect(checkVm(await readConfigVms(cfg, [vmName('app')]), vmName('app')).map((p) => p.message)).toEqual(want);
     expect(checkVm(await readConfigDir(cfg), vmName('app')).map((p) => p.message)).toEqual(want);
+  });
+
+  // Reading app, a symlink to a directory that is no VM's own, lists the dir (whether another name
+  // shares it); its "did you mean" listed it a second time.
+  it('lists the config dir once for a VM symlinked to a directory that is no VM\'s own and its mistyped provider (did you mean netvm?), as strace shows', async () => {
+    await makeVm('netvm');
+    await makeVm('.store-app', { providers: ['netvmm'] });
+    await symlink('.store-app', join(cfg, 'app'));
+    const trace = join(base, 'trace');
+    const result = await run('strace', ['-f', '-qq', '-e', 'trace=openat', '-o', trace, process.execPath, CLI, 'check', 'app', '--config-dir', cfg]).catch((error: { code: number; stderr: string }) => error);
+    expect(result.stderr).toContain(`app: provider "netvmm" (${cfg}/app/providers/net/netvmm) has no VM directory ${cfg}/netvmm (did you mean netvm?)`);
+    const listings = (await readFile(trace, 'utf8')).split('\n').filter((line) => line.includes(`openat(AT_FDCWD, "${cfg}", `) && line.includes('O_DIRECTORY'));
+    expect(listings).toHaveLength(1);
   });
 
   it('reports everything wrong at once', async () => {

@@ -4,26 +4,18 @@
 // and exited 0, the links already broken and the /run/netns files left dangling. Under unshare -m
 // with shared propagation the mounts reach the host's: it links, and the namespaces stay.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { beforeEach, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { describeNetns } from '../harness/index.js';
 import { LINK_BIN, oneLineError, withWorldOptions } from './link-fixture.js';
-import { linkWorldPerSuite } from './link-world-suite.js';
+import { eachWithoutVmNamespaces, linkWorldPerSuite, vmNamespaceFiles as namespaceFilesOf } from './link-world-suite.js';
 
 describeNetns('spectrum-link netns mode outside the host mount namespace', () => {
   const world = linkWorldPerSuite('linknsx');
-  beforeEach(async () => {
-    // Each test starts with no link up (unlink takes the far ends with the host ends; none to take: said, exit 1).
-    await world().link(['unlink', 'appvm-lynx', '--forget']);
-    // The VM namespaces gone too, so that the run has them to add.
-    for (const name of vmNamespaceFiles()) await world().host.exec(['ip', 'netns', 'delete', name], { enter: 'nsenter', allowFailure: true });
-    expect(vmNamespaceFiles()).toEqual([]);
-  });
-
-  /** The files of the world's VM namespaces in the host's /run/netns (mounted or not). */
-  const vmNamespaceFiles = (): string[] => readdirSync('/run/netns').filter((name) => name.startsWith(world().netnsPrefix));
+  eachWithoutVmNamespaces(world);
+  const vmNamespaceFiles = (): string[] => namespaceFilesOf(world());
   const linkArgs = (): string[] => withWorldOptions(['link', 'appvm-lynx', '--attach', 'netns'], world());
 
   it.each([[[] as string[]], [['--keep-going']]])('refuses under ip netns exec, naming nsenter, before it makes anything (%j)', async (extra) => {
@@ -74,6 +66,25 @@ describeNetns('spectrum-link netns mode outside the host mount namespace', () =>
     expect(vmNamespaceFiles().sort()).toEqual([`${world().netnsPrefix}appvm-lynx`, `${world().netnsPrefix}netvm`]);
     const listed = await world().link(['list']);
     expect(listed.stdout).toMatch(/appvm-lynx -> netvm .* up$/m);
+  });
+
+  // The verdict (are its /run/netns mounts kept) was read before the lock and again under it, where
+  // a first run (the state dir not made yet) adds namespaces: its mount namespace is the same.
+  it('a first run that adds namespaces reads where its mounts land once (PID 1\'s mountinfo once)', async () => {
+    const parent = mkdtempSync(join(tmpdir(), 'spectrum-nsx-'));
+    try {
+      const stateDir = join(parent, 'state');
+      const trace = join(parent, 'trace');
+      const args = withWorldOptions(['link', 'appvm-lynx', '--attach', 'netns'], { ...world(), stateDir });
+      const run = await world().host.exec(['strace', '-f', '-qq', '-e', 'trace=openat', '-o', trace, 'node', LINK_BIN, ...args], { enter: 'nsenter', allowFailure: true, timeoutMs: 60_000 });
+      expect(run.code, run.stderr).toBe(0);
+      expect(vmNamespaceFiles().sort()).toEqual([`${world().netnsPrefix}appvm-lynx`, `${world().netnsPrefix}netvm`]);
+      expect(readFileSync(trace, 'utf8').split('\n').filter((line) => line.includes('"/proc/1/mountinfo"'))).toHaveLength(1);
+    } finally {
+      const unlinked = await world().link(['unlink', 'appvm-lynx', '--forget', '--state-dir', join(parent, 'state')]);
+      rmSync(parent, { recursive: true, force: true });
+      expect(unlinked.code, unlinked.stderr).toBe(0);
+    }
   });
 
   it('goes through under ip netns exec where its namespaces are there already (it adds none)', async () => {

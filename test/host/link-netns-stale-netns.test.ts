@@ -3,27 +3,21 @@
 // needs is cleared and the namespace made in that one run, every such file of it; where each run
 // failed on one of them (ip: File exists), clearing only that one. A file with something else
 // mounted on it is left as it is, the line naming how to look and the fix.
-import { mkdtempSync, readdirSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { beforeEach, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { describeNetns } from '../harness/index.js';
 import { oneLineError } from './link-fixture.js';
-import { linkWorldPerSuite } from './link-world-suite.js';
+import { eachWithoutVmNamespaces, linkWorldPerSuite, vmNamespaceFiles as namespaceFilesOf } from './link-world-suite.js';
 
 /** The file system of a namespace's file (NSFS_MAGIC). */
 const NSFS_MAGIC = 0x6e736673;
 
 describeNetns('spectrum-link stale /run/netns files', () => {
   const world = linkWorldPerSuite('linknss');
-  beforeEach(async () => {
-    // Each test starts with no link up and none of the world's VM namespaces.
-    await world().link(['unlink', 'appvm-lynx', '--forget']);
-    for (const name of vmNamespaceFiles()) await world().host.exec(['ip', 'netns', 'delete', name], { enter: 'nsenter', allowFailure: true });
-    expect(vmNamespaceFiles()).toEqual([]);
-  });
-
-  const vmNamespaceFiles = (): string[] => readdirSync('/run/netns').filter((name) => name.startsWith(world().netnsPrefix));
+  eachWithoutVmNamespaces(world);
+  const vmNamespaceFiles = (): string[] => namespaceFilesOf(world());
   const fileOf = (vm: string): string => `/run/netns/${world().netnsPrefix}${vm}`;
   const holdsNamespace = (vm: string): boolean => statfsSync(fileOf(vm)).type === NSFS_MAGIC;
 

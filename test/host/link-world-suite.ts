@@ -1,5 +1,6 @@
 // A link world per describe block: made before its tests, removed after them (also when they fail).
-import { afterAll, beforeAll, expect } from 'vitest';
+import { readdirSync } from 'node:fs';
+import { afterAll, beforeAll, beforeEach, expect } from 'vitest';
 import { type Harness, createHarness } from '../harness/index.js';
 import { type LinkWorld, type linkPausedBeforeJoin, makeLinkWorld } from './link-fixture.js';
 
@@ -19,6 +20,21 @@ export function linkWorldPerSuite(name: string, extraClients = 0): () => LinkWor
     if (world === undefined) throw new Error(`link world ${name} used outside its tests`);
     return world;
   };
+}
+
+/** The files of the world's VM namespaces in the host's /run/netns (mounted or not). */
+export const vmNamespaceFiles = (world: LinkWorld): string[] => readdirSync('/run/netns').filter((name) => name.startsWith(world.netnsPrefix));
+
+/**
+ * Each test of the enclosing describe block starts with no link of appvm-lynx up (unlink takes the
+ * far ends with the host ends) and none of the world's VM namespaces, so that a run has them to add.
+ */
+export function eachWithoutVmNamespaces(world: () => LinkWorld): void {
+  beforeEach(async () => {
+    await world().link(['unlink', 'appvm-lynx', '--forget']);
+    for (const name of vmNamespaceFiles(world())) await world().host.exec(['ip', 'netns', 'delete', name], { enter: 'nsenter', allowFailure: true });
+    expect(vmNamespaceFiles(world())).toEqual([]);
+  });
 }
 
 /**

@@ -1044,16 +1044,17 @@ async function recordUpAsQemu(client: VmName): Promise<ReturnType<typeof allocat
   return allocation;
 }
 
-async function linkOnTerminal(args: readonly string[]): Promise<{ code: number; written: string }> {
+/** `spectrum-link` with this command line, in process, stderr a terminal (or not): its exit code and what it wrote, in order. */
+async function onTerminal(argv: readonly string[], isTTY = true): Promise<{ code: number; written: string }> {
   let written = '';
   const out = vi.spyOn(process.stdout, 'write').mockImplementation((chunk) => ((written += String(chunk)), true));
   const err = vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => ((written += String(chunk)), true));
   const tty = Object.getOwnPropertyDescriptor(process.stderr, 'isTTY');
-  Object.defineProperty(process.stderr, 'isTTY', { value: true, configurable: true, writable: true });
+  Object.defineProperty(process.stderr, 'isTTY', { value: isTTY, configurable: true, writable: true });
   try {
     const program = new Command('spectrum-link');
     for (const command of linkCommands({}, () => NO_VMM)) program.addCommand(command);
-    const code = await runCli(program, ['link', '--config-dir', configDir, '--state-dir', stateDir, '--device-prefix', 'sn', '--attach', 'none', ...args]);
+    const code = await runCli(program, [...argv]);
     return { code, written };
   } finally {
     out.mockRestore();
@@ -1062,6 +1063,10 @@ async function linkOnTerminal(args: readonly string[]): Promise<{ code: number; 
     else Object.defineProperty(process.stderr, 'isTTY', tty);
   }
 }
+
+/** `spectrum-link link` with these arguments (attach none), on a terminal. */
+const linkOnTerminal = (args: readonly string[]): Promise<{ code: number; written: string }> =>
+  onTerminal(['link', '--config-dir', configDir, '--state-dir', stateDir, '--device-prefix', 'sn', '--attach', 'none', ...args]);
 
 /** The lines a terminal shows for `written`: carriage return, erase line (ESC [2K) and newline as a terminal takes them. */
 function terminalScreen(written: string): string[] {
@@ -5025,25 +5030,9 @@ describe('link --keep-going whose VMMs refuse: the progress of its NICs', () => 
 });
 
 describe('unlink of several links on a terminal', () => {
-  /** `spectrum-link unlink` with these arguments, in process, stderr a terminal (or not): its exit code and what it wrote, in order. */
-  async function unlinkOnTerminal(args: readonly string[], isTTY = true): Promise<{ code: number; written: string }> {
-    let written = '';
-    const out = vi.spyOn(process.stdout, 'write').mockImplementation((chunk) => ((written += String(chunk)), true));
-    const err = vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => ((written += String(chunk)), true));
-    const tty = Object.getOwnPropertyDescriptor(process.stderr, 'isTTY');
-    Object.defineProperty(process.stderr, 'isTTY', { value: isTTY, configurable: true, writable: true });
-    try {
-      const program = new Command('spectrum-link');
-      for (const command of linkCommands({}, () => NO_VMM)) program.addCommand(command);
-      const code = await runCli(program, ['unlink', '--state-dir', stateDir, '--device-prefix', 'sn', ...args]);
-      return { code, written };
-    } finally {
-      out.mockRestore();
-      err.mockRestore();
-      if (tty === undefined) delete (process.stderr as { isTTY?: boolean }).isTTY;
-      else Object.defineProperty(process.stderr, 'isTTY', tty);
-    }
-  }
+  /** `spectrum-link unlink` with these arguments, stderr a terminal (or not). */
+  const unlinkOnTerminal = (args: readonly string[], isTTY = true): Promise<{ code: number; written: string }> =>
+    onTerminal(['unlink', '--state-dir', stateDir, '--device-prefix', 'sn', ...args], isTTY);
 
   it('says how far it has got on one line, as link does, erased before the links it took down', async () => {
     await linkVms(CLIENTS, options());

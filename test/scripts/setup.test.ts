@@ -46,9 +46,10 @@ const INSTALL =
  * a line each and exit with the code given (the build makes dist/ and build/ first); the Debian
  * packages and Node.js are this machine's, all there. Its temp dir (where a kept log is found),
  * its `npm` and the record of its calls are outside the tree. `run`: setup run once more, with
- * the npm commands it ran.
+ * the npm commands it ran and its calls of scripts/build-stamp.mjs (through a `node` on PATH that
+ * records them and runs this Node.js).
  */
-function setupTree(exits: { ci?: number; build?: number }): { tree: string; run: () => Promise<Run & { logs: string[]; npm: string[] }> } {
+function setupTree(exits: { ci?: number; build?: number }): { tree: string; run: () => Promise<Run & { logs: string[]; npm: string[]; stamp: string[] }> } {
   const outer = tempDir('sn-setup-script-');
   const tree = join(outer, 'checkout');
   mkdirSync(join(tree, 'scripts'), { recursive: true });
@@ -66,19 +67,23 @@ function setupTree(exits: { ci?: number; build?: number }): { tree: string; run:
       `esac\nexit 99\n`,
   );
   chmodSync(join(bin, 'npm'), 0o755);
+  const stampCalls = join(outer, 'stamp-calls');
+  writeFileSync(join(bin, 'node'), `#!/bin/sh\nif [ "$1" = scripts/build-stamp.mjs ]; then shift; echo "$*" >>'${stampCalls}'; set -- scripts/build-stamp.mjs "$@"; fi\nexec '${process.execPath}' "$@"\n`);
+  chmodSync(join(bin, 'node'), 0o755);
   const temp = join(outer, 'tmp');
   mkdirSync(temp);
-  const run = async (): Promise<Run & { logs: string[]; npm: string[] }> => {
+  const lines = (file: string): string[] => (existsSync(file) ? readFileSync(file, 'utf8').trim().split('\n') : []);
+  const run = async (): Promise<Run & { logs: string[]; npm: string[]; stamp: string[] }> => {
     rmSync(calls, { force: true });
+    rmSync(stampCalls, { force: true });
     const result = await runFile(join(tree, 'scripts', 'setup'), [], { env: { ...process.env, PATH: `${bin}:${process.env['PATH'] ?? ''}`, TMPDIR: temp } });
-    const npm = existsSync(calls) ? readFileSync(calls, 'utf8').trim().split('\n') : [];
-    return { ...result, logs: readdirSync(temp).map((name) => join(temp, name)), npm };
+    return { ...result, logs: readdirSync(temp).map((name) => join(temp, name)), npm: lines(calls), stamp: lines(stampCalls) };
   };
   return { tree, run };
 }
 
 /** Setup run once in a new tree (setupTree), `prepare`d first. */
-async function setup(exits: { ci?: number; build?: number }, prepare: (tree: string) => void = () => {}): Promise<Run & { logs: string[]; npm: string[] }> {
+async function setup(exits: { ci?: number; build?: number }, prepare: (tree: string) => void = () => {}): Promise<Run & { logs: string[]; npm: string[]; stamp: string[] }> {
   const { tree, run } = setupTree(exits);
   prepare(tree);
   return run();
@@ -229,6 +234,41 @@ describe('scripts/setup', () => {
       expect((await run()).npm).toContain(BUILD);
       // And is skipped after that build.
       expect((await run()).npm).toEqual([]);
+    });
+
+    // Where it rebuilds, every input is hashed once, before the build (check, which prints their
+    // digest for write); it was hashed twice (check, then inputs), the build writing no input.
+    it.each([
+      ['with no stamp (a clean clone)', async () => setupTree({})],
+      ['where a source changed', async () => {
+        const built = await builtOnce();
+        writeFileSync(join(built.tree, 'scripts', 'setup'), '\n# changed\n', { flag: 'a' });
+        return built;
+      }],
+    ])('hashes its inputs once %s: check, then write with the digest check printed', async (_case, prepare) => {
+      const { tree, run } = await prepare();
+      const result = await run();
+      expect(result).toMatchObject({ code: 0, stderr: expect.not.stringMatching(/failed/) });
+      expect(result.npm).toContain(BUILD);
+      // The inputs' digest after the build (as setup's PATH has it: npm's is one of them) is the one written.
+      const env = { ...process.env, PATH: `${join(tree, '..', 'bin')}:${process.env['PATH'] ?? ''}` };
+      const inputs = await runFile(process.execPath, [join(tree, 'scripts', 'build-stamp.mjs'), 'inputs'], { cwd: tree, env });
+      expect(inputs).toMatchObject({ code: 0, stdout: expect.stringMatching(/^[0-9a-f]{64}\n$/) });
+      expect(result.stamp).toEqual(['check', `write ${inputs.stdout.trim()}`]);
+      expect((await run()).npm).toEqual([]);
+    });
+
+    // check exits 1 where it must rebuild, and (Node's exit for an error thrown) where hashing the
+    // inputs fails, printing no digest: setup built for nothing, then its `write ""` failed on a
+    // usage line, as if setup had called it wrongly. (Before check printed the digest, a second
+    // hashing failed the same way before the build.) A file that cannot be read: /proc/self/mem.
+    it('stops before the build where its stamp check fails hashing the inputs, saying so', async () => {
+      const result = await setup({}, (tree) => symlinkSync('/proc/self/mem', join(tree, 'unreadable')));
+      expect(result.code).toBe(1);
+      expect(result.npm).not.toContain(BUILD);
+      expect(result.stamp).toEqual(['check']);
+      expect(result.stderr).not.toMatch(/usage/);
+      expect(result.stderr).toMatch(/^setup: the build stamp's check \(node scripts\/build-stamp\.mjs check\) failed: its error is above$/m);
     });
 
     // Its inputs' digest read each file whole (readFileSync), which refuses one over 2 GiB (a VM
