@@ -76,7 +76,7 @@ export function assertNamespacesLast(adding: readonly string[]): void {
   const more = adding.length > 1 ? ` and ${adding.length - 1} more` : '';
   throw new LinkerError(
     'netns-not-lasting',
-    `refusing to add network namespace ${adding[0]}${more}: in this mount namespace of its own (ip netns exec) they would vanish with it; run under nsenter --net=${NETNS_DIR}/NS (README: --attach netns)`,
+    `refusing to add network namespace ${adding[0]}${more}: in this mount namespace of its own (ip netns exec) they would vanish with it; run under nsenter --net=${NETNS_DIR}/NS (README: the --attach table, netns)`,
   );
 }
 

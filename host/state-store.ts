@@ -246,7 +246,8 @@ export async function loadState(dir: string, source?: StateDirSource): Promise<L
 const MIB = 1024 * 1024;
 
 function tooLargeMessage(path: string, size: number): string {
-  const mib = (bytes: number): string => `${(bytes / MIB).toFixed(bytes % MIB === 0 ? 0 : 1)} MiB`;
+  // Rounded up, so that a file just over the bound is not said to be the bound's size (64.0 MiB).
+  const mib = (bytes: number): string => (bytes % MIB === 0 ? `${bytes / MIB} MiB` : `${(Math.ceil((bytes * 10) / MIB) / 10).toFixed(1)} MiB`);
   return (
     `state file ${path} is ${mib(size)}, over the ${mib(STATE_FILE_MAX_BYTES)} a state file can take: not read, left untouched; check what wrote it (README: The state file)`
   );
@@ -570,7 +571,7 @@ function lockTimeout(dir: string, waitMs: number): StateStoreError {
   return new StateStoreError(
     'lock-timeout',
     `gave up on the lock of state dir ${dir} ${waited}: another spectrum-link${pid === undefined ? '' : ` (PID ${pid})`} holds it; ` +
-      `check it is not stuck, or wait longer with --lock-wait SECONDS (README: Ids, the state lock)`,
+      `check it is not stuck, or wait longer with --lock-wait SECONDS (README: Ids)`,
   );
 }
 

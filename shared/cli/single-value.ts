@@ -2,7 +2,7 @@
 // last one taken silently (`--mtu 1500 --mtu 9000`: which one was meant is not for the tool to
 // guess), as two different `--attach` modes for one scope are; the same value twice is no conflict,
 // nor, for a directory option, the same directory twice (`--state-dir /x --state-dir /x/`).
-import { resolve } from 'node:path';
+import { normalize, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { quoteName } from '../shown-text.js';
 import { CliError, EXIT } from './run-cli.js';
@@ -13,8 +13,17 @@ import { CliError, EXIT } from './run-cli.js';
  * Symlinks are not followed: two paths to one directory through a link stay two values.
  */
 export function sameDirectory(first: string, second: string): boolean {
-  return resolve(first) === resolve(second);
+  try {
+    return resolve(first) === resolve(second);
+  } catch {
+    // The working directory is gone (getcwd fails): a relative path cannot be resolved, which the
+    // command says once it uses it (usablePath); here they are compared as written, normalised.
+    return asWritten(first) === asWritten(second);
+  }
 }
+
+/** A path normalised without the working directory: `x/`, `./x` and `x//.` are `x`. */
+const asWritten = (path: string): string => normalize(path).replace(/(?<=.)\/+$/, '');
 
 /**
  * Make `command` refuse (exit 2) each of its options that take a value, but those named in

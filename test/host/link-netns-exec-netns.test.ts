@@ -23,7 +23,7 @@ describeNetns('spectrum-link netns mode outside the host mount namespace', () =>
     expect(run.code, run.stdout + run.stderr).toBe(2);
     const line = oneLineError(run.stderr);
     expect(line).toMatch(/mount namespace of its own/);
-    expect(line).toMatch(/run under nsenter --net=\/run\/netns\/NS \(README: --attach netns\)$/);
+    expect(line).toMatch(/run under nsenter --net=\/run\/netns\/NS \(README: the --attach table, netns\)$/);
     expect(run.stdout).toBe('');
     expect(vmNamespaceFiles()).toEqual([]);
     const listed = await world().link(['list']);
@@ -33,7 +33,7 @@ describeNetns('spectrum-link netns mode outside the host mount namespace', () =>
   it('refuses as PID 1 of a PID namespace of its own with private mounts (unshare -mpf --mount-proc): PID 1\'s mount namespace is its own, gone when it exits', async () => {
     const run = await world().host.exec(['unshare', '-m', '-p', '-f', '--mount-proc', 'node', LINK_BIN, ...linkArgs()], { enter: 'nsenter', allowFailure: true, timeoutMs: 60_000 });
     expect(run.code, run.stdout + run.stderr).toBe(2);
-    expect(oneLineError(run.stderr)).toMatch(/mount namespace of its own.*nsenter --net=\/run\/netns\/NS \(README: --attach netns\)$/);
+    expect(oneLineError(run.stderr)).toMatch(/mount namespace of its own.*nsenter --net=\/run\/netns\/NS \(README: the --attach table, netns\)$/);
     expect(vmNamespaceFiles()).toEqual([]);
     expect((await world().link(['list'])).stdout).not.toMatch(/appvm-lynx/);
   });

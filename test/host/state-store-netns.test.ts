@@ -162,7 +162,7 @@ describeNetns('spectrum-link --lock-wait', () => {
         const result = await world().link(args, env);
         const line =
           `spectrum-link: ${commandSaid(args)}gave up on the lock of state dir ${world().stateDir} ${waited}: another spectrum-link (PID ${holder.pid}) holds it; ` +
-          'check it is not stuck, or wait longer with --lock-wait SECONDS (README: Ids, the state lock)\n';
+          'check it is not stuck, or wait longer with --lock-wait SECONDS (README: Ids)\n';
         // A wait long enough says first that it waits, once: a log record (JSON off a terminal).
         const lines = result.stderr.split('\n');
         const said = set === undefined ? [] : lines.slice(0, 1).map((record) => (JSON.parse(record) as { level: number; msg: string }));

@@ -190,10 +190,11 @@ describe('the size bound', () => {
     expect((await loadState(dir)).links).toHaveLength(ID_COUNT);
   });
 
-  it('refuses a state file over it before reading it (a sparse one of 3 GB too), saying its size and the bound, and leaves it untouched', async () => {
+  it('refuses a state file over it before reading it (one byte over, a sparse one of 3 GB too), saying its size (rounded up) and the bound, and leaves it untouched', async () => {
     const path = stateFilePath(dir);
     for (const [size, shown] of [
-      [STATE_FILE_MAX_BYTES + 1, '64.0 MiB'],
+      // Just over the bound: said over it (rounded up), not 64.0 MiB over the 64 MiB.
+      [STATE_FILE_MAX_BYTES + 1, '64.1 MiB'],
       [3 * 1024 ** 3, '3072 MiB'],
     ] as const) {
       await writeFile(path, '');
@@ -395,7 +396,7 @@ describe('withStateLock', () => {
     const none = await withStateLock(dir, () => Promise.resolve((ran = true)), { timeoutMs: 0 }).catch((e: unknown) => e);
     release();
     await holding;
-    const advice = 'check it is not stuck, or wait longer with --lock-wait SECONDS (README: Ids, the state lock)';
+    const advice = 'check it is not stuck, or wait longer with --lock-wait SECONDS (README: Ids)';
     expect(waited).toMatchObject({
       kind: 'lock-timeout',
       message: `gave up on the lock of state dir ${dir} after waiting 0.25 s: another spectrum-link (PID ${process.pid}) holds it; ${advice}`,
