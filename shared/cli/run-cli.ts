@@ -1,7 +1,7 @@
 import { Command, CommanderError } from 'commander';
 import { AddressError } from '../address-error.js';
 import { TERMINAL_ACTIVE, jsonEscaped } from '../shown-text.js';
-import { exitProcess, releaseHungUpTerminal } from './exit.js';
+import { exitProcess, releaseHungUpTerminal, sayExitOnStdout } from './exit.js';
 
 /** Exit codes shared by both bins; scripts rely on them. */
 export const EXIT = {
@@ -157,7 +157,11 @@ export async function runCli(program: Command, argv: readonly string[], known: E
     command.configureOutput(program.configureOutput());
   }
   let ran: Command | undefined;
-  program.hook('preAction', (_program, command) => void (ran = command));
+  program.hook('preAction', (_program, command) => {
+    ran = command;
+    // A signal that ends it at once (interruption.ts) says so in JSON too.
+    if (jsonAsked(program, argv, ran)) sayExitOnStdout((line, code) => process.stdout.write(errorJsonLine('interrupted', oneLine(line), code, [])));
+  });
   try {
     await program.parseAsync([...argv], { from: 'user' });
     return EXIT.ok;
@@ -180,6 +184,8 @@ export async function runCli(program: Command, argv: readonly string[], known: E
       process.stdout.write(errorJsonLine(errorKindOf(error, code), line, code, detailLines));
     }
     return code;
+  } finally {
+    sayExitOnStdout(undefined);
   }
 }
 
