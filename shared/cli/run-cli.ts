@@ -133,9 +133,18 @@ function jsonAsked(program: Command, argv: readonly string[], ran: Command | und
   if (ran !== undefined) return takesJson(ran) && ran.opts()['json'] === true;
   const end = argv.indexOf('--');
   const words = end === -1 ? argv : argv.slice(0, end);
-  const name = words.find((word) => !word.startsWith('-'));
+  const at = words.findIndex((word) => !word.startsWith('-'));
+  const name = words[at];
   const command = program.commands.find((candidate) => candidate.name() === name || candidate.aliases().includes(name ?? ''));
-  return command !== undefined && takesJson(command) && words.includes('--json');
+  if (command === undefined || !takesJson(command)) return false;
+  if (words.slice(0, at).includes('--json')) return true;
+  // A word of its own, not the value of an option that takes one (`--config-dir --json`).
+  for (let index = at + 1; index < words.length; index += 1) {
+    const word = words[index];
+    if (word === '--json') return true;
+    if (command.options.some((option) => option.required && (option.long === word || option.short === word))) index += 1;
+  }
+  return false;
 }
 
 /**
