@@ -60,6 +60,10 @@ export function checkCommand(env: Readonly<Record<string, string | undefined>> =
           `check: ${report.vm} is not a valid VM (${count} problem${count === 1 ? '' : 's'})${options.json === true ? '' : ':'}`,
           EXIT.failure,
           options.json === true ? [] : report.problems.map((p) => p.message),
+          'details',
+          false,
+          // Its object says it (`"valid": false`): no error object besides.
+          { saidInJson: options.json === true },
         );
       }
     });

@@ -1169,10 +1169,11 @@ function withLeftDown(error: unknown, lines: readonly string[]): unknown {
   if (lines.length === 0) return error;
   // A bug's line (takeDownFailure's) comes last, as a bug's own does (below).
   if (error instanceof CliError && error.exitCode !== EXIT.internal && (error.details.length === 0 || error.detailsAs === 'lines')) {
-    return new CliError(error.message, error.exitCode, [...error.details, ...lines], 'lines');
+    return new CliError(error.message, error.exitCode, [...error.details, ...lines], 'lines', false, { errorKind: error.errorKind });
   }
-  const expected = error instanceof Error && typeof (error as { kind?: unknown }).kind === 'string' && !isLinkUsageError(error);
-  if (expected && !(error instanceof CliError)) return new CliError(error.message, EXIT.failure, lines, 'lines');
+  const kind = error instanceof Error ? (error as { kind?: unknown }).kind : undefined;
+  const expected = typeof kind === 'string' && !isLinkUsageError(error);
+  if (expected && error instanceof Error && !(error instanceof CliError)) return new CliError(error.message, EXIT.failure, lines, 'lines', false, { errorKind: kind });
   // Each escaped and on one line, as runCli says the lines of an error (a failed VM's reason may hold anything).
   process.stderr.write(lines.map((line) => `spectrum-link: ${oneLine(line)}\n`).join(''));
   return error;
@@ -1203,9 +1204,10 @@ function failedVmsOutrank(error: unknown, failed: readonly FailedVm[], bugs: Tra
   // (With no VM failed and no bug, code is 1: never above the run's own 1 or 2.)
   if ((own !== EXIT.failure && own !== EXIT.usage) || code <= own) return error;
   const bug = code === EXIT.internal;
-  if (error instanceof CliError) return new CliError(error.message, code, error.details, error.detailsAs, bug);
+  if (error instanceof CliError) return new CliError(error.message, code, error.details, error.detailsAs, bug, { errorKind: error.errorKind });
   // Bad usage, which withLeftDown rethrows after the VMs' lines: its line still last, as it is.
-  return new CliError(reasonText(error), code, [], 'details', bug);
+  const kind = error instanceof Error ? (error as { kind?: unknown }).kind : undefined;
+  return new CliError(reasonText(error), code, [], 'details', bug, { errorKind: typeof kind === 'string' ? kind : undefined });
 }
 
 export type VmmPortFactory = (attach: AttachChoice, flags: VmmFlags) => VmmPort;
@@ -1534,7 +1536,8 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
       if (failureLines.length > 0) {
         const [first = '', ...rest] = failureLines;
         const code = failedVmsExitCode(failed, outcome);
-        throw new CliError(first, code, rest, 'lines', code === EXIT.internal);
+        // With --json, each VM that failed has its line with its "error" (writeOutcome): no error object besides.
+        throw new CliError(first, code, rest, 'lines', code === EXIT.internal, { saidInJson: flags.json === true && failed.length > 0 });
       }
       // A config dir with nothing that looks like a VM is most likely the wrong one: a failure.
       if (nothing !== undefined && 'failure' in nothing) throw new CliError(nothing.failure, EXIT.failure);

@@ -29,6 +29,7 @@ import { selfHoldsNetAdmin } from '../../shared/net-admin.js';
 import { RtnetlinkKernel } from './rtnetlink.js';
 import { loadRtnlEventsAddon } from './rtnl-events.js';
 import { SHOWN_DNS_COUNTS } from './shown-dns-counts.js';
+import type { LinkReport } from './plan.js';
 import type { StatusReply } from './status-shape.js';
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
@@ -547,13 +548,27 @@ export function runCommand(ports: PortsFactory = providerPorts): Command {
     });
 }
 
+/**
+ * What `client --json` prints: what its text form says, as one object: each client link
+ * (`links`, its stdout lines) and each link that keeps an address it no longer wants (`kept`,
+ * their stderr lines), with those addresses.
+ */
+export function clientJson(links: readonly LinkReport[]): string {
+  const clients = links.filter((link) => link.role === 'client').map(({ name, ip, state, note }) => ({ name, ip, state, note }));
+  const kept = links.flatMap(({ name, kept: addresses, note }) => (addresses === undefined ? [] : [{ name, addresses, note }]));
+  return `${JSON.stringify({ links: clients, kept })}\n`;
+}
+
 export function clientCommand(): Command {
   return new Command('client')
     .description("app VM: give each client-side link its address and routes from its MAC (Spectrum's app VM script)")
     .option('--watch', 'keep running and configure links as they are hot-plugged')
     .addOption(new Option('--ignore <ifname>', 'an interface to leave alone (repeatable)').argParser(collectInterface).default([], 'none'))
-    .action(async (options: { watch?: boolean; ignore: string[] }) => {
+    .option('--json', 'print one JSON object: {links: [{name, ip, state, note}], kept: [{name, addresses, note}]} (not with --watch)')
+    .action(async (options: { watch?: boolean; ignore: string[]; json?: boolean }) => {
       const watch = options.watch === true;
+      // Watching prints nothing on stdout (its log says each reconcile): nothing to give as JSON.
+      if (watch && options.json === true) throw new CliError('client: --json is for one run, not --watch (which prints nothing on stdout: its log says each reconcile)', EXIT.usage);
       const log = createLogger('spectrum-netd', { level: logLevel(watch ? 'info' : 'warn') });
       // Watching, as `run`: a first SIGINT or SIGTERM stops it at whatever step it is, start-up
       // included (one line, exit 128 + the signal; after it, a clean stop); a second exits at once.
@@ -585,8 +600,11 @@ export function clientCommand(): Command {
         const clientLinks = status.links.filter((l) => l.role === 'client');
         // Not a failure (a VM may be started before its links are plugged), but never silence.
         if (clientLinks.length === 0) process.stderr.write('spectrum-netd: no client-side link (MAC 0A:B3:EC:00:..:..) found: nothing configured\n');
-        for (const link of clientLinks) {
-          process.stdout.write(`${link.name} ${link.ip ?? ''} ${link.state}${link.note === null ? '' : ` (${link.note})`}\n`);
+        if (options.json === true) process.stdout.write(clientJson(status.links));
+        else {
+          for (const link of clientLinks) {
+            process.stdout.write(`${link.name} ${link.ip ?? ''} ${link.state}${link.note === null ? '' : ` (${link.note})`}\n`);
+          }
         }
         // What an earlier run gave a link that no longer wants it, and that stays: said, not failed.
         for (const link of status.links) if (link.kept !== undefined) process.stderr.write(`spectrum-netd: ${link.name}: ${link.note ?? ''}\n`);

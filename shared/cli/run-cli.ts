@@ -20,14 +20,21 @@ export const EXIT = {
  */
 export class CliError extends Error {
   override readonly name = 'CliError';
+  /** The kind of the module error it says (one it was made from), for `--json`'s error object. */
+  readonly errorKind: string | undefined;
+  /** With `--json`, the command printed this failure in JSON already (check's `"valid": false`): no error object for it. */
+  readonly saidInJson: boolean;
   constructor(
     message: string,
     readonly exitCode: number = EXIT.failure,
     readonly details: readonly string[] = [],
     readonly detailsAs: 'details' | 'lines' = 'details',
     readonly bugSaid = false,
+    more: { readonly errorKind?: string | undefined; readonly saidInJson?: boolean } = {},
   ) {
     super(message);
+    this.errorKind = more.errorKind;
+    this.saidInJson = more.saidInJson ?? false;
   }
 }
 
@@ -98,8 +105,44 @@ function addHelpCommand(program: Command): void {
 }
 
 /**
+ * The kind `--json`'s error object gives a failure (`code`: its exit code): the kind of its module
+ * error; else `usage` (exit 2: commander's own, or a bad option value), `internal` (a bug, 70),
+ * `interrupted` (a signal's exit code, 128 + its number) or `failure`.
+ */
+export function errorKindOf(error: unknown, code: number): string {
+  const own = error instanceof CliError ? error.errorKind : error instanceof Error ? (error as { kind?: unknown }).kind : undefined;
+  if (typeof own === 'string' && own !== '') return own;
+  if (code === EXIT.usage) return 'usage';
+  if (code === EXIT.internal) return 'internal';
+  return code > 128 ? 'interrupted' : 'failure';
+}
+
+/** What `--json` prints on stdout of a failure: one line, its stderr lines' text (less the bin's name) as `message` and `details`. */
+export function errorJsonLine(kind: string, message: string, exitCode: number, details: readonly string[]): string {
+  return `${JSON.stringify({ error: { kind, message, exitCode, ...(details.length > 0 && { details }) } })}\n`;
+}
+
+/**
+ * Whether the run asked for JSON: `ran`, the command whose action ran (or failed), says so by its
+ * own `--json`; a run that failed before any did (commander's usage errors, a bad option value)
+ * where `--json` is among the words before any `--`, and the command they name takes it (an
+ * unknown command, or one without --json, is said in text alone).
+ */
+function jsonAsked(program: Command, argv: readonly string[], ran: Command | undefined): boolean {
+  const takesJson = (command: Command): boolean => command.options.some((option) => option.long === '--json');
+  if (ran !== undefined) return takesJson(ran) && ran.opts()['json'] === true;
+  const end = argv.indexOf('--');
+  const words = end === -1 ? argv : argv.slice(0, end);
+  const name = words.find((word) => !word.startsWith('-'));
+  const command = program.commands.find((candidate) => candidate.name() === name || candidate.aliases().includes(name ?? ''));
+  return command !== undefined && takesJson(command) && words.includes('--json');
+}
+
+/**
  * Run a commander program so that every failure is one line on stderr and a non-zero exit:
  * bad input exits 2, other expected failures their own code, bugs 70 — never a stack trace.
+ * With `--json`, a failure is also one JSON object on stdout (errorJsonLine), after anything the
+ * command printed, but where the command printed it in JSON already (CliError.saidInJson).
  */
 export async function runCli(program: Command, argv: readonly string[], known: ErrorExitCodes = []): Promise<number> {
   const name = program.name();
@@ -113,20 +156,29 @@ export async function runCli(program: Command, argv: readonly string[], known: E
     command.exitOverride();
     command.configureOutput(program.configureOutput());
   }
+  let ran: Command | undefined;
+  program.hook('preAction', (_program, command) => void (ran = command));
   try {
     await program.parseAsync([...argv], { from: 'user' });
     return EXIT.ok;
   } catch (error) {
     if (error instanceof CommanderError) {
       // Help and version requests arrive here too, with exit code 0; commander already printed.
-      return error.exitCode === 0 ? EXIT.ok : EXIT.usage;
+      if (error.exitCode === 0) return EXIT.ok;
+      // Commander printed its line (outputError, above) from this message.
+      if (jsonAsked(program, argv, ran)) process.stdout.write(errorJsonLine('usage', oneLine(error.message.replace(/^error: /, '')), EXIT.usage, []));
+      return EXIT.usage;
     }
     const message = error instanceof Error ? error.message : String(error);
     const code = exitCodeOf(error, known);
     const indent = error instanceof CliError && error.detailsAs === 'lines' ? ' ' : '   ';
-    const details = error instanceof CliError ? error.details.map((detail) => `${name}:${indent}${oneLine(detail)}\n`) : [];
+    const detailLines = error instanceof CliError ? error.details.map(oneLine) : [];
     const bug = code === EXIT.internal && !(error instanceof CliError && error.bugSaid);
-    process.stderr.write(`${name}: ${bug ? 'internal error: ' : ''}${oneLine(message)}\n${details.join('')}`);
+    const line = `${bug ? 'internal error: ' : ''}${oneLine(message)}`;
+    process.stderr.write(`${name}: ${line}\n${detailLines.map((detail) => `${name}:${indent}${detail}\n`).join('')}`);
+    if (!(error instanceof CliError && error.saidInJson) && jsonAsked(program, argv, ran)) {
+      process.stdout.write(errorJsonLine(errorKindOf(error, code), line, code, detailLines));
+    }
     return code;
   }
 }

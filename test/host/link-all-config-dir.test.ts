@@ -7,7 +7,7 @@ import { cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { type ExecResult, type Harness, type Netns, createHarness, describeNetns, trackTempDir } from '../harness/index.js';
+import { type ExecResult, type Harness, type Netns, createHarness, describeNetns, jsonErrorOf, trackTempDir } from '../harness/index.js';
 import { EXAMPLES, LINK_BIN, requireBuild } from './link-fixture.js';
 
 describeNetns('link --all with no VM with providers', () => {
@@ -55,16 +55,16 @@ describeNetns('link --all with no VM with providers', () => {
   it.each([false, true])('an empty config dir, or one a level too high, fails in one line naming it and its source, exit 1, making no state dir (--json: %s)', async (json) => {
     const empty = join(scratch, 'empty');
     const high = join(scratch, 'high');
+    // stdout: nothing, but with --json the failure's error object.
+    const errorLine = (line: string): string => (json ? `${JSON.stringify({ error: jsonErrorOf(line, 'failure', 1) })}\n` : '');
     const fromOption = await linkAll({ option: empty }, json);
-    expect({ code: fromOption.code, stdout: fromOption.stdout, stderr: fromOption.stderr }).toEqual({ code: 1, stdout: '', stderr: noVmDir(empty, 'from --config-dir', fix.option) });
+    const optionLine = noVmDir(empty, 'from --config-dir', fix.option);
+    expect({ code: fromOption.code, stdout: fromOption.stdout, stderr: fromOption.stderr }).toEqual({ code: 1, stdout: errorLine(optionLine), stderr: optionLine });
     // The run failed on its input: nothing made on disk, not the state dir its lock would need.
     expect(existsSync(join(scratch, `state${runs}`))).toBe(false);
     const fromVariable = await linkAll({ variable: high }, json);
-    expect({ code: fromVariable.code, stdout: fromVariable.stdout, stderr: fromVariable.stderr }).toEqual({
-      code: 1,
-      stdout: '',
-      stderr: noVmDir(high, 'from environment variable SPECTRUM_CONFIG_DIR', fix.variable),
-    });
+    const variableLine = noVmDir(high, 'from environment variable SPECTRUM_CONFIG_DIR', fix.variable);
+    expect({ code: fromVariable.code, stdout: fromVariable.stdout, stderr: fromVariable.stderr }).toEqual({ code: 1, stdout: errorLine(variableLine), stderr: variableLine });
     expect(existsSync(join(scratch, `state${runs}`))).toBe(false);
   });
 

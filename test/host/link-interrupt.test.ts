@@ -8,7 +8,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
-import { describeNetns, eventually, trackTempDir } from '../harness/index.js';
+import { describeNetns, eventually, jsonErrorOf, splitJsonError, trackTempDir } from '../harness/index.js';
 import { LINK_BIN, type LinkWorld, devices, withWorldOptions } from './link-fixture.js';
 import { linkWorldPerSuite } from './link-world-suite.js';
 import { FakeCloudHypervisor } from './vmm/fake-cloud-hypervisor.js';
@@ -234,9 +234,12 @@ describeNetns('link --all --keep-going interrupted VM by VM', () => {
     const exit = await run.kill('SIGINT', 60_000);
     await run.waitClosed();
     expect(exit, run.stderr).toEqual({ code: 130, signal: null });
-    const printed = run.stdout.split('\n').filter((line) => line !== '').map((line) => JSON.parse(line) as Printed);
+    const said = splitJsonError(run.stdout);
+    const printed = said.printed.split('\n').filter((line) => line !== '').map((line) => JSON.parse(line) as Printed);
     const [message, ...more] = run.stderr.split('\n').filter((line) => line !== '');
     expect(more).toEqual(failure === undefined ? [] : [expect.stringMatching(failure)]);
+    // After the VMs' lines, the interruption's error object, saying what stderr says.
+    expect(said.error).toEqual(jsonErrorOf(message ?? '', 'interrupted', 130, more.length === 0 ? undefined : more.map((line) => line.replace(/^spectrum-link: /, ''))));
     expect(message).toMatch(
       new RegExp(`^spectrum-link: link interrupted by SIGINT while ${during} \\(--keep-going\\): (undid .*; )?the ${printed.length} VMs it had linked \\(printed\\) stay linked; (\\d+) VMs were not linked and no link was taken down: run it again$`),
     );

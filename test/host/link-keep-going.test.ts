@@ -12,7 +12,7 @@ import { stepsStillLeft } from '../../host/link-keep-going.js';
 import { preferredId } from '../../host/link-state.js';
 import { type LinkReport, type UndoStepFailure, linkReport } from '../../host/linker-types.js';
 import { vmName } from '../../host/vm-name.js';
-import { describeNetns, trackTempDir } from '../harness/index.js';
+import { describeNetns, jsonErrorOf, trackTempDir } from '../harness/index.js';
 import { type LinkJson, devices } from './link-fixture.js';
 import { linkWorldPerSuite } from './link-world-suite.js';
 import { FakeCloudHypervisor } from './vmm/fake-cloud-hypervisor.js';
@@ -122,7 +122,11 @@ describeNetns('link --keep-going: a state file that cannot be read, after a VM f
       const json = await world().link(['link', '--all', '--attach', 'netns', '--keep-going', '--json']);
       expect({ code: json.code, stdout: jsonLines(json.stdout), stderr: lines(json.stderr) }).toEqual({
         code: 1,
-        stdout: [{ vm: 'appvm-catgirl', links: [], error: expect.stringMatching(/^VM appvm-catgirl in .* is not valid \(1 problem\): .*nosuchvm/) }],
+        stdout: [
+          { vm: 'appvm-catgirl', links: [], error: expect.stringMatching(/^VM appvm-catgirl in .* is not valid \(1 problem\): .*nosuchvm/) },
+          // The run's own failure (not its VM's, said in its line): its error object, the VM's line a detail.
+          { error: jsonErrorOf(stateLine, 'read-failed', 1, [failedLine.replace(/^spectrum-link: /, '')]) },
+        ],
         stderr: [stateLine, failedLine],
       });
       expect([...(await devices(world().host)).keys()].sort()).toEqual(devicesBefore);
@@ -145,7 +149,11 @@ describeNetns('link --keep-going: a state file that cannot be read, after a VM f
       const json = await world().link(['link', '--all', '--attach', 'netns', '--keep-going', '--json', '--state-dir', unmakeable]);
       expect({ code: json.code, stdout: jsonLines(json.stdout), stderr: lines(json.stderr) }).toEqual({
         code: 1,
-        stdout: [{ vm: 'appvm-catgirl', links: [], error: expect.stringMatching(/^VM appvm-catgirl in .* is not valid \(1 problem\): .*nosuchvm/) }],
+        stdout: [
+          { vm: 'appvm-catgirl', links: [], error: expect.stringMatching(/^VM appvm-catgirl in .* is not valid \(1 problem\): .*nosuchvm/) },
+          // The run's own failure (not its VM's, said in its line): its error object, the VM's line a detail.
+          { error: { kind: 'state-dir-unusable', exitCode: 1, message: expect.stringMatching(/^state dir \/proc\/spectrum-link-test-no-such-dir\/state .*cannot be used/), details: [failedLine.replace(/^spectrum-link: /, '')] } },
+        ],
         stderr: [lockLine, failedLine],
       });
       expect([...(await devices(world().host)).keys()].sort()).toEqual(devicesBefore);

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { createHarness, describeNetns, eventually, type Harness, type Netns, trackTempDir } from '../harness/index.js';
+import { createHarness, describeNetns, eventually, type Harness, jsonErrorOf, type Netns, splitJsonError, trackTempDir } from '../harness/index.js';
 import { LINK_BIN, ROOT, type LinkWorld, devices, linkDevicesActive, linkPausedBeforeJoin, makeLinkWorld, oneLineError, runPrinted, warningMessages, withWorldOptions } from './link-fixture.js';
 import { linkWorldPerSuite, resumePausedLink } from './link-world-suite.js';
 
@@ -309,14 +309,13 @@ describeNetns('spectrum-link link --attach netns', () => {
       await world.host.ip(['link', 'set', 'lo', 'up']);
     }
     const line = 'spectrum-link: gc: removing device snb9 failed: Operation not supported; by then it had deleted snb8 (snb9 may still exist): gc again deletes what is left\n';
+    const nothing = 'spectrum-link: gc: removing device snb9 failed: Operation not supported; by then it had deleted nothing (snb9 may still exist): gc again deletes what is left\n';
+    // With --json, its line, then the failure's error object.
+    const errorLine = (said: string): string => `${JSON.stringify({ error: jsonErrorOf(said, 'gc-stopped', 1) })}\n`;
     expect(runs.map(({ code, stdout, stderr }) => ({ code, stdout, stderr }))).toEqual([
-      { code: 1, stdout: `${JSON.stringify({ removed: ['snb8'], stopped: true, devicesLeft: ['snb9'] })}\n`, stderr: line },
+      { code: 1, stdout: `${JSON.stringify({ removed: ['snb8'], stopped: true, devicesLeft: ['snb9'] })}\n${errorLine(line)}`, stderr: line },
       { code: 1, stdout: '', stderr: line },
-      {
-        code: 1,
-        stdout: `${JSON.stringify({ removed: [], stopped: true, devicesLeft: ['snb9'] })}\n`,
-        stderr: 'spectrum-link: gc: removing device snb9 failed: Operation not supported; by then it had deleted nothing (snb9 may still exist): gc again deletes what is left\n',
-      },
+      { code: 1, stdout: `${JSON.stringify({ removed: [], stopped: true, devicesLeft: ['snb9'] })}\n${errorLine(nothing)}`, stderr: nothing },
     ]);
     expect((await devices(world.host)).has('snb8')).toBe(false);
   });
@@ -342,11 +341,14 @@ describeNetns('spectrum-link link --attach netns', () => {
       await import(${JSON.stringify(pathToFileURL(join(ROOT, 'dist', 'host', 'cli.js')).href)});`;
     try {
       const result = await world.host.exec(['node', '--input-type=module', '-e', script], { enter: 'nsenter', allowFailure: true });
-      expect({ code: result.code, stdout: result.stdout, line: oneLineError(result.stderr) }).toEqual({
+      const { printed, error } = splitJsonError(result.stdout);
+      expect({ code: result.code, stdout: printed, line: oneLineError(result.stderr) }).toEqual({
         code: 1,
         stdout: json === '' ? '' : `${JSON.stringify(json)}\n`,
         line: expect.stringMatching(new RegExp(`^spectrum-link: gc: ${reason.replace(/[()]/g, '\\$&')}`)),
       });
+      // Then the failure's error object.
+      expect(error).toEqual(jsonErrorOf(oneLineError(result.stderr), 'gc-stopped', 1));
       const host = await devices(world.host);
       expect([host.has('snb8'), host.has('snb9')]).toEqual([true, true]);
     } finally {
@@ -358,14 +360,15 @@ describeNetns('spectrum-link link --attach netns', () => {
     const owned = parseLink((await world.link(['link', 'appvm-lynx', '--attach', 'netns', '--json'])).stdout).links[0]!;
     const wrong = `${world.stateDir}-typo`;
     const missing = await world.link(['gc', '--state-dir', wrong, '--json']);
-    expect([missing.code, missing.stdout]).toEqual([2, '']);
+    // stdout: the error object alone.
+    expect([missing.code, splitJsonError(missing.stdout)]).toEqual([2, { printed: '', error: jsonErrorOf(oneLineError(missing.stderr), 'state-dir-missing', 2) }]);
     expect(oneLineError(missing.stderr)).toMatch(/state dir .*-typo \(from --state-dir\) does not exist; check --state-dir/);
     expect(existsSync(wrong)).toBe(false);
     await mkdir(wrong);
     trackTempDir(wrong);
     try {
       const empty = await world.link(['gc', '--state-dir', wrong, '--json']);
-      expect([empty.code, empty.stdout]).toEqual([2, '']);
+      expect([empty.code, splitJsonError(empty.stdout)]).toEqual([2, { printed: '', error: jsonErrorOf(oneLineError(empty.stderr), 'no-state', 2) }]);
       expect(oneLineError(empty.stderr)).toMatch(/no state file .*-typo\/links\.json.*check --state-dir/);
       expect(await readdir(wrong)).toEqual([]);
     } finally {
@@ -776,7 +779,8 @@ describeNetns('a provider dropped from a client\'s config', () => {
     try {
       const result = await world().link(['link', '--all', '--attach', 'netns', '--json']);
       expect(result.code).toBe(1);
-      expect(result.stdout).toBe('');
+      // stdout: the error object alone.
+      expect(splitJsonError(result.stdout)).toEqual({ printed: '', error: jsonErrorOf(oneLineError(result.stderr), 'invalid-vm', 1) });
       expect(oneLineError(result.stderr)).toMatch(/appvm-catgirl\/providers\/net is not a directory/);
       const host = await devices(world().host);
       for (const device of [linked!.links[0]!.bridge, linked!.links[0]!.clientDevice]) expect(host.has(device)).toBe(true);
@@ -886,7 +890,8 @@ describeNetns('show, unlink --json and options a command does not use', () => {
     await world().link(['link', 'appvm-lynx', '--attach', 'none']);
     const result = await world().link(['show', 'appvm-lynxx', ...extra]);
     expect(result.code).toBe(1);
-    expect(result.stdout).toBe('');
+    // stdout: nothing, but with --json the error object.
+    expect(splitJsonError(result.stdout)).toEqual({ printed: '', error: extra.length === 0 ? undefined : jsonErrorOf(oneLineError(result.stderr), 'unknown-vm', 1) });
     expect(oneLineError(result.stderr)).toBe(
       `spectrum-link: show: no VM appvm-lynxx in config dir ${world().configDir} (from --config-dir): no directory ${world().configDir}/appvm-lynxx; ` +
         `and no links recorded for it in state dir ${world().stateDir} (from --state-dir); check the name, --config-dir and --state-dir`,

@@ -7,7 +7,7 @@ import { mkdir, mkdtemp, readdir, rm, symlink, writeFile } from 'node:fs/promise
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, expect, it } from 'vitest';
-import { type ExecResult, type Harness, type Netns, createHarness, describeNetns, trackTempDir } from '../harness/index.js';
+import { type ExecResult, type Harness, type Netns, createHarness, describeNetns, jsonErrorOf, trackTempDir } from '../harness/index.js';
 import { DEFAULT_CONFIG_DIR } from '../../host/config.js';
 import { EXAMPLES, LINK_BIN, requireBuild } from './link-fixture.js';
 
@@ -236,7 +236,9 @@ describeNetns('spectrum-link option sources', () => {
     [['gc'], { SPECTRUM_STATE_DIR: ABSENT }, 'variable'],
   ] as const)('refuses %j (env %j) where the state dir it names does not exist (a typo, not a host with nothing linked): one line naming where it came from, exit 2, making nothing', async (args, env, source) => {
     const result = await spectrumLink(args, { env, cwd: 'scratch' });
-    expect({ code: result.code, stdout: result.stdout, stderr: result.stderr }).toEqual({ code: 2, stdout: '', stderr: missingStateDir(source) });
+    // stdout: nothing, but with --json the failure's error object.
+    const stdout = (args as readonly string[]).includes('--json') ? `${JSON.stringify({ error: jsonErrorOf(missingStateDir(source), 'state-dir-missing', 2) })}\n` : '';
+    expect({ code: result.code, stdout: result.stdout, stderr: result.stderr }).toEqual({ code: 2, stdout, stderr: missingStateDir(source) });
     expect(existsSync(ABSENT)).toBe(false);
     expect(await readdir(scratch)).toEqual([]);
     expect(await devicesMade()).toEqual([]);

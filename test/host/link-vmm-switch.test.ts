@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
 import { QmpClient } from '../../host/vmm/qmp.js';
 import { TapFd } from '../../host/vmm/tap-fd.js';
-import { createHarness, describeNetns, eventually, type Harness, type NetnsProcess } from '../harness/index.js';
+import { createHarness, describeNetns, eventually, type Harness, jsonErrorOf, type NetnsProcess, splitJsonError } from '../harness/index.js';
 import { LINK_BIN, type LinkJson, type LinkWorld, devices, makeLinkWorld, runPrinted, withWorldOptions } from './link-fixture.js';
 import { FakeCloudHypervisor } from './vmm/fake-cloud-hypervisor.js';
 import { ScriptedQemu } from './vmm/scripted-qemu.js';
@@ -293,9 +293,13 @@ describeNetns('link to another attach mode takes the NIC out of the VMM the stat
       const exit = await run.kill('SIGINT', 30_000);
       await run.waitClosed();
       expect(exit, run.stderr).toEqual({ code: 130, signal: null });
-      expect(run.stdout.trim().split('\n').map((line) => JSON.parse(line) as unknown)).toEqual([
+      const said = splitJsonError(run.stdout);
+      expect(said.printed.trim().split('\n').map((line) => JSON.parse(line) as unknown)).toEqual([
         { vm: 'appvm-lynx', links: [], error: expect.stringMatching(/^appvm-lynx's side of appvm-lynx -> netvm .*QEMU refused device_del/) },
       ]);
+      // Then the interruption's error object, its further lines stderr's.
+      const [first = '', ...more] = stderrLines(run.stderr);
+      expect(said.error).toEqual(jsonErrorOf(first, 'interrupted', 130, more.map((line) => line.replace(/^spectrum-link: /, ''))));
       expect(stderrLines(run.stderr)).toEqual([
         'spectrum-link: link interrupted by SIGINT: undid what this run had made (its devices, the NICs it hot-plugged, the ids it allocated); links made before it are as they were',
         expect.stringMatching(new RegExp(`^spectrum-link: link appvm-lynx failed: ${escaped(`appvm-lynx's side of appvm-lynx -> netvm (id ${lynx.id})`)} .*QEMU refused device_del`)),

@@ -25,6 +25,7 @@ import type { LinkerError } from '../../host/linker-error.js';
 import type { KeepGoingOutcome, LeftDownLink, LinkProgressEvent, LinkReport, LinkerOptions, UndoStateWriteFailure, UndoStepFailure, VmmDetachFailure, VmmPort } from '../../host/linker-types.js';
 import type { ClientId } from '../../shared/client-id.js';
 import { type VmName, vmName } from '../../host/vm-name.js';
+import { printedChecked } from '../harness/json-error.js';
 
 /**
  * The scripted kernel: the host devices it reports; a plan creating one of `refused` fails; the
@@ -386,7 +387,9 @@ async function linkCli(args: readonly string[], state = stateDir, { vmm = NO_VMM
     for (const command of linkCommands({}, () => vmm)) program.addCommand(command);
     const attaching = attach.flatMap((value) => ['--attach', value]);
     const code = await runCli(program, ['link', '--config-dir', configDir, '--state-dir', state, '--device-prefix', 'sn', ...attaching, ...args]);
-    return { code, stdout, stderr: stderr.split('\n').filter((line) => line !== '') };
+    const lines = stderr.split('\n').filter((line) => line !== '');
+    // What it printed: a --json failure's error object (json-errors.test.ts) checked and left off.
+    return { code, stdout: printedChecked(stdout, code, lines), stderr: lines };
   } finally {
     out.mockRestore();
     err.mockRestore();
@@ -457,7 +460,9 @@ describe('a state lock not released as it should be (its unlock failing: EIO)', 
     try {
       const program = new Command('spectrum-link');
       for (const command of linkCommands({}, () => NO_VMM)) program.addCommand(command);
-      return { code: await runCli(program, args), stdout, stderr: stderr.split('\n').filter((line) => line !== '') };
+      const code = await runCli(program, args);
+      const lines = stderr.split('\n').filter((line) => line !== '');
+      return { code, stdout: printedChecked(stdout, code, lines), stderr: lines };
     } finally {
       out.mockRestore();
       err.mockRestore();
@@ -3303,7 +3308,8 @@ describe('a take-down stopped part-way by the kernel (unlink, link of a VM that 
       const program = new Command('spectrum-link');
       for (const command of linkCommands({}, () => vmm)) program.addCommand(command);
       const code = await runCli(program, [...args, '--state-dir', stateDir, '--device-prefix', 'sn']);
-      return { code, stdout, stderr: stderr.split('\n').filter((line) => line !== '') };
+      const lines = stderr.split('\n').filter((line) => line !== '');
+      return { code, stdout: printedChecked(stdout, code, lines), stderr: lines };
     } finally {
       out.mockRestore();
       err.mockRestore();

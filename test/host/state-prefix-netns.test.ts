@@ -11,7 +11,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { type Harness, createHarness, describeNetns, trackTempDir } from '../harness/index.js';
+import { type Harness, createHarness, describeNetns, jsonErrorOf, splitJsonError, trackTempDir } from '../harness/index.js';
 import { DEFAULT_DEVICE_PREFIX, devicePrefix, linkDeviceNames } from '../../host/device-names.js';
 import { preferredId } from '../../host/link-state.js';
 import { vmName } from '../../host/vm-name.js';
@@ -357,7 +357,9 @@ describeNetns('spectrum-link: the device prefix a state records', () => {
         await writeFile(stateFile(), file);
         for (const args of [['gc'], ['gc', '--json']]) {
           const refused = await run(args);
-          expect([refused.code, refused.stdout], `${args.join(' ')}: ${refused.stderr}`).toEqual([2, '']);
+          // stdout: nothing, but with --json the error object.
+          const error = args.includes('--json') ? jsonErrorOf(oneLineError(refused.stderr), 'unrecorded-devices', 2) : undefined;
+          expect([refused.code, splitJsonError(refused.stdout)], `${args.join(' ')}: ${refused.stderr}`).toEqual([2, { printed: '', error }]);
           expect(oneLineError(refused.stderr)).toMatch(
             new RegExp(
               `^spectrum-link: gc: state dir ${escaped(stateDir)} \\(from --state-dir\\) records no link, yet 3 link devices ` +

@@ -10,7 +10,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
-import { createHarness, describeNetns, type Harness } from '../harness/index.js';
+import { createHarness, describeNetns, type Harness, jsonErrorOf, splitJsonError } from '../harness/index.js';
 import { TapFd } from '../../host/vmm/tap-fd.js';
 import { shellWord } from '../../host/printed-command.js';
 import { LINK_BIN, type LinkJson as LinkFields, type LinkWorld, devices, makeLinkWorld, runPrinted, withWorldOptions } from './link-fixture.js';
@@ -36,6 +36,13 @@ interface ListedJson extends Link {
 }
 
 const stderrLines = (stderr: string): string[] => stderr.split('\n').filter((line) => line !== '');
+/** A failed --json run's stdout less the error object it ends with, which says its stderr lines and exit code. */
+function printedOf(result: { code: number | null; stdout: string; stderr: string }): string {
+  const { printed, error } = splitJsonError(result.stdout);
+  const [first = '', ...more] = stderrLines(result.stderr);
+  expect(error).toEqual(jsonErrorOf(first, expect.stringMatching(/^[a-z-]+$/), result.code ?? -1, more.length === 0 ? undefined : more.map((line) => line.replace(/^spectrum-link: /, ''))));
+  return printed;
+}
 const escaped = (text: string): string => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 /** The unlink a line offers to detach a NIC a VMM did not give back, to its end: from `spectrum-link unlink`, or from `cd DIR && ` where a socket template made absolute would be too long. */
 const offeredUnlink = (line: string): string | undefined => /, or ((?:cd \S+ && )?spectrum-link unlink .*?) detaches it;/.exec(line)?.[1];
@@ -118,7 +125,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
       ),
     );
     // The JSON says which link went down despite its VMM, and which VMM.
-    const json = JSON.parse(forced.stdout) as UnlinkJson;
+    const json = JSON.parse(printedOf(forced)) as UnlinkJson;
     expect(json).toMatchObject({ vm: 'appvm-lynx', forgotten: false, unlinked: [{ id: link.id, vmmFailures: [{ vm: 'appvm-lynx', vmm: 'qemu', nic: link.clientDevice }] }] });
     expect(json.unlinked[0]?.vmmFailures?.[0]?.error).toMatch(/QEMU refused device_del/);
     // Cut off: every device of the link is gone; the id is kept, the attachment no longer recorded.
@@ -158,7 +165,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
       await world.host.ip(['link', 'set', 'lo', 'up']);
     }
     // Its --json line says it too: the link, recorded still, with what went of it.
-    expect({ code: stopped.code, stdout: JSON.parse(stopped.stdout) as unknown }).toEqual({
+    expect({ code: stopped.code, stdout: JSON.parse(printedOf(stopped)) as unknown }).toEqual({
       code: 1,
       stdout: {
         vm: 'appvm-lynx',
@@ -428,7 +435,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
           `or ${escaped(`spectrum-link unlink appvm-lynx --state-dir ${world.stateDir} --device-prefix sn --attach netvm=cloud-hypervisor --qmp-socket ${shellWord(qmpTemplate)} --ch-socket ${fake.socketPath} --vmm-timeout 300`)} detaches it; or restart netvm$`,
       ),
     );
-    const json = JSON.parse(forced.stdout) as UnlinkJson;
+    const json = JSON.parse(printedOf(forced)) as UnlinkJson;
     expect(json.unlinked[0]?.vmmFailures?.map((failure) => [failure.vm, failure.vmm, failure.nic])).toEqual([
       ['appvm-lynx', 'qemu', link.clientDevice],
       ['netvm', 'cloud-hypervisor', link.providerDevice],
@@ -471,7 +478,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
         ),
       );
       // What is linked stays linked; the link taken down says which VMM did not detach it.
-      const json = JSON.parse(relinked.stdout) as LinkJson;
+      const json = JSON.parse(printedOf(relinked)) as LinkJson;
       expect(json.links.map((link) => link.id)).toEqual([kept.id]);
       expect(json.unlinked).toMatchObject([{ id: dropped.id, vmmFailures: [{ vm: 'appvm-lynx', vmm: 'qemu', nic: dropped.clientDevice }] }]);
       expect(json.unlinked?.[0]?.vmmFailures?.[0]?.error).toMatch(/QEMU refused device_del/);

@@ -80,6 +80,19 @@ describeNetns('spectrum-netd client removes what it marked and no longer wants',
     expect((await app.ip(['route', 'show', 'proto', String(MARK)])).stdout).toBe('default via 169.254.0.1 dev eth0 \n169.254.0.1 dev eth0 scope link \n');
     // A second run changes nothing.
     expect((await client()).stdout).toBe('eth0 100.64.0.5 configured\neth1 100.64.0.6 configured (not the first client link: address only)\n');
+    // --json: what the text says, as one object.
+    const json = await client('--json');
+    expect({ stdout: JSON.parse(json.stdout) as unknown, lines: json.stdout.split('\n').length, stderr: json.stderr }).toEqual({
+      stdout: {
+        links: [
+          { name: 'eth0', ip: '100.64.0.5', state: 'configured', note: null },
+          { name: 'eth1', ip: '100.64.0.6', state: 'configured', note: 'not the first client link: address only' },
+        ],
+        kept: [],
+      },
+      lines: 2,
+      stderr: '',
+    });
   });
 
   it("sets its gateway /32 back where a route via an IPv6 next hop on the same link replaced it (RFC 5549), and leaves an operator's default route via one alone", async () => {
@@ -134,6 +147,12 @@ describeNetns('spectrum-netd client removes what it marked and no longer wants',
         "spectrum-netd: eth1: addressing is left to the network manager; keeps 100.64.0.6/32 of client mode's: deleting its last IPv4 address would take routes not ours with it (203.0.113.0/24)\n",
     );
     expect(await addressesOf('eth1', 'marked')).toEqual(['100.64.0.6/32']);
+    // --json: the same, the address kept with its link (stderr's lines as they are).
+    const json = await client('--ignore', 'eth0', '--json');
+    expect({ stdout: JSON.parse(json.stdout) as unknown, stderr: json.stderr }).toEqual({
+      stdout: { links: [], kept: [{ name: 'eth1', addresses: ['100.64.0.6/32'], note: expect.stringMatching(/^addressing is left to the network manager; keeps 100\.64\.0\.6\/32 /) }] },
+      stderr: kept.stderr,
+    });
     // Its routes went (the default route with them), the operator's stayed.
     expect((await app.ip(['route', 'show', 'proto', String(MARK)])).stdout).toBe('');
     expect(await routes()).toContain('203.0.113.0/24 dev eth1 scope link');

@@ -638,3 +638,14 @@ describe('spectrum-netd status, as text', () => {
     expect(formatStatus({ ...base, conntrack: null })).not.toContain('conntrack:');
   });
 });
+
+describe('spectrum-netd client --json', () => {
+  it('is refused with --watch, which prints nothing on stdout (its log says each reconcile): one line, exit 2, before anything is configured', async () => {
+    const refused = await execFileAsync('node', [CLI, 'client', '--watch', '--json'], { encoding: 'utf8' }).then(
+      () => ({ code: 0, stdout: '', stderr: '' }),
+      (error: { code?: number; stdout?: string; stderr?: string }) => ({ code: error.code, stdout: error.stdout ?? '', stderr: error.stderr ?? '' }),
+    );
+    const line = 'client: --json is for one run, not --watch (which prints nothing on stdout: its log says each reconcile)';
+    expect(refused).toEqual({ code: 2, stdout: `${JSON.stringify({ error: { kind: 'usage', message: line, exitCode: 2 } })}\n`, stderr: `spectrum-netd: ${line}\n` });
+  });
+});

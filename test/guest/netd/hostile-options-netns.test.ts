@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { type Harness, type Netns, createHarness, describeNetns, eventually, trackTempDir } from '../../harness/index.js';
+import { type Harness, type Netns, createHarness, describeNetns, eventually, jsonErrorOf, splitJsonError, trackTempDir } from '../../harness/index.js';
 
 const CLI = fileURLToPath(new URL('../../../dist/guest/cli.js', import.meta.url));
 
@@ -349,7 +349,8 @@ describeNetns('spectrum-netd run and mistaken options', () => {
       const result = await provider.exec(['node', CLI, 'status', ...extra, '--control-socket', path], { enter: 'nsenter', allowFailure: true, timeoutMs: 20_000 });
       expect(result.stderr).toBe(`spectrum-netd: the answer on ${path} is not a spectrum-netd status: status.links[0].role: Invalid input: expected string, received number; is --control-socket the agent's socket?\n`);
       expect(result.code, result.stderr).toBe(1);
-      expect(result.stdout).toBe('');
+      // Not printed as a status: stdout has nothing, but with --json the error object.
+      expect(splitJsonError(result.stdout)).toEqual({ printed: '', error: extra.length === 0 ? undefined : jsonErrorOf(result.stderr, 'control-socket', 1) });
     } finally {
       await close();
     }

@@ -3,6 +3,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { jsonErrorOf, splitJsonError } from '../../harness/json-error.js';
 
 const run = promisify(execFile);
 const root = fileURLToPath(new URL('../../../', import.meta.url));
@@ -92,10 +93,11 @@ describe.each(Object.entries(bins))('%s addr', (name, bin) => {
     async (_label, args) => {
       const outcome = await invoke(bin, ['addr', ...args, '--json']);
       expect(outcome.code).toBe(2);
-      expect(outcome.stdout).toBe('');
       const lines = outcome.stderr.split('\n').filter((line) => line !== '');
       expect(lines).toHaveLength(1);
       expect(lines[0]).toMatch(new RegExp(`^${name}: `));
+      // stdout: nothing but the error object (--json), its message that line's, its kind the address error's.
+      expect(splitJsonError(outcome.stdout)).toEqual({ printed: '', error: jsonErrorOf(lines[0] ?? '', expect.stringMatching(/^[a-z-]+$/), 2) });
       expect(outcome.stderr).not.toMatch(/\n\s+at /);
       expect(outcome.stderr.length).toBeLessThan(300);
     },
