@@ -1,0 +1,154 @@
+// The s6-rc boot service of host/service/: its `up` is execline that runs `link --all
+// --keep-going --attach none` with Spectrum's config dir, succeeds on --keep-going's exit codes
+// of failed VMs (1, 2, 70) and fails on any other; run in a test namespace (against a scratch
+// config and state dir) it links a world.
+import { execFile } from 'node:child_process';
+import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { type Harness, type Netns, createHarness, describeNetns, trackTempDir } from '../harness/index.js';
+import { type LinkJson, LINK_BIN, ROOT, makeConfigDir, requireBuild } from './link-fixture.js';
+
+const S6_DIR = join(ROOT, 'host', 'service', 's6-rc', 'spectrum-link-boot');
+const UP = join(S6_DIR, 'up');
+/** Spectrum's config dir, which both services name. */
+const SPECTRUM_CONFIG_DIR = '/ext/svc/data';
+
+type Run = { code: number; stdout: string; stderr: string };
+
+async function run(file: string, args: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<Run> {
+  try {
+    const { stdout, stderr } = await promisify(execFile)(file, args, { timeout: 60_000, env });
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const failed = error as { code?: unknown; stdout?: string; stderr?: string };
+    return { code: typeof failed.code === 'number' ? failed.code : -1, stdout: failed.stdout ?? '', stderr: failed.stderr ?? '' };
+  }
+}
+
+const dirs: string[] = [];
+afterEach(async () => {
+  for (const dir of dirs.splice(0)) await rm(dir, { recursive: true, force: true });
+});
+async function tempDir(name: string): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), name));
+  trackTempDir(dir);
+  dirs.push(dir);
+  return dir;
+}
+
+/** The words of a command line (no quoting in these files). */
+const words = (line: string): string[] => line.trim().split(/\s+/);
+
+/**
+ * A dir holding a `spectrum-link` for the `up` to find first on PATH: it records its arguments,
+ * its SPECTRUM_CONFIG_DIR and the code it exits with in `record`, then runs `body` (sh).
+ */
+async function stubDir(record: string, body: string): Promise<string> {
+  const dir = await tempDir('sn-boot-stub-');
+  const stub = join(dir, 'spectrum-link');
+  await writeFile(
+    stub,
+    `#!/bin/sh\nprintf '%s\\n' "$SPECTRUM_CONFIG_DIR" "$*" > '${record}'\n${body}\ncode=$?\necho "$code" >> '${record}'\nexit "$code"\n`,
+  );
+  await chmod(stub, 0o755);
+  return dir;
+}
+
+describe('s6-rc oneshot', () => {
+  it('is a oneshot depending on ext (the config dir mounted), with an up and no run', async () => {
+    expect(await readFile(join(S6_DIR, 'type'), 'utf8')).toBe('oneshot\n');
+    expect(await readFile(join(S6_DIR, 'dependencies'), 'utf8')).toBe('ext\n');
+  });
+
+  it.each([
+    [0, 0],
+    [1, 0],
+    [2, 0],
+    [70, 0],
+    [3, 3],
+    [129, 129],
+    [130, 130],
+    [143, 143],
+  ])('up (execlineb) runs link --all --keep-going --attach none with the config dir set: spectrum-link exiting %i, it exits %i', async (code, expected) => {
+    const record = join(await tempDir('sn-boot-record-'), 'record');
+    const stubs = await stubDir(record, `(exit ${code})`);
+    const result = await run('execlineb', ['-P', UP], { ...process.env, SPECTRUM_CONFIG_DIR: '/elsewhere', PATH: `${stubs}:${process.env.PATH ?? ''}` });
+    expect(result).toEqual({ code: expected, stdout: '', stderr: '' });
+    expect(await readFile(record, 'utf8')).toBe(`${SPECTRUM_CONFIG_DIR}\nlink --all --keep-going --attach none\n${code}\n`);
+  });
+
+  it('up fails with no spectrum-link on PATH', async () => {
+    const empty = await tempDir('sn-boot-path-');
+    const result = await run('execlineb', ['-P', UP], { ...process.env, PATH: `${empty}:/usr/bin:/bin` });
+    expect(result.code).toBe(127);
+    expect(result.stderr).toEqual(expect.stringMatching(/unable to spawn spectrum-link/));
+  });
+});
+
+describeNetns('the s6-rc up, run in a test namespace', () => {
+  let harness: Harness;
+  let hosts = 0;
+
+  beforeAll(() => {
+    requireBuild();
+    harness = createHarness('bootsvc');
+  });
+  afterAll(async () => {
+    await harness?.cleanup();
+  });
+
+  /**
+   * The `up` run by execlineb in `host` (a namespace of the test's), its spectrum-link the built bin with the
+   * config dir it sets (Spectrum's) read as `configDir`, and $SPECTRUM_STATE_DIR `stateDir`.
+   */
+  async function runUp(host: Netns, configDir: string, stateDir: string): Promise<{ result: Run; record: string[] }> {
+    const record = join(await tempDir('sn-boot-record-'), 'record');
+    const stubs = await stubDir(
+      record,
+      `[ "$SPECTRUM_CONFIG_DIR" = '${SPECTRUM_CONFIG_DIR}' ] && SPECTRUM_CONFIG_DIR='${configDir}'\n'${process.execPath}' '${LINK_BIN}' "$@"`,
+    );
+    const env = { ...process.env, SPECTRUM_STATE_DIR: stateDir, PATH: `${stubs}:${process.env.PATH ?? ''}` };
+    const exec = await host.exec(['execlineb', '-P', UP], { enter: 'nsenter', allowFailure: true, timeoutMs: 60_000, env });
+    return { result: { code: exec.code ?? -1, stdout: exec.stdout, stderr: exec.stderr }, record: (await readFile(record, 'utf8')).trimEnd().split('\n') };
+  }
+
+  async function list(host: Netns, stateDir: string): Promise<(LinkJson & { present: boolean })[]> {
+    const listed = await host.exec(['node', LINK_BIN, 'list', '--json', '--state-dir', stateDir], { enter: 'nsenter' });
+    return JSON.parse(listed.stdout) as (LinkJson & { present: boolean })[];
+  }
+
+  it('links every VM of the config dir, both sides none, exit 0', async () => {
+    const configDir = await makeConfigDir();
+    dirs.push(configDir);
+    const stateDir = join(await tempDir('sn-boot-state-'), 'state');
+    hosts += 1;
+    const host = await harness.namespace(`host${hosts}`);
+    const { result, record } = await runUp(host, configDir, stateDir);
+    expect(record).toEqual([SPECTRUM_CONFIG_DIR, 'link --all --keep-going --attach none', '0']);
+    expect(result.code).toBe(0);
+    const links = await list(host, stateDir);
+    expect(links.map((link) => ({ vm: link.vm, provider: link.provider, clientAttach: link.clientAttach, providerAttach: link.providerAttach, present: link.present })).sort((a, b) => a.vm.localeCompare(b.vm))).toEqual(
+      ['appvm-catgirl', 'appvm-lynx'].map((vm) => ({ vm, provider: 'netvm', clientAttach: 'none', providerAttach: 'none', present: true })),
+    );
+  });
+
+  it('with a VM that fails (a provider with no VM directory) links the others and succeeds: spectrum-link exits 1', async () => {
+    const configDir = await makeConfigDir();
+    dirs.push(configDir);
+    await mkdir(join(configDir, 'appvm-broken', 'providers', 'net'), { recursive: true });
+    await writeFile(join(configDir, 'appvm-broken', 'vmlinux'), '');
+    await writeFile(join(configDir, 'appvm-broken', 'providers', 'net', 'netvmm'), '');
+    const stateDir = join(await tempDir('sn-boot-state-'), 'state');
+    hosts += 1;
+    const host = await harness.namespace(`host${hosts}`);
+    const { result, record } = await runUp(host, configDir, stateDir);
+    expect(record).toEqual([SPECTRUM_CONFIG_DIR, 'link --all --keep-going --attach none', '1']);
+    expect(result.code).toBe(0);
+    expect(result.stderr).toEqual(expect.stringMatching(/link appvm-broken failed: .*netvmm/));
+    expect((await list(host, stateDir)).map((link) => link.vm).sort()).toEqual(['appvm-catgirl', 'appvm-lynx']);
+  });
+
+});
