@@ -1,7 +1,7 @@
-// The s6-rc boot service of host/service/: its `up` is execline that runs `link --all
-// --keep-going --attach none` with Spectrum's config dir, succeeds on --keep-going's exit codes
-// of failed VMs (1, 2, 70) and fails on any other; run in a test namespace (against a scratch
-// config and state dir) it links a world.
+// The boot services of host/service/: the systemd unit passes `systemd-analyze verify`; the
+// s6-rc `up` is execline that runs `link --all --keep-going --attach none` with Spectrum's config
+// dir, succeeds on --keep-going's exit codes of failed VMs (1, 2, 70) and fails on any other; run
+// in a test namespace (against a scratch config and state dir) it links a world.
 import { execFile } from 'node:child_process';
 import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -13,6 +13,7 @@ import { type LinkJson, LINK_BIN, ROOT, makeConfigDir, requireBuild } from './li
 
 const S6_DIR = join(ROOT, 'host', 'service', 's6-rc', 'spectrum-link-boot');
 const UP = join(S6_DIR, 'up');
+const UNIT = join(ROOT, 'host', 'service', 'systemd', 'spectrum-link-boot.service');
 /** Spectrum's config dir, which both services name. */
 const SPECTRUM_CONFIG_DIR = '/ext/svc/data';
 
@@ -42,6 +43,15 @@ async function tempDir(name: string): Promise<string> {
 /** The words of a command line (no quoting in these files). */
 const words = (line: string): string[] => line.trim().split(/\s+/);
 
+/** The systemd unit's ExecStart command and Environment= assignments. */
+async function unitCommand(): Promise<{ command: string[]; env: Record<string, string> }> {
+  const text = await readFile(UNIT, 'utf8');
+  const exec = /^ExecStart=(.+)$/m.exec(text)?.[1];
+  if (exec === undefined) throw new Error(`${UNIT} has no ExecStart=`);
+  const env = Object.fromEntries([...text.matchAll(/^Environment=(\w+)=(\S+)$/gm)].map((match) => [match[1] ?? '', match[2] ?? '']));
+  return { command: words(exec), env };
+}
+
 /**
  * A dir holding a `spectrum-link` for the `up` to find first on PATH: it records its arguments,
  * its SPECTRUM_CONFIG_DIR and the code it exits with in `record`, then runs `body` (sh).
@@ -56,6 +66,29 @@ async function stubDir(record: string, body: string): Promise<string> {
   await chmod(stub, 0o755);
   return dir;
 }
+
+describe('systemd unit', () => {
+  it('passes systemd-analyze verify (a copy whose ExecStart is the built bin), with nothing said', async () => {
+    requireBuild();
+    const unit = await readFile(UNIT, 'utf8');
+    const { command } = await unitCommand();
+    expect(command[0]).toBe('/usr/bin/spectrum-link');
+    const dir = await tempDir('sn-boot-unit-');
+    const copy = join(dir, 'spectrum-link-boot.service');
+    await writeFile(copy, unit.replace('ExecStart=/usr/bin/spectrum-link ', `ExecStart=${LINK_BIN} `));
+    expect(await run('systemd-analyze', ['verify', copy])).toEqual({ code: 0, stdout: '', stderr: '' });
+    // The check sees a broken copy (no such ExecStart file).
+    await writeFile(copy, unit.replace('ExecStart=/usr/bin/spectrum-link ', `ExecStart=${join(dir, 'missing')} `));
+    expect((await run('systemd-analyze', ['verify', copy])).code).not.toBe(0);
+  });
+
+  it('is a oneshot that stays active once done, ordered as a network setup unit', async () => {
+    const unit = await readFile(UNIT, 'utf8');
+    for (const line of ['Type=oneshot', 'RemainAfterExit=yes', 'Before=network-pre.target shutdown.target', 'Wants=network-pre.target', 'DefaultDependencies=no', 'Conflicts=shutdown.target']) {
+      expect(unit.split('\n')).toContain(line);
+    }
+  });
+});
 
 describe('s6-rc oneshot', () => {
   it('is a oneshot depending on ext (the config dir mounted), with an up and no run', async () => {
