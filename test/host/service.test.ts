@@ -1,15 +1,17 @@
-// The boot services of host/service/: the systemd unit passes `systemd-analyze verify`; the
-// s6-rc `up` is execline that runs `link --all --keep-going --attach none` with Spectrum's config
-// dir, succeeds on --keep-going's exit codes of failed VMs (1, 2, 70) and fails on any other; run
-// in a test namespace (against a scratch config and state dir) it links a world.
+// The boot services of host/service/ (README, "Running at boot"): the systemd unit passes
+// `systemd-analyze verify`; the s6-rc `up` is execline that runs the README's command with the
+// config dir it names, succeeds on --keep-going's exit codes of failed VMs (1, 2, 70) and fails on
+// any other; run in a test namespace (against a scratch config and state dir) it links a world;
+// and the README's commands and the files name the same options.
 import { execFile } from 'node:child_process';
-import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, link, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type Harness, type Netns, createHarness, describeNetns, trackTempDir } from '../harness/index.js';
 import { type LinkJson, LINK_BIN, ROOT, makeConfigDir, requireBuild } from './link-fixture.js';
+import { FakeCloudHypervisorProcess } from './vmm/fake-cloud-hypervisor-process.js';
 
 const S6_DIR = join(ROOT, 'host', 'service', 's6-rc', 'spectrum-link-boot');
 const UP = join(S6_DIR, 'up');
@@ -50,6 +52,24 @@ async function unitCommand(): Promise<{ command: string[]; env: Record<string, s
   if (exec === undefined) throw new Error(`${UNIT} has no ExecStart=`);
   const env = Object.fromEntries([...text.matchAll(/^Environment=(\w+)=(\S+)$/gm)].map((match) => [match[1] ?? '', match[2] ?? '']));
   return { command: words(exec), env };
+}
+
+/** The `up`'s spectrum-link command (in its `foreground` block) and its `export`s. */
+async function upCommand(): Promise<{ command: string[]; env: Record<string, string> }> {
+  const text = await readFile(UP, 'utf8');
+  const foreground = /^foreground \{ (spectrum-link [^}]+) \}$/m.exec(text)?.[1];
+  if (foreground === undefined) throw new Error(`${UP} runs no spectrum-link in a foreground block`);
+  const env = Object.fromEntries([...text.matchAll(/^export (\w+) (\S+)$/gm)].map((match) => [match[1] ?? '', match[2] ?? '']));
+  return { command: words(foreground), env };
+}
+
+/** The README's "Running at boot" section. */
+async function bootSection(): Promise<string> {
+  const readme = await readFile(join(ROOT, 'README.md'), 'utf8');
+  const start = readme.indexOf('\n### Running at boot\n');
+  expect(start).toBeGreaterThan(0);
+  const end = readme.indexOf('\n#', start + 2);
+  return readme.slice(start, end === -1 ? undefined : end);
 }
 
 /**
@@ -121,6 +141,32 @@ describe('s6-rc oneshot', () => {
   });
 });
 
+describe('the README and the files', () => {
+  it('name the same boot command, config dir and files', async () => {
+    const section = await bootSection();
+    const up = await upCommand();
+    const unit = await unitCommand();
+    const readmeCommand = /`(spectrum-link link --all[^`]*)`/.exec(section)?.[1];
+    expect(readmeCommand).toBeDefined();
+    const options = words(readmeCommand ?? '').slice(1);
+    expect(up.command.slice(1)).toEqual(options);
+    expect(unit.command.slice(1)).toEqual(options);
+    expect(section).toContain(`\`SPECTRUM_CONFIG_DIR=${SPECTRUM_CONFIG_DIR}\``);
+    expect(up.env).toEqual({ SPECTRUM_CONFIG_DIR });
+    expect(unit.env).toEqual({ SPECTRUM_CONFIG_DIR });
+    for (const path of ['host/service/s6-rc/spectrum-link-boot/', 'host/service/systemd/spectrum-link-boot.service']) expect(section).toContain(`\`${path}\``);
+    for (const file of ['type', 'up', 'dependencies']) expect(section).toContain(`\`${file}\``);
+    expect(section.replace(/\s+/g, ' ')).toContain(`\`dependencies\`: \`${(await readFile(join(S6_DIR, 'dependencies'), 'utf8')).trim()}\``);
+    for (const line of ['Type=oneshot', 'RemainAfterExit=yes']) {
+      expect(section).toContain(`\`${line}\``);
+      expect((await readFile(UNIT, 'utf8')).split('\n')).toContain(line);
+    }
+    // The exit codes the README says the up takes as done are those its eltest names.
+    expect(section.replace(/\s+/g, ' ')).toContain('(exit 1, 2 or 70, said in the log)');
+    expect(await readFile(UP, 'utf8')).toContain('eltest ${code} = 1 -o ${code} = 2 -o ${code} = 70');
+  });
+});
+
 describeNetns('the s6-rc up, run in a test namespace', () => {
   let harness: Harness;
   let hosts = 0;
@@ -184,4 +230,50 @@ describeNetns('the s6-rc up, run in a test namespace', () => {
     expect((await list(host, stateDir)).map((link) => link.vm).sort()).toEqual(['appvm-catgirl', 'appvm-lynx']);
   });
 
+  it("then the README's per-VM step hot-plugs both ends of a VM's link into their cloud-hypervisors, and unlink takes the provider's out", async () => {
+    const section = await bootSection();
+    const block = /\n```\n([^`]+)```\n/.exec(section)?.[1] ?? '';
+    const commands = block.split('\n').map((line) => line.replace(/#.*$/, '').trim()).filter((line) => line !== '');
+    expect(commands).toEqual([expect.stringMatching(/^spectrum-link link appvm-lynx /), 'spectrum-link unlink appvm-lynx']);
+    const configDir = await makeConfigDir();
+    dirs.push(configDir);
+    const stateDir = join(await tempDir('sn-boot-state-'), 'state');
+    hosts += 1;
+    const host = await harness.namespace(`host${hosts}`);
+    expect((await runUp(host, configDir, stateDir)).result.code).toBe(0);
+    // The VMMs of the VM and its provider, created (vm.create), each at <run>/<vm>/vmm.
+    const runDir = await tempDir('sn-boot-run-');
+    const fakes = new Map<string, FakeCloudHypervisorProcess>();
+    try {
+      for (const vm of ['netvm', 'appvm-lynx']) {
+        const fake = await FakeCloudHypervisorProcess.start(host, 'Created');
+        fakes.set(vm, fake);
+        await mkdir(join(runDir, vm));
+        await link(fake.socketPath, join(runDir, vm, 'vmm'));
+      }
+      const env = { ...process.env, SPECTRUM_CONFIG_DIR: configDir, SPECTRUM_STATE_DIR: stateDir };
+      const perVm = async (command: string): Promise<void> => {
+        const [, ...args] = words(command);
+        const extra = args[0] === 'link' ? ['--ch-socket', join(runDir, '{vm}', 'vmm')] : [];
+        const result = await host.exec(['node', LINK_BIN, ...args, ...extra], { enter: 'nsenter', allowFailure: true, timeoutMs: 60_000, env });
+        expect({ command, code: result.code, stderr: result.stderr }).toEqual({ command, code: 0, stderr: '' });
+      };
+      await perVm(commands[0] ?? '');
+      const lynx = (await list(host, stateDir)).find((entry) => entry.vm === 'appvm-lynx');
+      expect(lynx).toMatchObject({ provider: 'netvm', clientAttach: 'cloud-hypervisor', providerAttach: 'cloud-hypervisor', present: true });
+      const addNets = async (vm: string): Promise<unknown[]> => ((await fakes.get(vm)?.report())?.requests ?? []).filter((request) => request.path.endsWith('/vm.add-net')).map((request) => request.taps);
+      expect(await addNets('appvm-lynx')).toEqual([[lynx?.clientDevice]]);
+      expect(await addNets('netvm')).toEqual([[lynx?.providerDevice]]);
+      // appvm-catgirl's link, which this VM's start does not touch, stays as the boot made it.
+      expect((await list(host, stateDir)).find((entry) => entry.vm === 'appvm-catgirl')).toMatchObject({ clientAttach: 'none', providerAttach: 'none' });
+      // The VM stopped: its VMM gone (its socket with it), unlink takes the provider's NIC out.
+      await fakes.get('appvm-lynx')?.close();
+      await rm(join(runDir, 'appvm-lynx', 'vmm'));
+      await perVm(commands[1] ?? '');
+      const removed = ((await fakes.get('netvm')?.report())?.requests ?? []).filter((request) => request.path.endsWith('/vm.remove-device')).map((request) => request.body);
+      expect(removed).toEqual([{ id: lynx?.providerDevice }]);
+    } finally {
+      for (const fake of fakes.values()) await fake.close();
+    }
+  });
 });
