@@ -1132,7 +1132,8 @@ export class NetdAgent {
       // Said once while it fails the same way (DHCP without CAP_NET_RAW fails at every retry).
       const failure = error instanceof Error ? error.message : String(error);
       if (failure === this.#servicesFailure) this.log.debug({ err: failure }, 'services update failed again; will retry');
-      else this.log.error({ err: error }, 'services update failed; will retry');
+      // A service's own failure (a DHCP socket not opened, a kind of its error) in its one line, no stack: expected, not a bug.
+      else this.log.error({ err: error instanceof Error && 'kind' in error ? failure : error }, 'services update failed; will retry');
       this.#servicesFailure = failure;
       // What they were told before is theirs no more: a failed update is partly made (DNS told of
       // the links as DHCP fails on one, which it keeps to retry), so they are told at the next

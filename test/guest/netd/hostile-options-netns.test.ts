@@ -85,9 +85,12 @@ describeNetns('spectrum-netd run and mistaken options', () => {
   // CAP_NET_ADMIN it can do nothing: given CAP_NET_BIND_SERVICE alone it kept running, retrying
   // the firewall (nft's "Operation not permitted" its only word); it is refused at start.
   const NO_NET_ADMIN = 'spectrum-netd: the agent has no CAP_NET_ADMIN (links, addresses, routes, nftables, conntrack: it can do nothing without it): run it as root, or with CAP_NET_ADMIN, CAP_NET_RAW and CAP_NET_BIND_SERVICE\n';
+  const NO_NET_RAW = "spectrum-netd: the agent has no CAP_NET_RAW (DHCP's link sockets: it would serve no client an address; --no-dhcp needs none): run it as root, or with CAP_NET_ADMIN, CAP_NET_RAW and CAP_NET_BIND_SERVICE\n";
   it.each([
     ['no capability', [], NO_NET_ADMIN],
     ['CAP_NET_BIND_SERVICE alone', ['net_bind_service'], NO_NET_ADMIN],
+    // It ran, serving no client an address: every link "configured", a log line with a JS stack its only word.
+    ['CAP_NET_ADMIN and CAP_NET_BIND_SERVICE (no CAP_NET_RAW)', ['net_admin', 'net_bind_service'], NO_NET_RAW],
     [
       'CAP_NET_ADMIN and CAP_NET_RAW (no CAP_NET_BIND_SERVICE)',
       ['net_admin', 'net_raw'],
