@@ -18,6 +18,7 @@ import {
   fitUdpAnswer,
   heldAnswer,
   inspectQuery,
+  messageEnd,
   isFailureAnswer,
   isResponse,
   rcodeOf,
@@ -1394,8 +1395,9 @@ class Forwarder implements DnsForwarder {
     const firstIndex = this.#firstIndex();
     const first = this.#upstreams[firstIndex];
     if (first === undefined) return;
-    // The datagram is a view into the socket's arena: the pending query keeps a copy.
-    const query = Buffer.from(message);
+    // The datagram is a view into the socket's arena: the pending query keeps a copy, of the
+    // message alone (see queryMessage).
+    const query = Buffer.from(queryMessage(message));
     const entry: PendingQuery = {
       client: remote.copy(),
       room: udpRoomOf(query, verdict.questionEnd),
@@ -2065,7 +2067,7 @@ class Forwarder implements DnsForwarder {
       reply(errorResponse(query, verdict.questionEnd, RCODE.servFail));
       return;
     }
-    const outcome = await this.#askOverTcp(query, verdict.questionEnd, socket, closed);
+    const outcome = await this.#askOverTcp(queryMessage(query), verdict.questionEnd, socket, closed);
     // The client is gone, or the forwarder closing: nobody to answer, and no upstream failed.
     if (outcome === 'gone') return;
     if (outcome !== 'none') {
@@ -2311,6 +2313,18 @@ class Forwarder implements DnsForwarder {
  * listening() === false (and the reason in counters().lastBindError) until rebind() succeeds.
  * Throws DnsError for invalid options.
  */
+/**
+ * A query as relayed: up to the end of its message (its question and the records its header
+ * counts, an OPT record), without bytes after it, which belong to no section: stock resolvers
+ * (BIND, unbound) read none of them and answer the query. Relayed as sent, a few bytes of question
+ * padded to 4 KB went upstream at each resend, to an upstream that may ignore it (dnsmasq did),
+ * its client waiting the whole query timeout. Whole where its records run past its bytes.
+ */
+export function queryMessage(query: Buffer): Buffer {
+  const end = messageEnd(query);
+  return end === undefined || end === query.length ? query : query.subarray(0, end);
+}
+
 export async function startDnsForwarder(options: DnsForwarderOptions): Promise<DnsForwarder> {
   const forwarder = new Forwarder(options);
   try {
