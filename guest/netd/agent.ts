@@ -19,6 +19,7 @@ import {
   type ServedLinks,
   applyOperation,
   arpFilterOf,
+  arpIgnoreOf,
   describeOperation,
   dirtyLinks,
   disableIpv6Of,
@@ -129,7 +130,7 @@ const SYSCTL_RECHECK_MS = 100;
 
 /** A link's sysctls, read before planning where the view has none (a link just seen), as a plan sets them on a provider link. */
 function linkSysctls(ifindex: number): SysctlKey[] {
-  return [disableIpv6Of(ifindex), arpFilterOf(ifindex)];
+  return [disableIpv6Of(ifindex), arpFilterOf(ifindex), arpIgnoreOf(ifindex)];
 }
 
 /**
