@@ -43,3 +43,8 @@ export function noNetAdminLine(): string {
 export function noNetRawLine(): string {
   return `the agent has no CAP_NET_RAW (DHCP's link sockets: it would serve no client an address; --no-dhcp needs none): run it as root, or with ${AGENT_CAPABILITIES.slice(0, -1).join(', ')} and ${AGENT_CAPABILITIES.at(-1) ?? ''}`;
 }
+
+/** What client says, and exits on, where it runs without CAP_NET_ADMIN: the kernel refuses every address and route it would give. */
+export function clientNoNetAdminLine(): string {
+  return 'client has no CAP_NET_ADMIN (addresses and routes of the client links: the kernel refuses every change without it): run it as root, or with CAP_NET_ADMIN';
+}

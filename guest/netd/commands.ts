@@ -24,7 +24,7 @@ import { NetdAgent } from './agent.js';
 import { type AllowedPair, parseAllowPair } from './allow-pair.js';
 import { ControlServer, DEFAULT_CONTROL_SOCKET, checkControlSocketPath, controlRequest } from './control-socket.js';
 import { NetdError } from './netd-error.js';
-import { noNetAdminLine, noNetRawLine, selfHoldsNetRaw } from '../capabilities.js';
+import { clientNoNetAdminLine, noNetAdminLine, noNetRawLine, selfHoldsNetRaw } from '../capabilities.js';
 import { selfHoldsNetAdmin } from '../../shared/net-admin.js';
 import { RtnetlinkKernel } from './rtnetlink.js';
 import { loadRtnlEventsAddon } from './rtnl-events.js';
@@ -584,6 +584,8 @@ export function clientCommand(): Command {
       const watch = options.watch === true;
       // Watching prints nothing on stdout (its log says each reconcile): nothing to give as JSON.
       if (watch && options.json === true) throw new CliError('client: --json is for one run, not --watch (which prints nothing on stdout: its log says each reconcile)', EXIT.usage);
+      // As `run`: without it every change is refused (EPERM), said per address, never why.
+      if (selfHoldsNetAdmin() === false) throw new NetdError('privilege', clientNoNetAdminLine());
       const log = createLogger('spectrum-netd', { level: logLevel(watch ? 'info' : 'warn') });
       // Watching, as `run`: a first SIGINT or SIGTERM stops it at whatever step it is, start-up
       // included (one line, exit 128 + the signal; after it, a clean stop); a second exits at once.

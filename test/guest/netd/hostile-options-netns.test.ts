@@ -114,6 +114,23 @@ describeNetns('spectrum-netd run and mistaken options', () => {
     expect(result.stderr).toEqual(line);
   });
 
+  it('`client` without CAP_NET_ADMIN fails at once in one line naming it, exit 1, with or without --json', async () => {
+    // It tried, and said two log lines and two error lines ending "Request rejected: EPERM", no
+    // word of the capability (and, where nothing needed changing, "configured", exit 0).
+    const ns = await harness.namespace('clientcap');
+    await ns.exec(['ip', 'link', 'add', 'eth0', 'address', '0a:b3:ec:00:a5:47', 'type', 'veth', 'peer', 'name', 'xb']);
+    const drop = ['setpriv', '--bounding-set', '-net_admin', '--inh-caps', '-net_admin'];
+    const plain = await ns.exec([...drop, 'node', CLI, 'client'], { enter: 'nsenter', allowFailure: true, timeoutMs: 15_000 });
+    expect(plain.code, plain.stderr).toBe(1);
+    expect(plain.stderr).toBe('spectrum-netd: client has no CAP_NET_ADMIN (addresses and routes of the client links: the kernel refuses every change without it): run it as root, or with CAP_NET_ADMIN\n');
+    expect(plain.stdout).toBe('');
+    const json = await ns.exec([...drop, 'node', CLI, 'client', '--json'], { enter: 'nsenter', allowFailure: true, timeoutMs: 15_000 });
+    expect(json.code, json.stderr).toBe(1);
+    expect(JSON.parse(json.stdout)).toMatchObject({ error: { kind: 'privilege', message: expect.stringMatching(/^client has no CAP_NET_ADMIN /) } });
+    // Nothing was changed: the link has no address.
+    expect((await ns.ip(['-4', '-o', 'addr', 'show', 'dev', 'eth0'])).stdout).toBe('');
+  });
+
   it('a SIGTERM while the agent starts (its first reconcile under way) stops it: one line, exit 143, its control socket removed', async () => {
     // It was killed without a line and left its control socket behind.
     const ns = await harness.namespace('starting');
