@@ -381,6 +381,9 @@ export class NetdAgent {
   }
 
   #noteEvent(event: KernelEvent): void {
+    // The uplink going down takes the routes to the DNS upstreams with it (without a route
+    // notification): the forwarder checks them, rather than the next client's query finding out.
+    if (event.kind !== 'neighbour') this.services?.routesChanged?.();
     if (event.kind === 'link' && event.op !== 'del') {
       this.#seenLinks.add(event.link.ifindex);
       // Before applyEvent: the view has the link as it was.

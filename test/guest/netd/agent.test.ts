@@ -440,6 +440,26 @@ describe('NetdAgent', () => {
     expect(turnedOff()).toEqual([{ kind: 'sysctl', key: disableIpv6Of(CLIENT_1.ifindex), value: '1' }]);
   });
 
+  it('tells the services of every change of links, addresses or routes (the uplink going down), not of neighbours: where a DNS upstream may have lost its route', async () => {
+    // The uplink going down changed no provider link, so the services heard nothing: the DNS
+    // forwarder kept the upstream "in use" until a client's query waited its whole time for it.
+    const UPLINK = { ifindex: 4, name: 'eth0', mac: '52:54:00:12:34:56', up: true, loopback: false, group: 0 };
+    const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: UPLINK }]);
+    let checks = 0;
+    const services: ServicesPort = { linksChanged: () => Promise.resolve(), routesChanged: () => void (checks += 1) };
+    agent = new NetdAgent(kernel, PROVIDER_OPTIONS, pino({ level: 'silent' }), new RecordingFirewall(), services);
+    await agent.start({ watch: true });
+    await agent.idle();
+    const before = checks;
+    kernel.listener?.events([
+      { kind: 'link', op: 'new', link: { ...UPLINK, up: false } },
+      { kind: 'neighbour', op: 'del', neighbour: { ifindex: 4, ip: '192.0.2.10', mac: '52:54:00:00:00:10', permanent: false } },
+    ]);
+    for (let waited = 0; waited < 5000 && checks === before; waited += 20) await new Promise((resolve) => setTimeout(resolve, 20));
+    await agent.idle();
+    expect(checks - before).toBe(1);
+  });
+
   it('tells the services of a new device that took the name of the link to the upstream provider, by its index', async () => {
     const UP0 = { ifindex: 5, name: 'up0', mac: '0a:b3:ec:00:00:07', up: false, loopback: false, group: 0 };
     const kernel = new ScriptedKernel([{ kind: 'link', op: 'new', link: UP0 }]);
