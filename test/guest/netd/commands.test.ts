@@ -648,6 +648,14 @@ describe('spectrum-netd client --json', () => {
     const line = 'client: --json is for one run, not --watch (which prints nothing on stdout: its log says each reconcile)';
     expect(refused).toEqual({ code: 2, stdout: `${JSON.stringify({ error: { kind: 'usage', message: line, exitCode: 2 } })}\n`, stderr: `spectrum-netd: ${line}\n` });
   });
+
+  it('is said in the README as it is: the refusal prints its error object on stdout, as every --json failure', () => {
+    // The README said the refusal printed nothing on stdout, against its own rule for --json (and what the test above sees).
+    const readme = readFileSync(join(import.meta.dirname, '..', '..', '..', 'README.md'), 'utf8');
+    const paragraph = readme.split('\n- ').find((item) => item.startsWith('`spectrum-netd client ')) ?? '';
+    const sentence = /`--json` is refused with `--watch`[^)]*\)/.exec(paragraph.replace(/\s+/g, ' '))?.[0] ?? '';
+    expect(sentence).toMatch(/exit 2, with the refusal's error object on stdout, as every `--json` failure/);
+  });
 });
 
 describe('a provider link DHCP does not serve, in status', () => {
