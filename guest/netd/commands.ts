@@ -24,6 +24,7 @@ import { NetdAgent } from './agent.js';
 import { type AllowedPair, parseAllowPair } from './allow-pair.js';
 import { ControlServer, DEFAULT_CONTROL_SOCKET, checkControlSocketPath, controlRequest } from './control-socket.js';
 import { NetdError } from './netd-error.js';
+import { holdAgentLock } from './agent-lock.js';
 import { clientNoNetAdminLine, noNetAdminLine, noNetRawLine, selfHoldsNetRaw } from '../capabilities.js';
 import { selfHoldsNetAdmin } from '../../shared/net-admin.js';
 import { RtnetlinkKernel } from './rtnetlink.js';
@@ -269,6 +270,28 @@ function firewallAuditMs(text: string): number {
  * closed.
  */
 async function providerPorts(options: RunOptions, log: Logger, stop: AbortSignal): Promise<RunPorts> {
+  // Before anything of the namespace is touched (--no-firewall deletes the firewall's tables):
+  // a second agent in it is refused in one line, whatever its control socket and services.
+  const lock = await holdAgentLock();
+  try {
+    const ports = await lockedProviderPorts(options, log, stop);
+    return {
+      ...ports,
+      close: async () => {
+        try {
+          await ports.close?.();
+        } finally {
+          lock.close();
+        }
+      },
+    };
+  } catch (error) {
+    lock.close();
+    throw error;
+  }
+}
+
+async function lockedProviderPorts(options: RunOptions, log: Logger, stop: AbortSignal): Promise<RunPorts> {
   // First: it can fail (no nft-run addon), and then no service has been started.
   const nft = { spawn: spawnNftFromEnv(process.env) };
   const firewall = options.firewall ? new NftablesFirewall(options.clientFlowLimit, options.clientNewFlowRate, log, undefined, undefined, nft) : new NoopFirewall();

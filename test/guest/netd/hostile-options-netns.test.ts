@@ -114,6 +114,42 @@ describeNetns('spectrum-netd run and mistaken options', () => {
     expect(result.stderr).toEqual(line);
   });
 
+  it('refuses a second agent in the same network namespace in one line, whatever its control socket and services; once the first stops, one starts', async () => {
+    // With --no-dhcp and another control socket it ran beside the first: each took the other's
+    // firewall for tampering and "restored" it at its audits.
+    const ns = await harness.namespace('twoagents');
+    const args = (name: string): string[] => ['node', CLI, 'run', '--no-dhcp', '--no-dns', '--control-socket', join(dir, `${name}.sock`)];
+    const first = ns.spawn(args('first'), { enter: 'nsenter' });
+    try {
+      const status = await ns.exec(['node', CLI, 'status', '--wait', '10', '--control-socket', join(dir, 'first.sock')], { enter: 'nsenter', allowFailure: true, timeoutMs: 20_000 });
+      expect(status.code, status.stderr).toBe(0);
+      const second = await ns.exec([...args('second'), '--no-firewall'], { enter: 'nsenter', allowFailure: true, timeoutMs: 15_000 });
+      expect(second.code, second.stderr).toBe(1);
+      expect(second.stderr).toBe('spectrum-netd: another spectrum-netd run is running in this network namespace (it holds @spectrum-netd-agent): one agent per provider; stop it first\n');
+      // It touched nothing: the first agent's table stands, and the second left no control socket.
+      expect((await ns.exec(['nft', 'list', 'tables'])).stdout).toContain('inet spectrum_netd');
+      expect(existsSync(join(dir, 'second.sock'))).toBe(false);
+      // Another namespace's agent is none of its business.
+      const other = await harness.namespace('otheragent');
+      const elsewhere = other.spawn(args('elsewhere'), { enter: 'nsenter' });
+      try {
+        const answered = await other.exec(['node', CLI, 'status', '--wait', '10', '--control-socket', join(dir, 'elsewhere.sock')], { enter: 'nsenter', allowFailure: true, timeoutMs: 20_000 });
+        expect(answered.code, answered.stderr).toBe(0);
+      } finally {
+        await elsewhere.kill('SIGTERM', 3000);
+      }
+    } finally {
+      await first.kill('SIGTERM', 3000);
+    }
+    const next = ns.spawn(args('second'), { enter: 'nsenter' });
+    try {
+      const status = await ns.exec(['node', CLI, 'status', '--wait', '10', '--control-socket', join(dir, 'second.sock')], { enter: 'nsenter', allowFailure: true, timeoutMs: 20_000 });
+      expect(status.code, status.stderr).toBe(0);
+    } finally {
+      await next.kill('SIGTERM', 3000);
+    }
+  });
+
   it('`client` without CAP_NET_ADMIN fails at once in one line naming it, exit 1, with or without --json', async () => {
     // It tried, and said two log lines and two error lines ending "Request rejected: EPERM", no
     // word of the capability (and, where nothing needed changing, "configured", exit 0).
