@@ -266,9 +266,8 @@ describeNetns('link to another attach mode takes the NIC out of the VMM the stat
     expect(lines).toHaveLength(2);
     expect(lines[0]).toMatch(/appvm-catgirl\.qmp/);
     expect(lines[1]).toBe(
-      `spectrum-link: appvm-lynx -> netvm (id ${link.id}) is down: this run took its NIC ${link.clientDevice} out of the QEMU of appvm-lynx (to attach that side as none); ` +
-        "undoing the run puts no NIC back, and its record is as before (appvm-lynx's side qemu, netvm's netns): " +
-        'link appvm-lynx again: without --attach it attaches the link as recorded (the NIC added again), with this run\'s --attach as that asks',
+      `spectrum-link: appvm-lynx -> netvm (id ${link.id}) is down: this run took its NIC ${link.clientDevice} out of the QEMU of appvm-lynx and cannot put it back; ` +
+        'its record is as before (README: What an undo leaves): link appvm-lynx again',
     );
     expect(qemu.devices.has(link.clientDevice)).toBe(false);
     expect(await readFile(join(world.stateDir, 'links.json'), 'utf8')).toBe(state);

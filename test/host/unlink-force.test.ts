@@ -631,10 +631,10 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
     try {
       const undoLine = (nic: string): RegExp =>
         new RegExp(
-          `^spectrum-link: undoing the run, QEMU of appvm-lynx did not detach NIC ${nic} that the run had hot-plugged \\(link appvm-lynx -> netvm, id \\d+\\): .*no reply to device_del within 300 ms.*; ` +
-            `the undo went on, so that VMM may still hold the NIC, on tap ${nic} \\(deleted where this run had made it: .*the next link reports it as a conflict\\): ` +
+          `^spectrum-link: undoing the run, QEMU of appvm-lynx did not detach NIC ${nic} that the run had hot-plugged \\(link appvm-lynx -> netvm\\): .*no reply to device_del within 300 ms.*; ` +
+            'the undo went on, so that VMM may still hold it \\(README: What an undo leaves\\): ' +
             // The state no longer records the NIC: the line says how to remove it, over QMP.
-            `check that VMM, and once it answers remove the NIC with QMP at ${join(socketDir, 'appvm-lynx.qmp')}: device_del \\{"id":"${nic}"\\}, ` +
+            `once it answers, remove it with QMP at ${join(socketDir, 'appvm-lynx.qmp')}: device_del \\{"id":"${nic}"\\}, ` +
             `then, once DEVICE_DELETED says the guest released it, netdev_del \\{"id":"net-${nic}"\\}; or restart appvm-lynx$`,
         );
       const args = ['link', 'appvm-lynx', '--attach', 'appvm-lynx=qemu', '--attach', 'netvm=qemu', '--qmp-socket', qmpTemplate, '--vmm-timeout', '300'];
@@ -678,7 +678,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
         expect.stringMatching(
           new RegExp(
             `^spectrum-link: undoing the run, cloud-hypervisor of appvm-catgirl did not detach NIC ${nic} that the run had hot-plugged .*vm\\.remove-device answered 500.*; the undo went on, .*: ` +
-              `check that VMM, and once it answers remove the NIC with ch-remote --api-socket ${fake.socketPath} remove-device ${nic} \\(PUT /api/v1/vm\\.remove-device \\{"id":"${nic}"\\} on that socket\\); or restart appvm-catgirl$`,
+              `once it answers, remove it with ch-remote --api-socket ${fake.socketPath} remove-device ${nic} \\(PUT /api/v1/vm\\.remove-device \\{"id":"${nic}"\\} on that socket\\); or restart appvm-catgirl$`,
           ),
         ),
       ]);
@@ -718,7 +718,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
         expect(stderrLines(run.stderr), extra.join(' ')).toEqual([
           expect.stringMatching(new RegExp(`^spectrum-link: ${extra.length > 0 ? 'link appvm-lynx failed: ' : ''}cloud-hypervisor at .* failed to add NIC snp\\d+ .*no free PCI slot`)),
           `spectrum-link: undoing the run, deleting network namespace ${netns}, which the run had made, failed: Cannot remove namespace file "${file}": Device or resource busy; ` +
-            `the undo went on, so that namespace may be left: check what holds it (findmnt ${file}; ip netns pids ${netns}), then delete it with ip netns delete ${netns} (a later link that needs it uses it as it is)`,
+            `it may be left (README: What an undo leaves): check what holds it (findmnt ${file}; ip netns pids ${netns}), then ip netns delete ${netns}`,
         ]);
         // The rest of the undo was done: no device of the run, its id given back.
         expect([...(await devices(world.host)).keys()].filter((name) => /^sn[bcp]\d+$/.test(name))).toEqual([]);
@@ -757,9 +757,9 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
         // The failure undone stays the first line.
         expect.stringMatching(/^spectrum-link: QEMU refused to add NIC snc\d+ .*No free slot on bus pcie\.0/),
         `spectrum-link: undoing the run, the state file could not be written back: cannot write state file ${mountPoint}/links.json (ENOSPC); check the state dir's permissions and free space; ` +
-          `so it still holds this run's records (ids, attach modes) of appvm-lynx -> netvm (id ${id}), though what this run did for them (devices made, NICs hot-plugged) is undone: ` +
+          `it still records appvm-lynx -> netvm (id ${id}) as this run made them, whose devices are deleted (README: What an undo leaves): ` +
           `once it can be written, run spectrum-link link appvm-lynx --config-dir ${world.configDir} --state-dir ${mountPoint} --device-prefix sn --netns-prefix ${world.netnsPrefix} ` +
-          `--attach appvm-lynx=qemu --attach netvm=netns --qmp-socket ${shellWord(qmpTemplate)}, which makes their devices`,
+          `--attach appvm-lynx=qemu --attach netvm=netns --qmp-socket ${shellWord(qmpTemplate)}`,
       ]);
       // The devices are deleted, as said; the tmpfs stayed in that mount namespace.
       expect([...(await devices(world.host)).keys()].filter((name) => /^sn[bcp]\d+$/.test(name))).toEqual([]);
