@@ -575,14 +575,13 @@ const failureText = (error: unknown): string => `${exitCodeOf(error, LINK_EXIT_C
 
 /**
  * What is said of a VMM that did not detach a NIC of a link taken down all the same: one line.
- * `conflict`: what reports the NIC left; `retry`: how to detach it once the VMM answers, if any.
+ * `retry`: how to detach it once the VMM answers, if any.
  */
-function vmmFailureLine(failure: VmmDetachFailure, conflict: string, retry: string): string {
+function vmmFailureLine(failure: VmmDetachFailure, retry: string): string {
   const { link, vmm, vm, nic, error } = failure;
   return (
-    `${VMM_NAMES[vmm]} of ${vm} did not detach NIC ${nic} (link ${link.vm} -> ${link.provider}, id ${link.id}): ${error}; ` +
-    `the host side was removed anyway (tap ${nic} and bridge ${link.bridge} deleted: that NIC reaches nothing), ` +
-    `but the VMM may still show a NIC on a deleted tap, which ${conflict} reports as a conflict: ${retry}restart ${vm}`
+    `${VMM_NAMES[vmm]} of ${vm} did not detach NIC ${nic} (link ${link.vm} -> ${link.provider}): ${error}; ` +
+    `the host side was removed anyway (tap ${nic}, bridge ${link.bridge}), but the VMM may still hold the NIC (README: A VMM that does not detach): ${retry}restart ${vm}`
   );
 }
 
@@ -617,7 +616,7 @@ export function forcedLine(failure: VmmDetachFailure, unlinked: string, forget: 
   const { vmm, nic } = failure;
   const retry = forget ? undefined : unlinkRetry(unlinked, failure, elsewhere, given);
   const unlinkAgain = retry === undefined ? '' : `, or ${retry} detaches it`;
-  return vmmFailureLine(failure, 'the next link', `once the VMM answers, remove the NIC with ${nicRemoval(vmm, socket, nic, given.cwd)}${unlinkAgain}; or `);
+  return vmmFailureLine(failure, `once the VMM answers, remove the NIC with ${nicRemoval(vmm, socket, nic, given.cwd)}${unlinkAgain}; or `);
 }
 
 /**
@@ -638,7 +637,7 @@ export function unlistedLine(failure: VmmDetachFailure, socket: string, elsewher
     unlink === undefined
       ? `once the VMM answers, remove the NIC with ${nicRemoval(vmm, socket, nic, given.cwd)} (an unlink naming that socket would look there for NICs of other VMs too), or `
       : `once the VMM answers, ${unlink} detaches it (taking ${link.vm}'s other links down too: run ${relinkedText(link.vm, `${linkCommand([link.vm], given, failure.relinkAttach)} after`, clients.map(({ client, attach }) => ({ client, command: `run ${linkCommand([client], { ...given, attach: [] }, attach)}` })))}), or `;
-  return vmmFailureLine(failure, `linking ${link.vm} to ${link.provider} again`, retry);
+  return vmmFailureLine(failure, retry);
 }
 
 /**

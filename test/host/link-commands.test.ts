@@ -539,6 +539,21 @@ describe('the unlink a line offers for a NIC a VMM did not give back', () => {
     expect(offered(forcedLine(failure(), 'appvm-lynx', true, at, undefined, given))).toBeUndefined();
   });
 
+  it('says what is wrong and what is left in about 200 characters besides what it shows, then what to run; the README section it names says the rest', async () => {
+    const at = '/run/vm/appvm-catgirl/qmp.sock';
+    for (const line of [forcedLine(failure(), 'appvm-lynx', false, at, undefined, RUN), forcedLine(failure(), 'appvm-lynx', true, at, undefined, RUN), unlistedLine(failure([]), at, undefined, RUN)]) {
+      expect(line).toMatch(/^QEMU of appvm-catgirl did not detach NIC snp42 \(link appvm-lynx -> appvm-catgirl\): QEMU refused device_del; the host side was removed anyway \(tap snp42, bridge snb42\), but the VMM may still hold the NIC \(README: A VMM that does not detach\): once the VMM answers, /);
+      expect(line).toMatch(/[;,] or restart appvm-catgirl$/);
+      // Less what it shows: the VMM's words, the VMs and devices.
+      const shown = ['QEMU refused device_del', 'appvm-catgirl', 'appvm-lynx', 'appvm-catgirl', 'snp42', 'snp42', 'snb42', 'appvm-catgirl'].join('').length;
+      const own = line.slice(0, line.indexOf('once the VMM answers')).length + '; or restart appvm-catgirl'.length - shown;
+      expect(own, line).toBeLessThanOrEqual(200);
+    }
+    const readme = await readFile(new URL('../../README.md', import.meta.url), 'utf8');
+    const section = readme.split(/^#### A VMM that does not detach$/m)[1]?.split(/^#/m)[0] ?? '';
+    expect(section).toContain('a `link` of its VM meanwhile reports it as a conflict');
+  });
+
   it('the link of the client after that unlink, which takes its other links down too: with this run\'s link options and the modes of those links', () => {
     const line = unlistedLine({ ...failure([]), relinkAttach: ['appvm-lynx=qemu'] }, '/run/vm/appvm-catgirl/qmp.sock', undefined, RUN);
     expect(line).toContain(

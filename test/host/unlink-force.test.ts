@@ -117,9 +117,9 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatch(
       new RegExp(
-        `^spectrum-link: QEMU of appvm-lynx did not detach NIC ${link.clientDevice} \\(link appvm-lynx -> netvm, id ${link.id}\\): QEMU refused device_del: .*; ` +
-          `the host side was removed anyway \\(tap ${link.clientDevice} and bridge ${link.bridge} deleted: that NIC reaches nothing\\), but the VMM may still show a NIC on a deleted tap, ` +
-          `which the next link reports as a conflict: once the VMM answers, remove the NIC with QMP at ${join(socketDir, 'appvm-lynx.qmp')}: device_del \\{"id":"${link.clientDevice}"\\}, ` +
+        `^spectrum-link: QEMU of appvm-lynx did not detach NIC ${link.clientDevice} \\(link appvm-lynx -> netvm\\): QEMU refused device_del: .*; ` +
+          `the host side was removed anyway \\(tap ${link.clientDevice}, bridge ${link.bridge}\\), but the VMM may still hold the NIC ` +
+          `\\(README: A VMM that does not detach\\): once the VMM answers, remove the NIC with QMP at ${join(socketDir, 'appvm-lynx.qmp')}: device_del \\{"id":"${link.clientDevice}"\\}, ` +
           `then, once DEVICE_DELETED says the guest released it, netdev_del \\{"id":"net-${link.clientDevice}"\\}, ` +
           `or ${escaped(`spectrum-link unlink appvm-lynx --state-dir ${world.stateDir} --device-prefix sn --attach appvm-lynx=qemu --qmp-socket ${shellWord(qmpTemplate)}`)} detaches it; or restart appvm-lynx$`,
       ),
@@ -289,7 +289,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
     // With the ids forgotten no later unlink reaches that NIC: the line says how to remove it at QEMU's socket, or to restart the VM.
     expect(lines[0]).toMatch(
       new RegExp(
-        `QEMU of appvm-lynx did not detach NIC ${link.clientDevice} .*no reply to device_del within 300 ms.*the host side was removed anyway .*which the next link reports as a conflict: ` +
+        `QEMU of appvm-lynx did not detach NIC ${link.clientDevice} .*no reply to device_del within 300 ms.*the host side was removed anyway .*\\(README: A VMM that does not detach\\): ` +
           `once the VMM answers, remove the NIC with QMP at ${join(socketDir, 'appvm-lynx.qmp')}: device_del \\{"id":"${link.clientDevice}"\\}, then, .*netdev_del \\{"id":"net-${link.clientDevice}"\\}; or restart appvm-lynx$`,
       ),
     );
@@ -397,7 +397,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
     expect(stderrLines(forced.stderr)).toEqual([
       expect.stringMatching(
         new RegExp(
-          `^spectrum-link: cloud-hypervisor of appvm-catgirl did not detach NIC ${nic} .*answered 500.*the host side was removed anyway.*which the next link reports as a conflict: ` +
+          `^spectrum-link: cloud-hypervisor of appvm-catgirl did not detach NIC ${nic} .*answered 500.*the host side was removed anyway.*\\(README: A VMM that does not detach\\): ` +
             `once the VMM answers, remove the NIC with ch-remote --api-socket ${fake.socketPath} remove-device ${nic} \\(PUT /api/v1/vm\\.remove-device \\{"id":"${nic}"\\} on that socket\\); or restart appvm-catgirl$`,
         ),
       ),
@@ -467,9 +467,9 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
       expect(lines).toHaveLength(1);
       expect(lines[0]).toMatch(
         new RegExp(
-          `^spectrum-link: QEMU of appvm-lynx did not detach NIC ${dropped.clientDevice} \\(link appvm-lynx -> appvm-catgirl, id ${dropped.id}\\): QEMU refused device_del: .*; ` +
-            `the host side was removed anyway \\(tap ${dropped.clientDevice} and bridge ${dropped.bridge} deleted: that NIC reaches nothing\\), but the VMM may still show a NIC on a deleted tap, ` +
-            'which linking appvm-lynx to appvm-catgirl again reports as a conflict: once the VMM answers, ' +
+          `^spectrum-link: QEMU of appvm-lynx did not detach NIC ${dropped.clientDevice} \\(link appvm-lynx -> appvm-catgirl\\): QEMU refused device_del: .*; ` +
+            `the host side was removed anyway \\(tap ${dropped.clientDevice}, bridge ${dropped.bridge}\\), but the VMM may still hold the NIC ` +
+            '\\(README: A VMM that does not detach\\): once the VMM answers, ' +
             `${escaped(`spectrum-link unlink appvm-lynx --state-dir ${world.stateDir} --device-prefix sn --attach appvm-lynx=qemu --qmp-socket ${shellWord(qmpTemplate)}`)} detaches it ` +
             `\\(taking appvm-lynx's other links down too: run ${escaped(
               `spectrum-link link appvm-lynx --config-dir ${world.configDir} --state-dir ${world.stateDir} --device-prefix sn --netns-prefix ${world.netnsPrefix} ` +
