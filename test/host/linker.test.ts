@@ -1687,7 +1687,7 @@ describe('link whose take-down of a dropped provider fails after its links were 
         where === 'the lookup of its devices'
           ? 'linked, but taking down c1 -> netvm2 \\(no longer among the providers\\) was not begun: whether their devices exist .* is unknown: '
           : `linked, but taking down c1 -> netvm2 \\(id ${dropped.id}\\), no longer among the providers, stopped part-way: `;
-      const tail = where === 'the lookup of its devices' ? '; so none of them was taken down: ' : '; by then whether it had deleted any of their devices .* is unknown; so the state file still records them as linked: ';
+      const tail = where === 'the lookup of its devices' ? '; so none of them was taken down: ' : '; by then whether it had deleted any of their devices .* is unknown; the state file still records them as linked \\(README: A provider dropped\\): ';
       expect({ code: run.code, stderr: run.stderr }).toEqual({
         code: 70,
         stderr: [
@@ -3143,8 +3143,7 @@ describe('taking links down (unlink, link of a VM that dropped a provider) where
       message:
         `unlink c1: taking down c1 -> netvm (id ${link.id}) stopped part-way: ${kernel.lookupRefused}; ` +
         `by then it had taken NIC ${link.clientDevice} out of the QEMU of c1 and NIC ${link.providerDevice} out of the QEMU of netvm (c1 and netvm no longer have them); it had deleted no device of theirs; ` +
-        `so the state file is as it was, recording those links as it did${forget ? ', their ids not released' : ''}: run spectrum-link unlink c1${forget ? ' --forget' : ''} again, ` +
-        'which takes down what is left (a NIC already out of its VMM, and a device already gone, count as done)',
+        `the state file is as it was${forget ? ', their ids not released' : ''} (README: An unlink stopped part-way): run spectrum-link unlink c1${forget ? ' --forget' : ''} again`,
     });
     expect(detached).toEqual([link.clientDevice, link.providerDevice]);
     expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
@@ -3324,7 +3323,7 @@ describe('a take-down stopped part-way by the kernel (unlink, link of a VM that 
     }
   }
 
-  const again = 'which takes down what is left (a NIC already out of its VMM, and a device already gone, count as done)';
+  const again = '(README: An unlink stopped part-way): run spectrum-link unlink c1';
 
   it('unlink of a link recorded without attach modes whose devices the kernel will not list: that failure after `unlink <vm>:`, nothing taken down; exit 1 (one line) from the bin', async () => {
     const link = (await linkVms([c1], options())).linked.get(c1)![0]!;
@@ -3341,6 +3340,27 @@ describe('a take-down stopped part-way by the kernel (unlink, link of a VM that 
     expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
   });
 
+  it('unlink stopped part-way says what is wrong and what is left in about 200 characters besides what it shows (the kernel\'s words, the links, what it had done), then the unlink to run again; the README section it names says the rest', async () => {
+    const { vmm } = qemuPort();
+    const link = (await linkVms([c1], { ...options(), attach: qemu, vmm })).linked.get(c1)![0]!;
+    kernel.host = new Map(devicesOf(link));
+    kernel.kept.add(link.bridge);
+    const failure = await unlinkVm(c1, { forget: false, force: false }, { ...options(), attach: qemu, vmm }).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    const message = failure instanceof Error ? failure.message : '';
+    const done = /; (by then .*?); the state file/.exec(message)?.[1] ?? '';
+    expect(done).toContain('may still exist');
+    expect(message).toMatch(/\(README: An unlink stopped part-way\): run spectrum-link unlink c1 again$/);
+    const own = message.length - done.length - `c1 -> netvm (id ${link.id})`.length - `removing device ${link.bridge} failed: Device or resource busy`.length - 'spectrum-link unlink c1'.length;
+    expect(own, message).toBeLessThanOrEqual(200);
+    const section = await readmeSection('An unlink stopped part-way');
+    expect(section).toContain('a NIC\nalready out of its VMM');
+    expect(section).toContain('count as done');
+    expect(await readmeSection('A VMM that does not detach')).toContain('may be gone from its VM: unlink again once it answers');
+  });
+
   it('unlink: the kernel refuses a deletion after the NICs came out and other devices went: says them and what may still exist; the state file as it was; the same unlink again takes down the rest', async () => {
     const { vmm, detached } = qemuPort();
     const link = (await linkVms([c1], { ...options(), attach: qemu, vmm })).linked.get(c1)![0]!;
@@ -3354,7 +3374,7 @@ describe('a take-down stopped part-way by the kernel (unlink, link of a VM that 
         `unlink c1: taking down c1 -> netvm (id ${link.id}) stopped part-way: removing device ${link.bridge} failed: Device or resource busy; ` +
         `by then it had taken NIC ${link.clientDevice} out of the QEMU of c1 and NIC ${link.providerDevice} out of the QEMU of netvm (c1 and netvm no longer have them); ` +
         `it had deleted ${link.clientDevice} ${link.providerDevice} (${link.bridge} may still exist); ` +
-        `so the state file is as it was, recording those links as it did: run spectrum-link unlink c1 again, ${again}`,
+        `the state file is as it was ${again} again`,
       released: { deleted: [link.clientDevice, link.providerDevice], failures: [] },
     });
     expect(detached).toEqual([link.clientDevice, link.providerDevice]);
@@ -3381,7 +3401,7 @@ describe('a take-down stopped part-way by the kernel (unlink, link of a VM that 
       message: expect.stringMatching(
         new RegExp(
           `^unlink netvm: taking down c1 -> netvm \\(id ${down!.id}\\), c2 -> netvm \\(id ${up!.id}\\) stopped part-way: removing device ${up!.bridge} failed: Device or resource busy; ` +
-            `by then it had deleted ${up!.clientDevice} ${up!.providerDevice} \\(${up!.bridge} may still exist\\); so the state file is as it was`,
+            `by then it had deleted ${up!.clientDevice} ${up!.providerDevice} \\(${up!.bridge} may still exist\\); the state file is as it was`,
         ),
       ),
       released: { deleted: [up!.clientDevice, up!.providerDevice], existed: [up!.clientDevice, up!.providerDevice, up!.bridge] },
@@ -3533,7 +3553,7 @@ describe('a take-down stopped part-way by the kernel (unlink, link of a VM that 
             `by then it had taken NIC ${link.clientDevice} out of the QEMU of c1 (c1 no longer has it); ` +
             `but not NIC ${link.providerDevice}, which the QEMU of netvm did not detach (QEMU refused device_del of ${link.providerDevice}); ` +
             `it had deleted ${link.providerDevice} ${link.bridge} (${link.clientDevice} may still exist); ` +
-            `so the state file is as it was, recording those links as it did: run spectrum-link unlink c1 --force --state-dir ${stateDir} --device-prefix sn --attach qemu again, ${again}`,
+            `the state file is as it was ${again} --force --state-dir ${stateDir} --device-prefix sn --attach qemu again`,
           expect.stringMatching(
             new RegExp(
               `^spectrum-link: QEMU of netvm did not detach NIC ${link.providerDevice} \\(link c1 -> netvm\\): QEMU refused device_del of ${link.providerDevice}; ` +
@@ -3596,7 +3616,7 @@ describe('a take-down stopped part-way by the kernel (unlink, link of a VM that 
         `spectrum-link: linked, but taking down c1 -> netvm2 (id ${dropped.id}), no longer among the providers, stopped part-way: removing device ${dropped.clientDevice} failed: Device or resource busy; ` +
           `by then it had taken NIC ${dropped.clientDevice} out of the QEMU of c1 (c1 no longer has it); but not NIC ${dropped.providerDevice}, which the QEMU of netvm2 did not detach (${error}); ` +
           `it had deleted ${dropped.providerDevice} ${dropped.bridge} (${dropped.clientDevice} may still exist); ` +
-          `so the state file still records them as linked: run the same link again, which takes down what is left of them (a NIC already out of its VMM, and a device already gone, count as done)`,
+          'the state file still records them as linked (README: A provider dropped): run the same link again',
         expect.stringMatching(new RegExp(`^spectrum-link: QEMU of netvm2 did not detach NIC ${dropped.providerDevice} \\(link c1 -> netvm2\\): ${error}; the host side was removed anyway`)),
       ],
     });

@@ -104,8 +104,8 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
     // The same unlink with --force, with this run's options (the world gave it --state-dir; its --device-prefix, the default, named too).
     expect(plain.stderr).toMatch(
       new RegExp(
-        "^spectrum-link: unlink appvm-lynx: QEMU refused device_del: .*does not support hotplugging .*; so no host device was deleted and appvm-lynx's links stay recorded \\(a NIC the VMM had already been asked to remove may be gone from the VM: unlink again once it answers\\): " +
-          `to delete them whatever the VMM says, run ${escaped(`spectrum-link unlink appvm-lynx --force --state-dir ${world.stateDir} --device-prefix sn --qmp-socket ${shellWord(qmpTemplate)}`)}\\n$`,
+        "^spectrum-link: unlink appvm-lynx: QEMU refused device_del: .*does not support hotplugging .*; so no host device was deleted and appvm-lynx's links stay recorded \\(README: A VMM that does not detach\\): " +
+          `to delete them anyway, run ${escaped(`spectrum-link unlink appvm-lynx --force --state-dir ${world.stateDir} --device-prefix sn --qmp-socket ${shellWord(qmpTemplate)}`)}\\n$`,
       ),
     );
     expect(await linkDevicesOf(link)).toHaveLength(3);
@@ -189,7 +189,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
       `spectrum-link: unlink appvm-lynx: taking down appvm-lynx -> netvm (id ${link.id}) stopped part-way: removing device ${link.bridge} failed: Operation not supported; ` +
         `by then it had taken NIC ${link.clientDevice} out of the QEMU of appvm-lynx (appvm-lynx no longer has it); ` +
         `it had deleted ${link.clientDevice} ${link.providerDevice} (${link.bridge} may still exist); ` +
-        `so the state file is as it was, recording those links as it did: run ${again} again, which takes down what is left (a NIC already out of its VMM, and a device already gone, count as done)`,
+        `the state file is as it was (README: An unlink stopped part-way): run ${again} again`,
     ]);
     // As said: the NIC is out of QEMU, the tap and veth gone, the link still recorded as linked.
     expect(qemu.devices.has(link.clientDevice)).toBe(false);
@@ -224,7 +224,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
         stderr: [
           `spectrum-link: unlink appvm-lynx: taking down appvm-lynx -> netvm (id ${link.id}) stopped part-way: removing device ${link.bridge} failed: Operation not supported; ` +
             `by then it had deleted ${link.clientDevice} ${link.providerDevice} (${link.bridge} may still exist); ` +
-            `so the state file is as it was, recording those links as it did: run ${again} again, which takes down what is left (a NIC already out of its VMM, and a device already gone, count as done)`,
+            `the state file is as it was (README: An unlink stopped part-way): run ${again} again`,
         ],
       },
       // Nothing done: the kernel's line, after `unlink <vm>:` as every unlink failure, saying so.
@@ -592,7 +592,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
       expect(refused.code, refused.stderr).toBe(1);
       expect(stderrLines(refused.stderr)).toEqual([
         expect.stringMatching(
-          /^spectrum-link: linked, but taking down appvm-lynx -> appvm-catgirl \(no longer among the providers\) was not begun: --qmp-socket ".*" gives VM appvm-catgirl the socket path ".*", \d+ bytes: a Unix socket path has at most 107; use a shorter path; so none of them was taken down \(no NIC detached, no device deleted\)/,
+          /^spectrum-link: linked, but taking down appvm-lynx -> appvm-catgirl \(no longer among the providers\) was not begun: --qmp-socket ".*" gives VM appvm-catgirl the socket path ".*", \d+ bytes: a Unix socket path has at most 107; use a shorter path; none was taken down \(README: A provider dropped\): run the same link again with that option fixed$/,
         ),
       ]);
       expect(catgirl.commands.length).toBe(asked);
