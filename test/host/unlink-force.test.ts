@@ -138,7 +138,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
     const relinked = await world.link(['link', 'appvm-lynx', '--attach', 'appvm-lynx=qemu', '--attach', 'netvm=netns', '--qmp-socket', qmpTemplate]);
     expect(relinked.code).toBe(1);
     expect(stderrLines(relinked.stderr)).toHaveLength(1);
-    expect(relinked.stderr).toMatch(new RegExp(`NIC ${link.clientDevice} with MAC .* but not on tap ${link.clientDevice}: nobody holds that tap, .*take the link down \\(unlink\\) and link it again`));
+    expect(relinked.stderr).toMatch(new RegExp(`NIC ${link.clientDevice} with MAC .* but not on tap ${link.clientDevice}: nobody holds that tap, so it was made anew after the NIC's was deleted \\(README: MTU and stale NICs\\); take the link down \\(unlink\\) and link it again, or restart the VM\\n$`));
     expect(await linkDevicesOf(link)).toEqual([]);
 
     // Once QEMU cooperates, the unlink the line names, run as printed, takes the NIC out; then linking works again.
@@ -376,7 +376,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
     const relinked = await world.link(['link', 'appvm-catgirl', ...args]);
     expect(relinked.code).toBe(1);
     expect(stderrLines(relinked.stderr)).toHaveLength(1);
-    expect(relinked.stderr).toMatch(/has NIC \S+ with MAC .* but not on tap \S+: nobody held that tap, .*take the link down \(unlink\) and link it again/);
+    expect(relinked.stderr).toMatch(/has NIC \S+ with MAC .* but not on tap \S+: nobody held that tap, so it was made anew after the NIC's was deleted \(README: MTU and stale NICs\); take the link down \(unlink\) and link it again\n$/);
     // The unlink the line names, run as printed.
     const retried = await runPrinted(world.host, offeredUnlink(lines[0]!) ?? 'false');
     expect(retried.code, retried.stderr).toBe(0);
