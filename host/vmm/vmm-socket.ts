@@ -57,7 +57,8 @@ export class VmmSocket {
    * whose message says what is there instead, in words that say what to check.
    */
   static find(path: string, missing: string, vmDir?: string): VmmSocket {
-    const below = vmDir !== undefined && path.startsWith(`${vmDir}/`) ? path.slice(vmDir.length + 1) : undefined;
+    // The rest of the path, without the slashes after the directory (`{vm}//qmp.sock`): not resolved from the root.
+    const below = vmDir !== undefined && path.startsWith(`${vmDir}/`) ? path.slice(vmDir.length + 1).replace(/^\/+/, '') : undefined;
     let fd: number;
     let expected: string | undefined;
     if (vmDir === undefined || below === undefined) {

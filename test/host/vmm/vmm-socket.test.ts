@@ -158,6 +158,20 @@ describe('VmmSocket.find', () => {
       expect(refusal(join(dir, 'netvm', 'sub', 'none.sock'), join(dir, 'netvm')).kind).toBe('missing');
       expect(refusal(join(dir, 'gone', 'sub', 'vmm.sock'), join(dir, 'gone')).kind).toBe('missing');
     });
+
+    it("takes `//` right after the VM's directory (/run/vm/{vm}//qmp.sock), as the kernel does, not as a symlink below it", async () => {
+      mkdirSync(join(dir, 'by-id', '7', 'sub'), { recursive: true });
+      const top = await listen(join(dir, 'by-id', '7', 'vmm.sock'));
+      const deeper = await listen(join(dir, 'by-id', '7', 'sub', 'vmm.sock'));
+      symlinkSync(join(dir, 'by-id', '7'), join(dir, 'netvm'));
+      await reach(`${join(dir, 'netvm')}//vmm.sock`, join(dir, 'netvm'));
+      await reach(`${join(dir, 'netvm')}///sub/vmm.sock`, join(dir, 'netvm'));
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      expect([top.connections(), deeper.connections()]).toEqual([1, 1]);
+      // A symlink below it is refused all the same.
+      symlinkSync(join(dir, 'by-id', '7', 'sub'), join(dir, 'by-id', '7', 'alias'));
+      expect(refusal(`${join(dir, 'netvm')}//alias/vmm.sock`, join(dir, 'netvm')).kind).toBe('symlink-below-vm-dir');
+    });
   });
 
   it('says what is there instead of a socket, and leaves no descriptor open', () => {
