@@ -1595,7 +1595,8 @@ export function linkCommands(env: Env, vmmFactory: VmmPortFactory): Command[] {
           const lines = stopped.failures
             .filter((failure) => hostSideDeleted(failure, stopped.deleted))
             .map((failure) => forcedLine(failure, name, false, failure.socket ?? vmmSocket(flags, failure.vmm, failure.vm), recordedElsewhere(flags, failure), given));
-          return lines.length === 0 ? error : new CliError(reasonText(error), EXIT.failure, lines, 'lines');
+          // Its kind kept (--json's error object), as where no VMM's line follows.
+          return lines.length === 0 ? error : new CliError(reasonText(error), EXIT.failure, lines, 'lines', false, { errorKind: error instanceof LinkerError ? error.kind : undefined });
         },
       );
       // A per-VM mode for a VM that no recorded link involves could serve no unlink: a typo, most

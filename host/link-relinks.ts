@@ -1,6 +1,6 @@
 // The commands a line prints to bring links back after an `unlink` it offers as the way past a
 // refusal (a VMM that did not give a NIC back): the --attach values that pin the modes the unlink
-// takes away (relinkModes), the clients of the links the VM provides, which that unlink takes down
+// would not bring back as they were (relinkModes), the clients of the links the VM provides, which that unlink takes down
 // too, and each one's own link (relinkClients, clientRelinks), and the words that say them
 // (relinkedText). Shared by the refusals of mode switches (link-switch.ts), the take-down of links
 // to providers dropped (link-take-down.ts) and the CLI's lines (link-commands.ts).
@@ -130,7 +130,8 @@ export async function relinkClients(state: LinkState, vm: VmName, options: Linke
 
 /**
  * For `link <client>` run after an unlink of the client (which takes every link of the client
- * down, and with them the modes they keep): VM=MODE for each VM of the client's own links attached
+ * down: their modes kept, but a `qemu` or `cloud-hypervisor` side not up gets the VM's mode, as
+ * after a reboot, and another mode may be asked meanwhile): VM=MODE for each VM of the client's own links attached
  * in `state` (not those `released`, by id; only those to `providers` where given, the ones that
  * link makes: as recorded) whose sides there have one mode, `none` too (a link not up gets the
  * VM's mode, that of its links up, which may be another), and that `attach` (this run's --attach,

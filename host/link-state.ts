@@ -466,14 +466,18 @@ export function setAttachments(state: LinkState, changes: readonly { pair: LinkP
  * allocation and attachment changes (allocateMany, setAttachments), which keep the ids `before`
  * gave, so that no id is held twice. Where no record is left, the device prefix is `before`'s
  * too: a state that recorded none before its first links (state-prefix.ts's loadRunState) records
- * none once they are all undone, as it was.
+ * none once they are all undone, as it was; so is the netns prefix where no link is left up in
+ * netns mode (kept for those unlink took down: recordedNetnsPrefix).
  */
 export function restorePairs(state: LinkState, before: LinkState, pairs: readonly LinkPair[]): LinkState {
   if (pairs.length === 0) return state;
   const keys = new Set(pairs.map((pair) => `${pair.client}\n${pair.provider}`));
   const restored = (link: Link): boolean => keys.has(`${link.client}\n${link.provider}`);
   const links = [...state.links.filter((link) => !restored(link)), ...before.links.filter(restored)];
-  return withLinks(links, { devicePrefix: links.length === 0 ? before.devicePrefix : state.devicePrefix, netnsPrefix: state.netnsPrefix ?? before.netnsPrefix });
+  // The run's netns prefix only where a link is left up in netns mode: one given another (no
+  // netns link up) and undone leaves `before`'s for the links unlink took down in netns mode.
+  const netnsUp = links.some(({ attached }) => isNetnsAttachment(attached));
+  return withLinks(links, { devicePrefix: links.length === 0 ? before.devicePrefix : state.devicePrefix, netnsPrefix: netnsUp ? (state.netnsPrefix ?? before.netnsPrefix) : (before.netnsPrefix ?? state.netnsPrefix) });
 }
 
 /** Whether two states hold the same links and device prefix (and so the same file text), without serialising. */

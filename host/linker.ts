@@ -13,7 +13,7 @@ import { linkDeviceNames, parseDeviceName } from './device-names.js';
 import { DEVICE_KIND, type DesiredConnection, type DesiredSide, type DevicePlan, type ObservedDevice, type ObservedDevices, foreignChanged, mtuDeviceKey, mtuRestorePlan, planDevices, replacedDevices } from './device-plan.js';
 import { type AmbiguousAttach, type KeptAttach, type ModeChange, type ModeSource, type StandingLink, ambiguousAttach, goneLink, isVmmMode, keptAttach, linkAttachModes, modeChanges, newLinkMode, shownAttachMode, sideMode } from './kept-attach.js';
 import { leftAsTheyAre, noVmReason, seenOf, statesByClient } from './link-listing.js';
-import { DEFAULT_LINK_MTU, type Link, type LinkAttachment, type LinkPair, type LinkState, allocateMany, emptyState, linksToUnlisted, mtuField, restorePairs, sameAttachment, sameState, setAttachments, withDevicePrefix } from './link-state.js';
+import { DEFAULT_LINK_MTU, type Link, type LinkAttachment, type LinkPair, type LinkState, allocateMany, emptyState, hasNetnsLinks, linksToUnlisted, mtuField, restorePairs, sameAttachment, sameState, setAttachments, withDevicePrefix, withNetnsPrefix } from './link-state.js';
 import { assertStateWritableForTakeOut, assertSwitchedInputUsable, switchedSides, takeBackSwitched, withSockets } from './link-switch.js';
 import { type UnlistedTakedown, detachFailure, hostSideDeleted, notRecorded, takeDownUnlisted } from './link-take-down.js';
 import { LinkerError, isInterruption, reasonOf, stopIfInterrupted, underStateLock } from './linker-error.js';
@@ -417,10 +417,13 @@ export async function linkTransaction(
         byVm.get(link.client)?.push(report);
         reports.push(report);
       }
-      const next = setAttachments(
+      const attached = setAttachments(
         allocation.state,
         reports.map((report) => ({ pair: pairOf(report), attached: attachmentOf(report) })),
       );
+      // The first links up in netns mode record the run's netns prefix (over one kept for links
+      // unlink took down: loadLinkRunState leaves that one to an undo).
+      const next = hasNetnsLinks(state) || !hasNetnsLinks(attached) ? attached : withNetnsPrefix(attached, options.netnsPrefix);
       const connections = reports.map((report) => desiredConnection(report, options));
       // The query only reads, so it runs while the state is written (and while the kernel
       // makes the previous chunk's devices, which are others).

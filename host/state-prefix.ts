@@ -261,7 +261,10 @@ function withRunNetnsPrefix(state: LinkState, options: Pick<LinkerOptions, 'stat
   const recorded = conflictingNetnsPrefix(state, options.netnsPrefix);
   if (recorded !== undefined) return { state, netnsRefusal: netnsPrefixMismatch(options.stateDir, recorded, options.netnsPrefix, options.netnsPrefixSource) };
   const source = options.netnsPrefixSource;
-  const taken = withNetnsPrefix(state, options.netnsPrefix);
+  // A prefix kept only for links unlink took down in netns mode stays as it is: the run records
+  // its own with the first link it brings up in netns mode (linkTransaction), so that a run that
+  // brings none up, or is undone, leaves the file's.
+  const taken = recordedNetnsPrefix(state) === undefined ? withNetnsPrefix(state, options.netnsPrefix) : state;
   if (source?.from === 'state' && recordedNetnsPrefix(state) === undefined && source.otherwise !== options.netnsPrefix) {
     return { state: taken, netnsRefusal: netnsPrefixNoLongerRecorded(options.stateDir, options.netnsPrefix, source.otherwise) };
   }

@@ -85,6 +85,8 @@ export interface CloudHypervisorOptions {
    * saying so (not under `signal`, which may be what gave vm.add-net up); default twice timeoutMs.
    */
   readonly takeBackMs?: number;
+  /** The VM's directory in the socket path (its part up to the template's first component with {vm}): no symlink below it is followed (vmm-socket.ts). */
+  readonly vmDir?: string | undefined;
 }
 
 export type ChAttachResult =
@@ -106,7 +108,7 @@ export const CH_MAX_BODY = 1024 * 1024;
 const API = '/api/v1';
 
 /** What bounds a request: its own time, and a signal that ends a whole series of them. */
-type Bound = Pick<CloudHypervisorOptions, 'timeoutMs' | 'signal'>;
+type Bound = Pick<CloudHypervisorOptions, 'timeoutMs' | 'signal' | 'vmDir'>;
 
 interface Answer {
   readonly status: number;
@@ -154,7 +156,7 @@ function call(socketPath: string, method: 'GET' | 'PUT', endpoint: string, body:
   // Not through a symlink at the path (vmm-socket.ts); held until the request is settled.
   let found: VmmSocket;
   try {
-    found = VmmSocket.find(socketPath, 'is cloud-hypervisor running with --api-socket at this path?');
+    found = VmmSocket.find(socketPath, 'is cloud-hypervisor running with --api-socket at this path?', bound.vmDir);
   } catch (error) {
     return Promise.reject(error instanceof VmmSocketError ? connectError(socketPath, error.message, error) : error);
   }

@@ -25,6 +25,24 @@ export function releaseHungUpTerminal(): void {
   }
 }
 
+/** What the command running says on stdout of a failure it exits on at once (runCli: --json's error object), if anything. */
+let exitSaidOnStdout: ((line: string, code: number) => void) | undefined;
+
+/** Set (or clear: undefined) what exitSaying also writes on stdout: runCli, for a command run with --json. */
+export function sayExitOnStdout(say: ((line: string, code: number) => void) | undefined): void {
+  exitSaidOnStdout = say;
+}
+
+/**
+ * End the process at once (a signal: 128 + its number) after `line` (no newline, the bin's name
+ * first) on `stderr`, and what the command running says of it on stdout (sayExitOnStdout).
+ */
+export function exitSaying(stderr: { write(text: string): unknown }, prefix: string, line: string, code: number): never {
+  stderr.write(`${prefix}${line}\n`);
+  exitSaidOnStdout?.(line, code);
+  return exitProcess(code);
+}
+
 /** process.exit(code), after releaseHungUpTerminal. */
 export function exitProcess(code: number): never {
   releaseHungUpTerminal();

@@ -3,7 +3,7 @@
 // checks) and undo what it did; a second, sent by an operator who will not wait for that, exits at
 // once (128 + the signal's number), saying so.
 import { constants } from 'node:os';
-import { exitProcess } from './exit.js';
+import { exitSaying } from './exit.js';
 
 const ALL_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
 type StopSignal = (typeof ALL_SIGNALS)[number];
@@ -88,8 +88,7 @@ export function interruptOnSignals(program: string, onSecond: string, stderr: Li
     if (signal === 'SIGHUP') return;
     // `again` only where it is the first one's signal: a Ctrl-C after a SIGTERM or SIGHUP is the first SIGINT.
     const which = signal === received ? 'again' : `after ${received}`;
-    stderr.write(`${stderr.isTTY === true ? '\n' : ''}${program}: ${signal} ${which}: exiting at once; ${onSecond}\n`);
-    exitProcess(signalExitCode(received));
+    exitSaying(stderr, `${stderr.isTTY === true ? '\n' : ''}${program}: `, `${signal} ${which}: exiting at once; ${onSecond}`, signalExitCode(received));
   };
   const signals = signalsOf(options);
   for (const signal of signals) process.on(signal, handler);
@@ -114,8 +113,7 @@ export function interruptOnSignals(program: string, onSecond: string, stderr: Li
  */
 export function exitOnSignals(program: string, line: (signal: StopSignal) => string, stderr: LineSink = process.stderr, options: StopSignals = {}): { dispose(): void } {
   const handler = (signal: StopSignal): void => {
-    stderr.write(`${stderr.isTTY === true ? '\n' : ''}${program}: ${line(signal)}\n`);
-    exitProcess(signalExitCode(signal));
+    exitSaying(stderr, `${stderr.isTTY === true ? '\n' : ''}${program}: `, line(signal), signalExitCode(signal));
   };
   const signals = signalsOf(options);
   for (const signal of signals) process.on(signal, handler);

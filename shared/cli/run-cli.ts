@@ -1,7 +1,7 @@
 import { Command, CommanderError } from 'commander';
 import { AddressError } from '../address-error.js';
 import { TERMINAL_ACTIVE, jsonEscaped } from '../shown-text.js';
-import { exitProcess, releaseHungUpTerminal } from './exit.js';
+import { exitProcess, releaseHungUpTerminal, sayExitOnStdout } from './exit.js';
 
 /** Exit codes shared by both bins; scripts rely on them. */
 export const EXIT = {
@@ -133,9 +133,18 @@ function jsonAsked(program: Command, argv: readonly string[], ran: Command | und
   if (ran !== undefined) return takesJson(ran) && ran.opts()['json'] === true;
   const end = argv.indexOf('--');
   const words = end === -1 ? argv : argv.slice(0, end);
-  const name = words.find((word) => !word.startsWith('-'));
+  const at = words.findIndex((word) => !word.startsWith('-'));
+  const name = words[at];
   const command = program.commands.find((candidate) => candidate.name() === name || candidate.aliases().includes(name ?? ''));
-  return command !== undefined && takesJson(command) && words.includes('--json');
+  if (command === undefined || !takesJson(command)) return false;
+  if (words.slice(0, at).includes('--json')) return true;
+  // A word of its own, not the value of an option that takes one (`--config-dir --json`).
+  for (let index = at + 1; index < words.length; index += 1) {
+    const word = words[index];
+    if (word === '--json') return true;
+    if (command.options.some((option) => option.required && (option.long === word || option.short === word))) index += 1;
+  }
+  return false;
 }
 
 /**
@@ -157,7 +166,11 @@ export async function runCli(program: Command, argv: readonly string[], known: E
     command.configureOutput(program.configureOutput());
   }
   let ran: Command | undefined;
-  program.hook('preAction', (_program, command) => void (ran = command));
+  program.hook('preAction', (_program, command) => {
+    ran = command;
+    // A signal that ends it at once (interruption.ts) says so in JSON too.
+    if (jsonAsked(program, argv, ran)) sayExitOnStdout((line, code) => process.stdout.write(errorJsonLine('interrupted', oneLine(line), code, [])));
+  });
   try {
     await program.parseAsync([...argv], { from: 'user' });
     return EXIT.ok;
@@ -180,6 +193,8 @@ export async function runCli(program: Command, argv: readonly string[], known: E
       process.stdout.write(errorJsonLine(errorKindOf(error, code), line, code, detailLines));
     }
     return code;
+  } finally {
+    sayExitOnStdout(undefined);
   }
 }
 

@@ -580,6 +580,17 @@ describe('restorePairs', () => {
       }),
     );
   });
+
+  it("gives back the netns prefix kept for a link unlink took down where no link is left up in netns mode (a VM undone alone), and keeps the run's where one is", () => {
+    const [lynx, catgirl] = [{ client: vmName('appvm-lynx'), provider: vmName('netvm') }, { client: vmName('appvm-catgirl'), provider: vmName('netvm') }];
+    const linked = withNetnsPrefix(setAttachment(allocateMany(withDevicePrefix(emptyState(), devicePrefix('sn')), [lynx, catgirl]).state, lynx, { client: 'netns', provider: 'netns' }), 'vm-');
+    const before = setAttachment(linked, lynx, undefined);
+    // A run given another prefix (no link up in netns mode) brings both up, lynx in netns mode.
+    const run = withNetnsPrefix(setAttachments(before, [{ pair: lynx, attached: { client: 'netns', provider: 'netns' } }, { pair: catgirl, attached: { client: 'none', provider: 'none' } }]), 'other-');
+    expect(recordedNetnsPrefix(restorePairs(run, before, [lynx]))).toBe('vm-');
+    expect(serializeState(restorePairs(run, before, [lynx, catgirl]))).toBe(serializeState(before));
+    expect(recordedNetnsPrefix(restorePairs(run, before, [catgirl]))).toBe('other-');
+  });
 });
 
 describe('hostile values in a state file', () => {

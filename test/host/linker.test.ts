@@ -25,7 +25,7 @@ import type { LinkerError } from '../../host/linker-error.js';
 import type { KeepGoingOutcome, LeftDownLink, LinkProgressEvent, LinkReport, LinkerOptions, UndoStateWriteFailure, UndoStepFailure, VmmDetachFailure, VmmPort } from '../../host/linker-types.js';
 import type { ClientId } from '../../shared/client-id.js';
 import { type VmName, vmName } from '../../host/vm-name.js';
-import { printedChecked } from '../harness/json-error.js';
+import { jsonErrorOf, printedChecked, splitJsonError } from '../harness/json-error.js';
 
 /** What a line says itself: its length up to the commands it gives (`, run `), less what it shows (paths, a VMM's reason). */
 const ownLength = (message: string, ...shown: string[]): number => shown.reduce((length, text) => length - text.length, (message.split(', run ')[0] ?? '').length);
@@ -3305,6 +3305,8 @@ describe('a take-down stopped part-way by the kernel (unlink, link of a VM that 
     [link.providerDevice, { name: link.providerDevice, kind: 'tun' } as ObservedDevice],
   ];
 
+  /** The last bin run's whole stdout, a --json failure's error object included. */
+  let binStdout = '';
   /** `spectrum-link ARGS` as the bin runs it, over the scripted kernel, with `vmm`: its exit code, stdout, and stderr's lines. */
   async function bin(args: readonly string[], vmm: VmmPort): Promise<{ code: number; stdout: string; stderr: string[] }> {
     let stdout = '';
@@ -3316,6 +3318,7 @@ describe('a take-down stopped part-way by the kernel (unlink, link of a VM that 
       for (const command of linkCommands({}, () => vmm)) program.addCommand(command);
       const code = await runCli(program, [...args, '--state-dir', stateDir, '--device-prefix', 'sn']);
       const lines = stderr.split('\n').filter((line) => line !== '');
+      binStdout = stdout;
       return { code, stdout: printedChecked(stdout, code, lines), stderr: lines };
     } finally {
       out.mockRestore();
@@ -3568,6 +3571,21 @@ describe('a take-down stopped part-way by the kernel (unlink, link of a VM that 
     refusing.clear();
     expect(await bin(['unlink', c1, '--force', '--attach', 'qemu'], vmm)).toEqual({ code: 0, stdout: `unlinked c1 -> netvm (id ${link.id}, kept)\n`, stderr: [] });
     expect((await loadState(stateDir)).links.map((recorded) => recorded.attached)).toEqual([undefined]);
+  });
+
+  it('unlink --force --json (the bin) stopped part-way with a VMM\'s line after it: the error object keeps the take-down\'s kind (take-down-stopped), as without that line', async () => {
+    const { vmm, refusing } = qemuPort();
+    const link = (await linkVms([c1], { ...options(), attach: qemu, vmm })).linked.get(c1)![0]!;
+    kernel.host = new Map(devicesOf(link));
+    kernel.kept.add(link.clientDevice);
+    refusing.add(NETVM);
+    const run = await bin(['unlink', c1, '--force', '--attach', 'qemu', '--json'], vmm);
+    expect(run.stderr).toHaveLength(2);
+    const [first = '', ...more] = run.stderr;
+    expect(splitJsonError(binStdout).error).toEqual(jsonErrorOf(first, 'take-down-stopped', 1, more.map((line) => line.replace(/^spectrum-link: /, ''))));
+    kernel.kept.clear();
+    refusing.clear();
+    expect((await bin(['unlink', c1, '--force', '--attach', 'qemu'], vmm)).code).toBe(0);
   });
 
   it.each([false, true])('link (--json: %s): its take-down of a dropped provider stopped by the kernel says the NIC out, the VMM that did not detach and the devices deleted (--json: takeDownStopped), then that VMM\'s line; the link stays recorded, and link again takes it down', async (json) => {

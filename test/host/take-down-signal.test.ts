@@ -72,17 +72,23 @@ class Exited extends Error {
   }
 }
 
+/** What the last signalled run had printed on stdout as it exited (undefined: it did not exit). */
+let printedAtExit: string | undefined;
+
 /**
  * `spectrum-link ARGS` as the bin runs it (runCli), `signal` emitted where `at` is set to run: the
  * exit code it ended with there and stderr's lines by then (undefined: it did not end so).
  */
 async function signalled(args: readonly string[], signal: 'SIGINT' | 'SIGTERM', at: 'whileListing' | 'whileRemoving' | 'whileProbing'): Promise<{ code: number | string | null | undefined; lines: string[] } | undefined> {
   let stderr = '';
+  let stdout = '';
   let ended: { code: number | string | null | undefined; lines: string[] } | undefined;
-  vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
+  printedAtExit = undefined;
+  vi.spyOn(process.stdout, 'write').mockImplementation((chunk) => ((stdout += String(chunk)), true));
   vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => ((stderr += String(chunk)), true));
   vi.spyOn(process, 'exit').mockImplementation((code) => {
     ended ??= { code, lines: stderr.split('\n').filter((line) => line !== '') };
+    printedAtExit ??= stdout;
     throw new Exited(code);
   });
   hooks[at] = () => void process.emit(signal, signal);
@@ -124,5 +130,26 @@ describe('unlink at a signal once it holds the lock', () => {
       code: 143,
       lines: [expect.stringMatching(/^spectrum-link: unlink interrupted by SIGTERM: its take-down may be partly done .*: run spectrum-link unlink c1 --state-dir \S+ --device-prefix sn again to finish it$/)],
     });
+  });
+});
+
+describe('--json: unlink and gc ended at once by a signal say it on stdout too', () => {
+  it('gc --json and unlink --json: one error object, kind interrupted, its message the stderr line, its exitCode the exit code', async () => {
+    await writeFile(join(stateDir, 'links.json'), '{"version":2,"devicePrefix":"sn","links":[]}\n');
+    hooks.host.set('snb7', device('bridge'));
+    const gc = await signalled(['gc', '--json'], 'SIGINT', 'whileRemoving');
+    expect(gc?.lines).toHaveLength(1);
+    const said = (line: string, code: number): string => `${JSON.stringify({ error: { kind: 'interrupted', message: line.replace(/^spectrum-link: /, ''), exitCode: code } })}\n`;
+    expect([gc?.code, printedAtExit]).toEqual([130, said(gc?.lines[0] ?? '', 130)]);
+    vi.restoreAllMocks();
+    hooks.whileRemoving = () => undefined;
+    const { state } = allocateMany(emptyState(), [{ client: c1, provider: netvm }]);
+    await saveState(stateDir, setAttachments(state, [{ pair: { client: c1, provider: netvm }, attached: { client: 'none', provider: 'none' } }]));
+    const unlink = await signalled(['unlink', 'c1', '--json'], 'SIGTERM', 'whileProbing');
+    expect([unlink?.code, printedAtExit]).toEqual([143, said(unlink?.lines[0] ?? '', 143)]);
+    // Without --json: nothing on stdout.
+    vi.restoreAllMocks();
+    await signalled(['unlink', 'c1'], 'SIGTERM', 'whileProbing');
+    expect(printedAtExit).toBe('');
   });
 });

@@ -79,6 +79,33 @@ describeNetns('unlink then link keeps the attach modes unlink took down', () => 
     expect(written.links[0]).not.toHaveProperty('attached');
   });
 
+  it('a link given another netns prefix (no link up in netns mode) that fails and is undone leaves the state file as it was: the prefix kept for the link unlink took down with it', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'spectrum-relinkmode-'));
+    const qemu = await ScriptedQemu.start(join(dir, 'appvm-lynx.qmp'));
+    qemu.deviceAdd = 'refuse';
+    try {
+      await run(['link', 'appvm-lynx', '--attach', 'netns']);
+      await run(['unlink', 'appvm-lynx']);
+      const before = await readFile(stateFile(), 'utf8');
+      // netvm's side comes back netns (kept), under the other prefix; appvm-lynx's NIC is refused: undone.
+      const failed = await world().link(['link', 'appvm-lynx', '--attach', 'appvm-lynx=qemu', '--qmp-socket', join(dir, '{vm}.qmp'), '--netns-prefix', `${world().netnsPrefix}o-`]);
+      expect(failed.code, failed.stderr).not.toBe(0);
+      expect(await readFile(stateFile(), 'utf8')).toBe(before);
+      // So with --keep-going, appvm-catgirl linked (none: it uses no prefix), appvm-lynx undone alone.
+      const partly = await world().link(['link', 'appvm-lynx', 'appvm-catgirl', '--keep-going', '--attach', 'appvm-lynx=qemu', '--attach', 'netvm=none', '--qmp-socket', join(dir, '{vm}.qmp'), '--netns-prefix', `${world().netnsPrefix}o-`]);
+      expect(partly.code, partly.stderr).not.toBe(0);
+      expect(await modes()).toEqual(['appvm-catgirl -> netvm none/none', 'appvm-lynx -> netvm down']);
+      expect(JSON.parse(await readFile(stateFile(), 'utf8'))).toMatchObject({ netnsPrefix: world().netnsPrefix });
+      // So the link brings it back under the prefix it was linked with.
+      await run(['link', 'appvm-lynx']);
+      expect(JSON.parse(await readFile(stateFile(), 'utf8'))).toMatchObject({ netnsPrefix: world().netnsPrefix });
+      expect(await modes()).toEqual(['appvm-catgirl -> netvm none/none', 'appvm-lynx -> netvm netns/netns']);
+    } finally {
+      await qemu.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('reads a state file written before unlink kept modes: the link comes back in its VM mode, none with no link of it up', async () => {
     await run(['link', 'appvm-lynx', '--attach', 'netns']);
     await run(['unlink', 'appvm-lynx']);

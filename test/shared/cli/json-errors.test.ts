@@ -105,7 +105,8 @@ describe.skipIf(!isRoot)('spectrum-link --json: a failure is one JSON object on 
     expect(missing.code).toBe(2);
     expect(saidFailure(missing, 'spectrum-link')).toMatchObject({ kind: 'named-config-dir-missing', exitCode: 2 });
     // Where --json cannot be seen as the command's: an unknown command, or --json after `--`, text alone.
-    for (const args of [['frob', '--json'], ['list', '--bogus', '--', '--json']]) {
+    // Nor where --json is an option's value (--config-dir's, here), not an option of its own.
+    for (const args of [['frob', '--json'], ['list', '--bogus', '--', '--json'], ['link', 'appvm-a', '--config-dir', '--json', '--bogus'], ['list', '--state-dir', '--json', '--bogus']]) {
       const ended = await link(args);
       expect([ended.code, ended.stdout]).toEqual([2, '']);
     }
