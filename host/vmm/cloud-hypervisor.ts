@@ -336,7 +336,7 @@ function vetOpened(socketPath: string, nic: VmmNic, options: CloudHypervisorOpti
   const of = options.vm === undefined ? '' : ` of VM ${options.vm}`;
   const tapsAt = `${options.tapNetnsPath ?? "spectrum-link's own"}, ${shownNetns(taps)}`;
   if (place.kind === 'unknown') {
-    const message = `cloud-hypervisor${of} at ${shownSocket(socketPath)}: cannot tell whether it runs in the taps' network namespace (${tapsAt}): ${place.why}; if not, it reads tap ${nic.tap}'s MTU by name in its own namespace, so its guest gets on NIC ${nic.id} the MTU of whatever has that name there (a device's own name or an altname), 1500 where nothing does, not necessarily the link's ${String(link)}`;
+    const message = `cloud-hypervisor${of} at ${shownSocket(socketPath)}: cannot tell whether it runs in the taps' network namespace (${tapsAt}): ${place.why}; attached, but if not, its guest may get another MTU than the link's ${String(link)} on NIC ${nic.id} (README: MTU and stale NICs)`;
     options.log?.('warn', message);
     return;
   }
@@ -494,7 +494,7 @@ async function attachedAlready(socketPath: string, nic: VmmNic, options: CloudHy
     // The tap's one queue was free (it was opened here to go along): the NIC holds another tap.
     throw new CloudHypervisorError(
       'conflict',
-      `cloud-hypervisor at ${shownSocket(socketPath)} has NIC ${id} with MAC ${mac}, but not on tap ${tap}: nobody held that tap, so it was made anew after the NIC's tap was deleted (e.g. while the VMM could not be reached); take the link down (unlink) and link it again`,
+      `cloud-hypervisor at ${shownSocket(socketPath)} has NIC ${id} with MAC ${mac}, but not on tap ${tap}: nobody held that tap, so it was made anew after the NIC's was deleted (README: MTU and stale NICs); take the link down (unlink) and link it again`,
       409,
     );
   }

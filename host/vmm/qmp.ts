@@ -719,7 +719,7 @@ async function attachOn(client: QmpClient, socketPath: string, nic: VmmNic, netd
       if (!tapHeld(socketPath, nic, options)) {
         throw new QmpError(
           'conflict',
-          `QEMU at ${shownSocket(socketPath)} has NIC ${nic.id} with MAC ${nic.mac}, but not on tap ${nic.tap}: nobody holds that tap, so it was made anew after the NIC's tap was deleted (e.g. while QEMU could not be reached); take the link down (unlink) and link it again, or restart the VM`,
+          `QEMU at ${shownSocket(socketPath)} has NIC ${nic.id} with MAC ${nic.mac}, but not on tap ${nic.tap}: nobody holds that tap, so it was made anew after the NIC's was deleted (README: MTU and stale NICs); take the link down (unlink) and link it again, or restart the VM`,
         );
       }
       await checkSameMtu(client, nic, socketPath);

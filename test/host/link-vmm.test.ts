@@ -228,7 +228,7 @@ describeNetns('spectrum-link with VMMs', () => {
       expect(refused.code).toBe(1);
       expect(refused.stderr.trim().split('\n')).toHaveLength(1);
       expect(refused.stderr).toMatch(
-        /^spectrum-link: cloud-hypervisor of appvm-catgirl did not detach NIC \S+ \(link appvm-catgirl -> appvm-lynx, id \d+\): .*500.*the host side was removed anyway .*spectrum-link unlink appvm-catgirl --state-dir \S+ --device-prefix sn --attach appvm-catgirl=cloud-hypervisor --ch-socket \S+ detaches it/,
+        /^spectrum-link: cloud-hypervisor of appvm-catgirl did not detach NIC \S+ \(link appvm-catgirl -> appvm-lynx\): .*500.*the host side was removed anyway .*\(README: A VMM that does not detach\): .*spectrum-link unlink appvm-catgirl --state-dir \S+ --device-prefix sn --attach appvm-catgirl=cloud-hypervisor --ch-socket \S+ detaches it/,
       );
       const offered = /(spectrum-link unlink appvm-catgirl .*?) detaches it/.exec(refused.stderr)?.[1] ?? 'false';
       expect(refused.stdout).toMatch(/unlinked appvm-catgirl -> appvm-lynx \(id \d+, kept, VMM detach failed\)/);
