@@ -575,14 +575,13 @@ const failureText = (error: unknown): string => `${exitCodeOf(error, LINK_EXIT_C
 
 /**
  * What is said of a VMM that did not detach a NIC of a link taken down all the same: one line.
- * `conflict`: what reports the NIC left; `retry`: how to detach it once the VMM answers, if any.
+ * `retry`: how to detach it once the VMM answers, if any.
  */
-function vmmFailureLine(failure: VmmDetachFailure, conflict: string, retry: string): string {
+function vmmFailureLine(failure: VmmDetachFailure, retry: string): string {
   const { link, vmm, vm, nic, error } = failure;
   return (
-    `${VMM_NAMES[vmm]} of ${vm} did not detach NIC ${nic} (link ${link.vm} -> ${link.provider}, id ${link.id}): ${error}; ` +
-    `the host side was removed anyway (tap ${nic} and bridge ${link.bridge} deleted: that NIC reaches nothing), ` +
-    `but the VMM may still show a NIC on a deleted tap, which ${conflict} reports as a conflict: ${retry}restart ${vm}`
+    `${VMM_NAMES[vmm]} of ${vm} did not detach NIC ${nic} (link ${link.vm} -> ${link.provider}): ${error}; ` +
+    `the host side was removed anyway (tap ${nic}, bridge ${link.bridge}), but the VMM may still hold the NIC (README: A VMM that does not detach): ${retry}restart ${vm}`
   );
 }
 
@@ -617,7 +616,7 @@ export function forcedLine(failure: VmmDetachFailure, unlinked: string, forget: 
   const { vmm, nic } = failure;
   const retry = forget ? undefined : unlinkRetry(unlinked, failure, elsewhere, given);
   const unlinkAgain = retry === undefined ? '' : `, or ${retry} detaches it`;
-  return vmmFailureLine(failure, 'the next link', `once the VMM answers, remove the NIC with ${nicRemoval(vmm, socket, nic, given.cwd)}${unlinkAgain}; or `);
+  return vmmFailureLine(failure, `once the VMM answers, remove the NIC with ${nicRemoval(vmm, socket, nic, given.cwd)}${unlinkAgain}; or `);
 }
 
 /**
@@ -638,7 +637,7 @@ export function unlistedLine(failure: VmmDetachFailure, socket: string, elsewher
     unlink === undefined
       ? `once the VMM answers, remove the NIC with ${nicRemoval(vmm, socket, nic, given.cwd)} (an unlink naming that socket would look there for NICs of other VMs too), or `
       : `once the VMM answers, ${unlink} detaches it (taking ${link.vm}'s other links down too: run ${relinkedText(link.vm, `${linkCommand([link.vm], given, failure.relinkAttach)} after`, clients.map(({ client, attach }) => ({ client, command: `run ${linkCommand([client], { ...given, attach: [] }, attach)}` })))}), or `;
-  return vmmFailureLine(failure, `linking ${link.vm} to ${link.provider} again`, retry);
+  return vmmFailureLine(failure, retry);
 }
 
 /**
@@ -1045,32 +1044,27 @@ export function leftDownLine(link: LeftDownLink): string {
     .filter((nic) => nic.outcome !== 'taken')
     .map(({ vmm, vm, nic, outcome }) =>
       outcome === 'absent'
-        ? `the ${VMM_NAMES[vmm]} of ${vm} no longer held NIC ${nic} (taken out before this run, or ${vm} restarted without it), so nothing was taken out of it`
-        : `the ${VMM_NAMES[vmm]} of ${vm} was not running, so it held no NIC ${nic} and nothing was taken out of it`,
+        ? `the ${VMM_NAMES[vmm]} of ${vm} no longer held NIC ${nic}`
+        : `the ${VMM_NAMES[vmm]} of ${vm} was not running`,
     )
     .join('; ');
   const notTaken = untaken === '' ? '' : ` (${untaken})`;
-  const record = `its record is as before (${link.vm}'s side ${link.clientAttach}, ${link.provider}'s ${link.providerAttach})`;
-  const again = (nics: number): string =>
-    `link ${link.vm} again: without --attach it attaches the link as recorded (${nics === 1 ? 'the NIC added again' : 'the NICs added again'}), with this run's --attach as that asks`;
+  const again = `its record is as before (README: What an undo leaves): link ${link.vm} again`;
   if (taken.length === 0 && link.replaced) {
     return `${down}: this run replaced its devices to attach it another way, and undoing the run deleted the new ones (the old ones cannot be brought back)${notTaken}: link ${link.vm} again`;
   }
   if (taken.length === 0) {
     // Down before the run: a VMM no longer held its NIC, and the run took nothing out.
-    const absent = link.takenBack.filter((nic) => nic.outcome === 'absent').length;
-    return `${down}: this run took no NIC of it out${notTaken}; ${record}: ${again(absent)}`;
+    return `${down}: this run took no NIC of it out${notTaken}; ${again}`;
   }
   // A side kept in its mode through another socket: the sockets say what changed.
   const nics = taken
-    .map(({ vmm, vm, nic, to, toSocket, socket }) =>
-      toSocket === undefined
-        ? `NIC ${nic} out of the ${VMM_NAMES[vmm]} of ${vm} (to attach that side as ${to})`
-        : `NIC ${nic} out of the ${VMM_NAMES[vmm]} of ${vm} at ${socket === undefined ? 'the socket recorded' : shownSocket(socket)} (to attach that side as ${to} through socket ${shownSocket(toSocket)})`,
+    .map(({ vmm, vm, nic, toSocket, socket }) =>
+      toSocket === undefined || socket === undefined ? `NIC ${nic} out of the ${VMM_NAMES[vmm]} of ${vm}` : `NIC ${nic} out of the ${VMM_NAMES[vmm]} of ${vm} at ${shownSocket(socket)}`,
     )
     .join(' and ');
-  const replaced = link.replaced ? ', and replaced its devices, the new ones deleted by undoing the run' : '';
-  return `${down}: this run took its ${nics}${replaced}${notTaken}; undoing the run puts no NIC back, and ${record}: ${again(taken.length)}`;
+  const replaced = link.replaced ? ' and replaced its devices' : '';
+  return `${down}: this run took its ${nics}${replaced}${notTaken} and cannot put ${taken.length === 1 ? 'it' : 'them'} back; ${again}`;
 }
 
 /**
@@ -1099,9 +1093,8 @@ export function nicRemoval(vmm: VmmKind, socket: string, nic: string, cwd?: stri
 function undoDetachLine(failure: VmmDetachFailure, socket: string, cwd: string | undefined): string {
   const { link, vmm, vm, nic, error } = failure;
   return (
-    `undoing the run, ${VMM_NAMES[vmm]} of ${vm} did not detach NIC ${nic} that the run had hot-plugged (link ${link.vm} -> ${link.provider}, id ${link.id}): ${error}; ` +
-    `the undo went on, so that VMM may still hold the NIC, on tap ${nic} (deleted where this run had made it: the NIC then reaches nothing, and the next link reports it as a conflict): ` +
-    `check that VMM, and once it answers remove the NIC with ${nicRemoval(vmm, socket, nic, cwd)}; or restart ${vm}`
+    `undoing the run, ${VMM_NAMES[vmm]} of ${vm} did not detach NIC ${nic} that the run had hot-plugged (link ${link.vm} -> ${link.provider}): ${error}; ` +
+    `the undo went on, so that VMM may still hold it (README: What an undo leaves): once it answers, remove it with ${nicRemoval(vmm, socket, nic, cwd)}; or restart ${vm}`
   );
 }
 
@@ -1115,14 +1108,11 @@ function undoDetachLine(failure: VmmDetachFailure, socket: string, cwd: string |
 export function undoStateLine(failure: UndoStateWriteFailure, given: GivenOptions): string {
   const { error, written, recorded, clients } = failure;
   const links = recorded.map((link) => `${link.vm} -> ${link.provider} (id ${link.id})`).join(', ');
-  const again = `run ${linkCommand(clients, given)}, which makes their devices`;
+  const again = `run ${linkCommand(clients, given)}`;
   if (written) {
-    return `undoing the run, ${error}: the file holds what it did before the run, but a crash before its next write may bring back this run's records of ${links}, whose devices are deleted; if one does, ${again}`;
+    return `undoing the run, ${error}: a crash before its next write may bring back this run's records of ${links}, whose devices are deleted (README: What an undo leaves); if one does, ${again}`;
   }
-  return (
-    `undoing the run, the state file could not be written back: ${error}; so it still holds this run's records (ids, attach modes) of ${links}, ` +
-    `though what this run did for them (devices made, NICs hot-plugged) is undone: once it can be written, ${again}`
-  );
+  return `undoing the run, the state file could not be written back: ${error}; it still records ${links} as this run made them, whose devices are deleted (README: What an undo leaves): once it can be written, ${again}`;
 }
 
 /**
@@ -1136,8 +1126,8 @@ export function undoStepLine(failure: UndoStepFailure, given: GivenOptions): str
   if (failure.step === 'namespace') {
     const { netns, error } = failure;
     return (
-      `undoing the run, deleting network namespace ${netns}, which the run had made, failed: ${error}; the undo went on, so that namespace may be left: ` +
-      `check what holds it (findmnt /run/netns/${netns}; ip netns pids ${netns}), then delete it with ip netns delete ${netns} (a later link that needs it uses it as it is)`
+      `undoing the run, deleting network namespace ${netns}, which the run had made, failed: ${error}; it may be left (README: What an undo leaves): ` +
+      `check what holds it (findmnt /run/netns/${netns}; ip netns pids ${netns}), then ip netns delete ${netns}`
     );
   }
   const { error, left } = failure;
@@ -1148,14 +1138,13 @@ export function undoStepLine(failure: UndoStepFailure, given: GivenOptions): str
     // The records are as before the run: a link of its clients again with no --mtu gives them back the MTU they record.
     const { mtu: _, ...kept } = given;
     return (
-      `undoing the run, putting back the MTU it had changed on ${devices.join(' ')} failed: ${error}; the undo went on, so ${links} may have the run's MTU there, ` +
-      `not the one ${left.length === 1 ? 'its VMs learnt' : 'their VMs learnt'}: check them (ip link show ${devices[0] ?? ''}), then run ${linkCommand(clients, kept)}, which gives them back the MTU recorded`
+      `undoing the run, putting back the MTU it had changed on ${devices.join(' ')} failed: ${error}; ${links} may keep the run's MTU there (README: What an undo leaves): ` +
+      `check them (ip link show ${devices[0] ?? ''}), then run ${linkCommand(clients, kept)}`
     );
   }
   return (
-    `undoing the run, deleting devices it had made failed: ${error}; the undo went on, so ${devices.join(' ')} may still exist, ` +
-    `and the ids of ${links} stay recorded, so that no other link is given them: check why the kernel kept them (ip -d link show ${devices[0] ?? ''}), ` +
-    `then run ${linkCommand(clients, given)}, which converges them`
+    `undoing the run, deleting devices it had made failed: ${error}; ${devices.join(' ')} may still exist, the ids of ${links} kept (README: What an undo leaves): ` +
+    `check why (ip -d link show ${devices[0] ?? ''}), then run ${linkCommand(clients, given)}`
   );
 }
 

@@ -5,7 +5,6 @@
 // sockets a run records for its VMM sides (withSockets). Used by the plain run (linker.ts) and by
 // --keep-going (link-keep-going.ts), each before its transaction.
 import { CliError } from '../shared/cli/run-cli.js';
-import { UNIX_SOCKET_PATH_MAX } from '../shared/unix-socket-path.js';
 import { type AttachMode, chosenAttachMode } from './attach-mode.js';
 import { type ConfigSnapshot, requireValidVm } from './config.js';
 import type { ObservedDevice } from './device-plan.js';
@@ -191,12 +190,11 @@ function switchRefused({ link, side, to, toSocket, relinkAttach: pinned, relinkC
   const vmm = isVmmMode(from) ? VMM_NAMES[from] : from;
   // A socket moved (movedVmmSocket): the mode is the same, the sockets say what changes.
   const toWhat = toSocket === undefined ? to : `${to} through socket ${shownSocket(toSocket)}`;
-  const at = toSocket === undefined ? '' : ` at ${shownSocket((side === 'client' ? link.clientSocket : link.providerSocket) ?? '')}, the socket recorded,`;
+  const at = toSocket === undefined ? '' : ` at ${shownSocket((side === 'client' ? link.clientSocket : link.providerSocket) ?? '')} (recorded)`;
   return new LinkerError(
     'vmm-detach-failed',
-    `${vm}'s side of ${link.vm} -> ${link.provider} (id ${link.id}) was not attached as ${toWhat}: its NIC ${nic} was to come out of the ${vmm} of ${vm}${at} first: ${reasonOf(error)}; ` +
-      `so nothing was made for it, and it stays as it was, recorded as ${from} on that side with its devices (a NIC the VMM had already been asked to remove may be gone from ${vm}: link again once it answers): ` +
-      `to attach it as ${toWhat} whatever that VMM says, run ${commands.unlink(link.vm, ['--force'])}, then ${relinkedText(link.vm, commands.link(pinned), relinkCommands(clients, commands))}`,
+    `${vm}'s side of ${link.vm} -> ${link.provider} was not attached as ${toWhat}: the ${vmm} of ${vm}${at} did not take out NIC ${nic}: ${reasonOf(error)}; ` +
+      `nothing was made, the link is as it was (README: Modes kept and switched): to attach it anyway, run ${commands.unlink(link.vm, ['--force'])}, then ${relinkedText(link.vm, commands.link(pinned), relinkCommands(clients, commands))}`,
   );
 }
 
@@ -273,15 +271,11 @@ function assertMovesRecordable(switched: readonly SwitchedSide[], commands: Prin
     const [vm, mode, nic, recorded] =
       side === 'client' ? [link.vm, link.clientAttach, link.clientDevice, link.clientSocket] : [link.provider, link.providerAttach, link.providerDevice, link.providerSocket];
     const option = isVmmMode(mode) ? VMM_SOCKET_OPTIONS[mode] : VMM_SOCKET_OPTIONS['cloud-hypervisor'];
-    const name = isVmmMode(mode) ? VMM_NAMES[mode] : mode;
     const reason = unrecordedSocketReason(unrecordable) ?? 'the state does not record it';
     throw new LinkerError(
       'vmm-socket-unrecordable',
-      `${vm}'s side of ${link.vm} -> ${link.provider} (id ${link.id}) was not moved to socket ${shownSocket(unrecordable)}, the path ${option} gives now: the state cannot record that path (${reason}), ` +
-        `so its NIC would be where no record says, and the socket recorded for it, ${shownSocket(recorded ?? '')}, lost; so no NIC was taken out and nothing was made for it (NIC ${nic} stays in the ${name} of ${vm} at that socket): ` +
-        `give a ${option} whose path the state can record (absolute, at most ${UNIX_SOCKET_PATH_MAX} bytes, without control characters, '"' or '\\'), or the one that gives ${shownSocket(recorded ?? '')}; ` +
-        `or, if ${vm} now runs with its socket at ${shownSocket(unrecordable)}, run ${commands.unlink(link.vm, [])}, then ${commands.link([...new Set([`${vm}=${mode}`, ...pinned])])}, ` +
-        `which attaches that side there without recording its socket (an unlink finds it only through that ${option})${clients.length === 0 ? '' : `; ${providedRelinksText(link.vm, relinkCommands(clients, commands))}`}`,
+      `${vm}'s NIC ${nic} (link ${link.vm} -> ${link.provider}) was not moved to socket ${shownSocket(unrecordable)}, a path the state cannot record (${reason}); ` +
+        `it stays at ${shownSocket(recorded ?? '')} (README: Modes kept and switched): give a ${option} the state can record, or if ${vm} runs there, run ${commands.unlink(link.vm, [])}, then ${commands.link([...new Set([`${vm}=${mode}`, ...pinned])])}${clients.length === 0 ? '' : `; ${providedRelinksText(link.vm, relinkCommands(clients, commands))}`}`,
     );
   }
 }
@@ -319,9 +313,8 @@ async function assertMovesReachable(switched: readonly SwitchedSide[], options: 
       const name = VMM_NAMES[kind];
       throw new LinkerError(
         'vmm-socket-moved',
-        `${vm}'s side of ${link.vm} -> ${link.provider} (id ${link.id}) was not moved to socket ${shownSocket(toSocket)}: the ${name} of ${vm} runs at ${shownSocket(socket)}, the socket recorded for its NIC ${nic.id}, ` +
-          `and no ${name} can be reached at ${shownSocket(toSocket)}, the path ${option} gives now (${there.why}); so no NIC was taken out and nothing was made for it: ` +
-          `run link again with the ${option} that ${name} runs with (giving ${shownSocket(socket)}), or, to move the NIC, once a ${name} of ${vm} runs at ${shownSocket(toSocket)}`,
+        `${vm}'s NIC ${nic.id} (link ${link.vm} -> ${link.provider}) was not moved to socket ${shownSocket(toSocket)}: no ${name} answers there (${there.why}), ` +
+          `and the one at ${shownSocket(socket)} holds it; nothing changed (README: Modes kept and switched): give the ${option} ${vm} runs with`,
       );
     }
   }

@@ -97,7 +97,7 @@ export async function takeDownUnlisted(state: LinkState, listed: ReadonlyMap<VmN
   } catch (error) {
     throw new LinkerError(
       'unlisted-not-taken-down',
-      `linked, but taking down ${pairs} (no longer among the providers) was not begun: ${reasonOf(error)}; so none of them was taken down (no NIC detached, no device deleted): run the same link again with a --qmp-socket and --ch-socket that give each a path a socket can have`,
+      `linked, but taking down ${pairs} (no longer among the providers) was not begun: ${reasonOf(error)}; none was taken down (README: A provider dropped): run the same link again with that option fixed`,
       error,
     );
   }
@@ -127,7 +127,7 @@ export async function takeDownUnlisted(state: LinkState, listed: ReadonlyMap<VmN
     throw new LinkerError(
       'unlisted-not-taken-down',
       `linked, but taking down ${stoppedLinksText(stopped)}, no longer among the providers, stopped part-way: ${error.message}; by then ${stoppedText(stopped)}; ` +
-        'so the state file still records them as linked: run the same link again, which takes down what is left of them (a NIC already out of its VMM, and a device already gone, count as done)',
+        'the state file still records them as linked (README: A provider dropped): run the same link again',
       error.failure,
       [],
       new Map(),
@@ -421,7 +421,7 @@ function detachStopped(vm: VmName, forget: boolean, error: unknown, commands: Pr
     'vmm-detach-failed',
     // "Recorded", not "up": a NIC whose removal the VMM had accepted (an earlier one of the VM, or
     // this one before its bound ran out) may be gone from the VM already.
-    `unlink ${vm}: ${reasonOf(error)}; so no host device was deleted and ${vm}'s links stay recorded (a NIC the VMM had already been asked to remove may be gone from the VM: unlink again once it answers): to delete them whatever the VMM says, run ${command}`,
+    `unlink ${vm}: ${reasonOf(error)}; so no host device was deleted and ${vm}'s links stay recorded (README: A VMM that does not detach): to delete them anyway, run ${command}`,
   );
 }
 
@@ -455,7 +455,7 @@ function unlinkStopped(vm: VmName, flags: UnlinkFlags, error: unknown, commands:
   return new LinkerError(
     'take-down-stopped',
     `unlink ${vm}: taking down ${stoppedLinksText(released)} stopped part-way: ${error.message}; by then ${stoppedText(released)}; ` +
-      `so the state file is as it was, recording those links as it did${ids}: run ${again} again, which takes down what is left (a NIC already out of its VMM, and a device already gone, count as done)`,
+      `the state file is as it was${ids} (README: An unlink stopped part-way): run ${again} again`,
     failure,
     [],
     new Map(),

@@ -425,8 +425,8 @@ async function failureText(socket: RtnlSocket, step: DeviceStep, outcome: Marked
   const master = step.op === 'set' ? step.change.master : undefined;
   if (master !== undefined && outcome.code === 'EOPNOTSUPP' && outcome.marks.failure === null) {
     return (
-      `${outcome.text}; something else made it under this link's bridge name after this run looked (a port joined to it would be its port, not the link's): ` +
-      'check what else makes network devices on this host (another spectrum-link with another --state-dir, a network manager), then link again, which replaces it with the bridge'
+      `${outcome.text}; something else made it under this link's bridge name after this run looked (README: How devices are made): ` +
+      'check what else makes network devices on this host (a network manager, another spectrum-link), then link again'
     );
   }
   if (master === undefined || outcome.code !== 'EINVAL') return outcome.text;

@@ -66,6 +66,38 @@ export function socketPath(template: string, vm: string, flag = 'the socket temp
   return path;
 }
 
+/**
+ * The VM's directory in the socket path a template gives a VM: the path up to the end of the
+ * template's first component with {vm} in it, the host's naming (it may be a symlink, e.g. to a
+ * directory by VM id); below it the VM's user may write, so no symlink there is followed
+ * (vmm/vmm-socket.ts). Undefined where no directory of the template has {vm} in it (none, or only
+ * the socket's own name): that name alone is not followed then.
+ */
+export function templateVmDir(template: string, vm: string): string | undefined {
+  const at = template.indexOf('{vm}');
+  if (at < 0) return undefined;
+  const end = template.indexOf('/', at + '{vm}'.length);
+  return end < 0 ? undefined : template.slice(0, end).replaceAll('{vm}', vm);
+}
+
+/**
+ * The VM's directory in a socket path the state records for it (or would: socketOf): the
+ * template's (templateVmDir, made absolute) where this run's template gives that very path; else,
+ * the state recording no template, the path up to its first component with the VM's name in it,
+ * where the {vm} that made it was at the latest: no fewer components are kept from symlinks than
+ * the template kept (more, where a directory above has the name in it too). Undefined where none
+ * but the socket's own name has it.
+ */
+export function recordedVmDir(recorded: string, vm: string, template: string): string | undefined {
+  if (absoluteSocket(template.replaceAll('{vm}', vm)) === recorded) {
+    const dir = templateVmDir(template, vm);
+    return dir === undefined ? undefined : absoluteSocket(dir);
+  }
+  const names = recorded.split('/');
+  const at = names.findIndex((name) => name.includes(vm));
+  return at < 0 || at === names.length - 1 ? undefined : names.slice(0, at + 1).join('/');
+}
+
 export interface SideArguments {
   readonly cloudHypervisor: readonly string[];
   readonly qemu: readonly string[];
@@ -175,7 +207,8 @@ export { shownSocket };
  * A socket the state records for a VM's NIC, checked again before it is connected to, as every
  * socket path is: a path the state would record (absolute, at most a Unix socket path's 107
  * bytes: isRecordedSocket); the last component is then opened O_NOFOLLOW by the VMM client
- * (vmm/vmm-socket.ts), a symlink there refused, as at a template's path. The path was checked when
+ * (vmm/vmm-socket.ts), a symlink there refused, as at a template's path, and so is one below the
+ * VM's directory in it (recordedVmDir). The path was checked when
  * it was recorded, and the parser refuses a state file holding another; past that, a path in the
  * state is trusted as much as the state file is: it is root's (the state dir's owner's), and
  * whoever may write it may as well have any NIC taken out anywhere.
@@ -281,6 +314,7 @@ export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
   const bus = flags.qemuBus === undefined ? undefined : qemuBus(flags.qemuBus);
   const qmpSocket = (vm: string): string => socketPath(flags.qmpSocket, vm, '--qmp-socket');
   const chSocket = (vm: string): string => socketPath(flags.chSocket, vm, '--ch-socket');
+  const template = (kind: 'qemu' | 'cloud-hypervisor'): string => (kind === 'qemu' ? flags.qmpSocket : flags.chSocket);
   let logger: Logger | undefined;
   const log = (): Logger => (logger ??= createLogger('spectrum-link'));
   // The sockets of VMMs that did not answer an attach in time, with what was said: they are not
@@ -295,6 +329,9 @@ export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
   // Where a NIC is detached: at the socket the state records for it (checked again), else at the template's.
   const detachSocket = (kind: 'qemu' | 'cloud-hypervisor', vm: string, recorded: string | undefined): string =>
     recorded !== undefined ? recordedSocketPath(recorded, kind, vm) : kind === 'qemu' ? qmpSocket(vm) : chSocket(vm);
+  // And the VM's directory in it, below which no symlink is followed.
+  const detachVmDir = (kind: 'qemu' | 'cloud-hypervisor', vm: string, recorded: string | undefined): string | undefined =>
+    recorded !== undefined ? recordedVmDir(recorded, vm, template(kind)) : templateVmDir(template(kind), vm);
   return {
     checkSocket(kind, vm, recorded) {
       detachSocket(kind, vm, recorded);
@@ -304,7 +341,7 @@ export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
     },
     async vmmAt(kind, vm, socket) {
       // Bounded by one --vmm-timeout; a socket the state would not record is refused as at a detach.
-      return (await import('./vmm/vmm-socket.js')).vmmPresence(detachSocket(kind, vm, socket), timeoutMs);
+      return (await import('./vmm/vmm-socket.js')).vmmPresence(detachSocket(kind, vm, socket), timeoutMs, detachVmDir(kind, vm, socket));
     },
     socketKey,
     socketOf(kind, vm) {
@@ -327,7 +364,7 @@ export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
       const wholeMs = WHOLE_NIC_TIMEOUTS * timeoutMs;
       const whole = deadline(wholeMs, `asking for the MTU of NIC ${nic.id} took over ${wholeMs} ms`);
       try {
-        await (await qmp()).qemuCheckMtu(socket, nic, { timeoutMs, signal: whole.signal });
+        await (await qmp()).qemuCheckMtu(socket, nic, { timeoutMs, signal: whole.signal, vmDir: templateVmDir(flags.qmpSocket, vm) });
       } catch (error) {
         // No QEMU runs there: it holds no NIC; the attach says what it finds.
         if ((await vmmGone(error)) !== undefined) return;
@@ -349,7 +386,7 @@ export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
       const wholeMs = WHOLE_NIC_TIMEOUTS * timeoutMs;
       const why = `the whole attach of NIC ${nic.id} took over ${wholeMs} ms`;
       const whole = deadline(wholeMs, why);
-      const bound = { timeoutMs, signal: whole.signal, takeBackMs: wholeMs };
+      const bound = { timeoutMs, signal: whole.signal, takeBackMs: wholeMs, vmDir: templateVmDir(template(kind), vm) };
       try {
         if (kind === 'qemu') return !(await (await qmp()).qemuAttach(socket, nic, { ...bound, ...(bus === undefined ? {} : { bus }) })).alreadyAttached;
         const say = (level: 'info' | 'warn', message: string): void => log()[level]({ vm, nic: nic.id }, message);
@@ -380,7 +417,7 @@ export function vmmPort(_attach: AttachChoice, flags: VmmFlags): VmmPort {
       const why = `the whole detach of NIC ${nic.id} took over ${wholeMs} ms`;
       const finishBy = performance.now() + wholeMs;
       const whole = deadline(wholeMs, why);
-      const bound = { timeoutMs, signal: whole.signal };
+      const bound = { timeoutMs, signal: whole.signal, vmDir: detachVmDir(kind, vm, recorded) };
       try {
         if (kind === 'qemu') {
           const result = await (await qmp()).qemuDetach(socket, nic, { ...bound, finishBy });

@@ -61,12 +61,16 @@ function hashTree(hash, dir, skip, seen = new Set([realpathSync(join(root, dir))
 
 /** A file's content into `hash`, a chunk at a time: readFileSync refuses a file over 2 GiB. */
 function hashFile(hash, full) {
-  const fd = openSync(full, 'r');
+  let fd;
   try {
+    fd = openSync(full, 'r');
     const chunk = Buffer.alloc(1 << 20);
     for (let read; (read = readSync(fd, chunk, 0, chunk.length, null)) > 0; ) hash.update(chunk.subarray(0, read));
+  } catch (error) {
+    // readSync's error names no file.
+    throw new Error(`cannot read ${full} (${error?.code ?? error?.message ?? error}) to hash it`);
   } finally {
-    closeSync(fd);
+    if (fd !== undefined) closeSync(fd);
   }
 }
 
@@ -117,6 +121,13 @@ function outputsDigest() {
   }
   return hash.digest('hex');
 }
+
+// A file that cannot be hashed (unreadable, EIO) is said in one line naming it, not as Node's
+// stack trace, whose read error names no file: setup says its check failed, its error above.
+process.on('uncaughtException', (error) => {
+  process.stderr.write(`build-stamp: ${error instanceof Error ? error.message : String(error)}\n`);
+  process.exit(1);
+});
 
 const [mode, digest] = process.argv.slice(2);
 if (mode === 'inputs') {

@@ -85,6 +85,8 @@ export interface CloudHypervisorOptions {
    * saying so (not under `signal`, which may be what gave vm.add-net up); default twice timeoutMs.
    */
   readonly takeBackMs?: number;
+  /** The VM's directory in the socket path (its part up to the template's first component with {vm}): no symlink below it is followed (vmm-socket.ts). */
+  readonly vmDir?: string | undefined;
 }
 
 export type ChAttachResult =
@@ -106,7 +108,7 @@ export const CH_MAX_BODY = 1024 * 1024;
 const API = '/api/v1';
 
 /** What bounds a request: its own time, and a signal that ends a whole series of them. */
-type Bound = Pick<CloudHypervisorOptions, 'timeoutMs' | 'signal'>;
+type Bound = Pick<CloudHypervisorOptions, 'timeoutMs' | 'signal' | 'vmDir'>;
 
 interface Answer {
   readonly status: number;
@@ -154,7 +156,7 @@ function call(socketPath: string, method: 'GET' | 'PUT', endpoint: string, body:
   // Not through a symlink at the path (vmm-socket.ts); held until the request is settled.
   let found: VmmSocket;
   try {
-    found = VmmSocket.find(socketPath, 'is cloud-hypervisor running with --api-socket at this path?');
+    found = VmmSocket.find(socketPath, 'is cloud-hypervisor running with --api-socket at this path?', bound.vmDir);
   } catch (error) {
     return Promise.reject(error instanceof VmmSocketError ? connectError(socketPath, error.message, error) : error);
   }
@@ -334,7 +336,7 @@ function vetOpened(socketPath: string, nic: VmmNic, options: CloudHypervisorOpti
   const of = options.vm === undefined ? '' : ` of VM ${options.vm}`;
   const tapsAt = `${options.tapNetnsPath ?? "spectrum-link's own"}, ${shownNetns(taps)}`;
   if (place.kind === 'unknown') {
-    const message = `cloud-hypervisor${of} at ${shownSocket(socketPath)}: cannot tell whether it runs in the taps' network namespace (${tapsAt}): ${place.why}; if not, it reads tap ${nic.tap}'s MTU by name in its own namespace, so its guest gets on NIC ${nic.id} the MTU of whatever has that name there (a device's own name or an altname), 1500 where nothing does, not necessarily the link's ${String(link)}`;
+    const message = `cloud-hypervisor${of} at ${shownSocket(socketPath)}: cannot tell whether it runs in the taps' network namespace (${tapsAt}): ${place.why}; attached, but if not, its guest may get another MTU than the link's ${String(link)} on NIC ${nic.id} (README: MTU and stale NICs)`;
     options.log?.('warn', message);
     return;
   }
@@ -492,7 +494,7 @@ async function attachedAlready(socketPath: string, nic: VmmNic, options: CloudHy
     // The tap's one queue was free (it was opened here to go along): the NIC holds another tap.
     throw new CloudHypervisorError(
       'conflict',
-      `cloud-hypervisor at ${shownSocket(socketPath)} has NIC ${id} with MAC ${mac}, but not on tap ${tap}: nobody held that tap, so it was made anew after the NIC's tap was deleted (e.g. while the VMM could not be reached); take the link down (unlink) and link it again`,
+      `cloud-hypervisor at ${shownSocket(socketPath)} has NIC ${id} with MAC ${mac}, but not on tap ${tap}: nobody held that tap, so it was made anew after the NIC's was deleted (README: MTU and stale NICs); take the link down (unlink) and link it again`,
       409,
     );
   }

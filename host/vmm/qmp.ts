@@ -83,6 +83,8 @@ export interface QmpConnectOptions {
    * everything waiting fails at once. A bound on a whole series of commands.
    */
   readonly signal?: AbortSignal;
+  /** The VM's directory in the socket path (its part up to the template's first component with {vm}): no symlink below it is followed (vmm-socket.ts). */
+  readonly vmDir?: string | undefined;
 }
 
 type JsonObject = Record<string, unknown>;
@@ -178,7 +180,7 @@ export class QmpClient {
     const { timeoutMs } = options;
     let found: VmmSocket;
     try {
-      found = VmmSocket.find(path, QMP_SOCKET_MISSING);
+      found = VmmSocket.find(path, QMP_SOCKET_MISSING, options.vmDir);
     } catch (error) {
       if (error instanceof VmmSocketError) throw connectError(path, error.message, error);
       throw error;
@@ -458,6 +460,8 @@ export interface QemuAttachOptions {
   readonly bus?: string;
   /** The network namespace (a /run/netns file) the taps are in, where not ours. */
   readonly tapNetnsPath?: string;
+  /** The VM's directory in the socket path (its part up to the template's first component with {vm}): no symlink below it is followed (vmm-socket.ts). */
+  readonly vmDir?: string | undefined;
 }
 
 export interface QemuAttachResult {
@@ -476,6 +480,8 @@ export interface QemuDetachOptions {
    * unplugged and the bound end before its netdev went, the detach failed halfway.
    */
   readonly finishBy?: number;
+  /** The VM's directory in the socket path (its part up to the template's first component with {vm}): no symlink below it is followed (vmm-socket.ts). */
+  readonly vmDir?: string | undefined;
 }
 
 export interface QemuDetachResult {
@@ -683,7 +689,7 @@ async function takeBackOnNewSession(socketPath: string, nic: VmmNic, netdev: str
   const ms = options.takeBackMs ?? 2 * options.timeoutMs;
   const bound = deadline(ms, `taking back what an attach of NIC ${nic.id} given up had asked for took over ${ms} ms`);
   try {
-    await withQmp(socketPath, { timeoutMs: options.timeoutMs, signal: bound.signal }, async (client) => {
+    await withQmp(socketPath, { timeoutMs: options.timeoutMs, signal: bound.signal, vmDir: options.vmDir }, async (client) => {
       const quietly = (command: string, args: JsonObject): Promise<unknown> => client.execute(command, args).catch(() => undefined);
       // The device first: its netdev goes after it (as where device_add fails in the session).
       if (asked.device) await quietly('device_del', { id: nic.id });
@@ -713,7 +719,7 @@ async function attachOn(client: QmpClient, socketPath: string, nic: VmmNic, netd
       if (!tapHeld(socketPath, nic, options)) {
         throw new QmpError(
           'conflict',
-          `QEMU at ${shownSocket(socketPath)} has NIC ${nic.id} with MAC ${nic.mac}, but not on tap ${nic.tap}: nobody holds that tap, so it was made anew after the NIC's tap was deleted (e.g. while QEMU could not be reached); take the link down (unlink) and link it again, or restart the VM`,
+          `QEMU at ${shownSocket(socketPath)} has NIC ${nic.id} with MAC ${nic.mac}, but not on tap ${nic.tap}: nobody holds that tap, so it was made anew after the NIC's was deleted (README: MTU and stale NICs); take the link down (unlink) and link it again, or restart the VM`,
         );
       }
       await checkSameMtu(client, nic, socketPath);

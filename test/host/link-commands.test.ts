@@ -1,5 +1,6 @@
 // spectrum-link's linker commands as an operator meets them: --help texts and option parsing.
 // (What the commands do is tested in link-netns.test.ts and link-vmm.test.ts.)
+import { readFile } from 'node:fs/promises';
 import { Command } from 'commander';
 import { describe, expect, it, vi } from 'vitest';
 import { checkCommand } from '../../host/check-command.js';
@@ -320,17 +321,17 @@ describe('spectrum-link linker commands', () => {
     };
     expect(undoStateLine(failure, NO_OPTIONS)).toBe(
       "undoing the run, the state file could not be written back: cannot write state file /state/links.json (ENOSPC); check the state dir's permissions and free space; " +
-        "so it still holds this run's records (ids, attach modes) of appvm-lynx -> netvm (id 7), appvm-catgirl -> netvm (id 9), though what this run did for them (devices made, NICs hot-plugged) is undone: " +
-        'once it can be written, run spectrum-link link appvm-lynx appvm-catgirl, which makes their devices',
+        'it still records appvm-lynx -> netvm (id 7), appvm-catgirl -> netvm (id 9) as this run made them, whose devices are deleted (README: What an undo leaves): ' +
+        'once it can be written, run spectrum-link link appvm-lynx appvm-catgirl',
     );
     const synced = { ...failure, written: true, error: 'wrote /state/links.json but could not sync /state (EIO); the change may not survive a crash', recorded: [link('appvm-lynx', 7)], clients: [vmName('appvm-lynx')] };
     expect(undoStateLine(synced, NO_OPTIONS)).toBe(
-      'undoing the run, wrote /state/links.json but could not sync /state (EIO); the change may not survive a crash: the file holds what it did before the run, ' +
-        "but a crash before its next write may bring back this run's records of appvm-lynx -> netvm (id 7), whose devices are deleted; " +
-        'if one does, run spectrum-link link appvm-lynx, which makes their devices',
+      'undoing the run, wrote /state/links.json but could not sync /state (EIO); the change may not survive a crash: ' +
+        "a crash before its next write may bring back this run's records of appvm-lynx -> netvm (id 7), whose devices are deleted (README: What an undo leaves); " +
+        'if one does, run spectrum-link link appvm-lynx',
     );
     // With this run's options a link takes (not --all, --keep-going or --json, which the CLI does not pass), paths absolute.
-    expect(undoStateLine(synced, RUN)).toMatch(/, run spectrum-link link appvm-lynx --config-dir \/srv\/spectrum\/config --state-dir \/var\/state --mtu 9000 --attach netvm=qemu --qmp-socket '\/srv\/spectrum\/q\/\{vm\}\.qmp' --vmm-timeout 20000 --lock-wait 5, which makes their devices$/);
+    expect(undoStateLine(synced, RUN)).toMatch(/, run spectrum-link link appvm-lynx --config-dir \/srv\/spectrum\/config --state-dir \/var\/state --mtu 9000 --attach netvm=qemu --qmp-socket '\/srv\/spectrum\/q\/\{vm\}\.qmp' --vmm-timeout 20000 --lock-wait 5$/);
   });
 
   it('devices an undo could not delete: one line naming them, the links whose ids stay recorded, and the link to run again', () => {
@@ -346,20 +347,20 @@ describe('spectrum-link linker commands', () => {
       NO_OPTIONS,
     );
     expect(line).toBe(
-      'undoing the run, deleting devices it had made failed: removing device snb7 failed: Operation not supported; the undo went on, so snb7 snc7 snp9 may still exist, ' +
-        'and the ids of appvm-lynx -> netvm (id 7), appvm-catgirl -> netvm (id 9) stay recorded, so that no other link is given them: check why the kernel kept them (ip -d link show snb7), ' +
-        'then run spectrum-link link appvm-lynx appvm-catgirl, which converges them',
+      'undoing the run, deleting devices it had made failed: removing device snb7 failed: Operation not supported; snb7 snc7 snp9 may still exist, ' +
+        'the ids of appvm-lynx -> netvm (id 7), appvm-catgirl -> netvm (id 9) kept (README: What an undo leaves): check why (ip -d link show snb7), ' +
+        'then run spectrum-link link appvm-lynx appvm-catgirl',
     );
     expect(line).not.toContain('\n');
   });
 
   it('an MTU an undo could not put back: one line naming the devices and links, and the link without --mtu that gives them back the MTU they record', () => {
     const line = undoStepLine({ step: 'mtu', error: 'No such device', left: [{ link: link('appvm-lynx', 7), devices: ['snc7', 'snb7'] }] }, RUN);
-    expect(line).toMatch(/^undoing the run, putting back the MTU it had changed on snc7 snb7 failed: No such device; the undo went on, so appvm-lynx -> netvm \(id 7\) may have the run's MTU there, not the one its VMs learnt: check them \(ip link show snc7\), then run spectrum-link link appvm-lynx /);
+    expect(line).toMatch(/^undoing the run, putting back the MTU it had changed on snc7 snb7 failed: No such device; appvm-lynx -> netvm \(id 7\) may keep the run's MTU there \(README: What an undo leaves\): check them \(ip link show snc7\), then run spectrum-link link appvm-lynx /);
     // The run's other options, but not its --mtu: the records went back to the MTU before the run.
     expect(line).toContain('--state-dir /var/state');
     expect(line).not.toContain('--mtu');
-    expect(line).toMatch(/, which gives them back the MTU recorded$/);
+    expect(line).toMatch(/ --lock-wait 5$/);
     expect(line).not.toContain('\n');
   });
 });
@@ -392,10 +393,8 @@ describe('leftDownLine', () => {
       }),
     );
     expect(line).toBe(
-      'appvm-lynx -> netvm (id 42) is down: this run took its NIC snp42 out of the QEMU of netvm (to attach that side as none) ' +
-        '(the QEMU of appvm-lynx was not running, so it held no NIC snc42 and nothing was taken out of it); ' +
-        "undoing the run puts no NIC back, and its record is as before (appvm-lynx's side qemu, netvm's qemu): " +
-        "link appvm-lynx again: without --attach it attaches the link as recorded (the NIC added again), with this run's --attach as that asks",
+      'appvm-lynx -> netvm (id 42) is down: this run took its NIC snp42 out of the QEMU of netvm (the QEMU of appvm-lynx was not running) and cannot put it back; ' +
+        'its record is as before (README: What an undo leaves): link appvm-lynx again',
     );
   });
 
@@ -403,7 +402,7 @@ describe('leftDownLine', () => {
     const line = leftDownLine(leftDownOf({ replaced: true, takenBack: [{ vmm: 'cloud-hypervisor', vm: vmName('appvm-lynx'), nic: 'snc42', to: 'netns', outcome: 'not-running' }] }));
     expect(line).toBe(
       'appvm-lynx -> netvm (id 42) is down: this run replaced its devices to attach it another way, and undoing the run deleted the new ones (the old ones cannot be brought back) ' +
-        '(the cloud-hypervisor of appvm-lynx was not running, so it held no NIC snc42 and nothing was taken out of it): link appvm-lynx again',
+        '(the cloud-hypervisor of appvm-lynx was not running): link appvm-lynx again',
     );
   });
 });
@@ -412,23 +411,19 @@ describe('leftDownLine of a NIC its running VMM no longer held', () => {
   it('says that VMM no longer held it and nothing was taken out, not that the run took it out; beside a NIC taken out, says both', () => {
     const absent = { vmm: 'qemu', vm: vmName('appvm-lynx'), nic: 'snc42', to: 'none', outcome: 'absent' } as const;
     expect(leftDownLine(leftDownOf({ replaced: false, takenBack: [absent] }))).toBe(
-      'appvm-lynx -> netvm (id 42) is down: this run took no NIC of it out ' +
-        '(the QEMU of appvm-lynx no longer held NIC snc42 (taken out before this run, or appvm-lynx restarted without it), so nothing was taken out of it); ' +
-        "its record is as before (appvm-lynx's side qemu, netvm's qemu): " +
-        "link appvm-lynx again: without --attach it attaches the link as recorded (the NIC added again), with this run's --attach as that asks",
+      'appvm-lynx -> netvm (id 42) is down: this run took no NIC of it out (the QEMU of appvm-lynx no longer held NIC snc42); ' +
+        'its record is as before (README: What an undo leaves): link appvm-lynx again',
     );
     const both = leftDownLine(leftDownOf({ replaced: false, takenBack: [absent, { vmm: 'qemu', vm: vmName('netvm'), nic: 'snp42', to: 'none', outcome: 'taken' }] }));
     expect(both).toBe(
-      'appvm-lynx -> netvm (id 42) is down: this run took its NIC snp42 out of the QEMU of netvm (to attach that side as none) ' +
-        '(the QEMU of appvm-lynx no longer held NIC snc42 (taken out before this run, or appvm-lynx restarted without it), so nothing was taken out of it); ' +
-        "undoing the run puts no NIC back, and its record is as before (appvm-lynx's side qemu, netvm's qemu): " +
-        "link appvm-lynx again: without --attach it attaches the link as recorded (the NIC added again), with this run's --attach as that asks",
+      'appvm-lynx -> netvm (id 42) is down: this run took its NIC snp42 out of the QEMU of netvm (the QEMU of appvm-lynx no longer held NIC snc42) and cannot put it back; ' +
+        'its record is as before (README: What an undo leaves): link appvm-lynx again',
     );
   });
 });
 
 describe('leftDownLine of a side kept in its mode through another socket', () => {
-  it('says the socket its NIC came out at and the one it was to go in at', () => {
+  it('says the socket its NIC came out at', () => {
     const line = leftDownLine(
       leftDownOf({
         providerAttach: 'netns',
@@ -438,9 +433,8 @@ describe('leftDownLine of a side kept in its mode through another socket', () =>
       }),
     );
     expect(line).toBe(
-      'appvm-lynx -> netvm (id 42) is down: this run took its NIC snc42 out of the QEMU of appvm-lynx at /run/a/appvm-lynx.qmp (to attach that side as qemu through socket /run/b/appvm-lynx.qmp); ' +
-        "undoing the run puts no NIC back, and its record is as before (appvm-lynx's side qemu, netvm's netns): " +
-        "link appvm-lynx again: without --attach it attaches the link as recorded (the NIC added again), with this run's --attach as that asks",
+      'appvm-lynx -> netvm (id 42) is down: this run took its NIC snc42 out of the QEMU of appvm-lynx at /run/a/appvm-lynx.qmp and cannot put it back; ' +
+        'its record is as before (README: What an undo leaves): link appvm-lynx again',
     );
   });
 
@@ -449,7 +443,44 @@ describe('leftDownLine of a side kept in its mode through another socket', () =>
     const line = leftDownLine(
       leftDownOf({ providerAttach: 'netns', clientSocket: from, replaced: false, takenBack: [{ vmm: 'qemu', vm: vmName('appvm-lynx'), nic: 'snc42', to: 'qemu', toSocket: to, socket: from, outcome: 'taken' }] }),
     );
-    expect(line).toContain('out of the QEMU of appvm-lynx at "/run/a\\nb/appvm-lynx.qmp" (to attach that side as qemu through socket "/run/c\\nd/appvm-lynx.qmp")');
+    expect(line).toContain('out of the QEMU of appvm-lynx at "/run/a\\nb/appvm-lynx.qmp" and cannot put it back');
+    expect(line).not.toContain('\n');
+  });
+});
+
+describe('what an undo leaves, said in a line', () => {
+  /** A line's own length: less what it shows (errors, devices, links) and the command it gives. */
+  const ownLength = (line: string, ...shown: string[]): number => shown.reduce((length, text) => (line.includes(text) ? length - text.length : Number.NaN), line.length);
+  const lynx = link('appvm-lynx', 7);
+  const lynxLink = 'appvm-lynx -> netvm (id 7)';
+
+  it('each says what is wrong and what is left in about 200 characters besides what it shows, then the command; the README section it names says the rest', async () => {
+    const devices = undoStepLine({ step: 'devices', error: 'E', left: [{ link: lynx, devices: ['snb7', 'snc7'] }] }, RUN);
+    const mtu = undoStepLine({ step: 'mtu', error: 'E', left: [{ link: lynx, devices: ['snc7', 'snb7'] }] }, RUN);
+    const netns = undoStepLine({ step: 'namespace', error: 'E', netns: 'vm-appvm-lynx' }, RUN);
+    const state = undoStateLine({ stateFile: '/state/links.json', error: 'E', written: false, recorded: [lynx], clients: [vmName('appvm-lynx')] }, RUN);
+    const synced = undoStateLine({ stateFile: '/state/links.json', error: 'E', written: true, recorded: [lynx], clients: [vmName('appvm-lynx')] }, RUN);
+    const command = /spectrum-link link appvm-lynx .*$/.exec(devices)?.[0] ?? '';
+    expect(command).not.toBe('');
+    const noMtu = /spectrum-link link appvm-lynx .*$/.exec(mtu)?.[0] ?? '';
+    const down = leftDownLine(leftDownOf({ replaced: false, takenBack: [{ vmm: 'qemu', vm: vmName('netvm'), nic: 'snp42', to: 'none', outcome: 'taken' }] }));
+    for (const [line, own] of [
+      [devices, ownLength(devices, 'E', 'snb7 snc7', lynxLink, 'ip -d link show snb7', command)],
+      [mtu, ownLength(mtu, 'E', 'snc7 snb7', lynxLink, 'ip link show snc7', noMtu)],
+      [netns, ownLength(netns, 'E', 'vm-appvm-lynx', '(findmnt /run/netns/vm-appvm-lynx; ip netns pids vm-appvm-lynx), then ip netns delete vm-appvm-lynx')],
+      [state, ownLength(state, 'E', lynxLink, command)],
+      [synced, ownLength(synced, 'E', lynxLink, command)],
+      [down, ownLength(down, 'appvm-lynx -> netvm (id 42)', 'snp42')],
+    ] as const) {
+      expect(line).toContain('(README: What an undo leaves)');
+      expect(own, line).toBeLessThanOrEqual(200);
+    }
+    const readme = await readFile(new URL('../../README.md', import.meta.url), 'utf8');
+    const section = readme.split(/^#### What an undo leaves$/m)[1]?.split(/^#/m)[0] ?? '';
+    expect(section).toContain('so that no other link is given\n  it while they may be there');
+    expect(section).toContain('a\n  later link that needs it uses it as it is');
+    expect(section).toContain('the `link` (without `--mtu`) that gives them back the MTU\n  they record');
+    expect(section).toContain('without `--attach` that attaches the link as recorded (the NIC added again)');
   });
 });
 
@@ -506,6 +537,21 @@ describe('the unlink a line offers for a NIC a VMM did not give back', () => {
     expect(offered(forcedLine(failure(), 'appvm-lynx', false, at, undefined, given))).toBe(exact);
     // With --forget nothing is left for an unlink to find.
     expect(offered(forcedLine(failure(), 'appvm-lynx', true, at, undefined, given))).toBeUndefined();
+  });
+
+  it('says what is wrong and what is left in about 200 characters besides what it shows, then what to run; the README section it names says the rest', async () => {
+    const at = '/run/vm/appvm-catgirl/qmp.sock';
+    for (const line of [forcedLine(failure(), 'appvm-lynx', false, at, undefined, RUN), forcedLine(failure(), 'appvm-lynx', true, at, undefined, RUN), unlistedLine(failure([]), at, undefined, RUN)]) {
+      expect(line).toMatch(/^QEMU of appvm-catgirl did not detach NIC snp42 \(link appvm-lynx -> appvm-catgirl\): QEMU refused device_del; the host side was removed anyway \(tap snp42, bridge snb42\), but the VMM may still hold the NIC \(README: A VMM that does not detach\): once the VMM answers, /);
+      expect(line).toMatch(/[;,] or restart appvm-catgirl$/);
+      // Less what it shows: the VMM's words, the VMs and devices.
+      const shown = ['QEMU refused device_del', 'appvm-catgirl', 'appvm-lynx', 'appvm-catgirl', 'snp42', 'snp42', 'snb42', 'appvm-catgirl'].join('').length;
+      const own = line.slice(0, line.indexOf('once the VMM answers')).length + '; or restart appvm-catgirl'.length - shown;
+      expect(own, line).toBeLessThanOrEqual(200);
+    }
+    const readme = await readFile(new URL('../../README.md', import.meta.url), 'utf8');
+    const section = readme.split(/^#### A VMM that does not detach$/m)[1]?.split(/^#/m)[0] ?? '';
+    expect(section).toContain('a `link` of its VM meanwhile reports it as a conflict');
   });
 
   it('the link of the client after that unlink, which takes its other links down too: with this run\'s link options and the modes of those links', () => {

@@ -332,7 +332,7 @@ describeNetns('link interrupted while it undoes a failure', () => {
         'spectrum-link: link interrupted by SIGINT while it failed (above) and undid the run: the undo went on to its end: what this run had made (its devices, the NICs it hot-plugged, the ids it allocated) is undone; links made before it are as they were',
         // The NIC appvm-lynx's QEMU did not give back is said: it may still hold it, on a deleted tap.
         expect.stringMatching(
-          /^spectrum-link: undoing the run, QEMU of appvm-lynx did not detach NIC (snc\d+) that the run had hot-plugged .*no reply to device_del within 3000 ms.*: check that VMM, and once it answers remove the NIC with QMP at .*\/appvm-lynx\.qmp: device_del \{"id":"\1"\}, then, .*netdev_del \{"id":"net-\1"\}; or restart appvm-lynx$/,
+          /^spectrum-link: undoing the run, QEMU of appvm-lynx did not detach NIC (snc\d+) that the run had hot-plugged .*no reply to device_del within 3000 ms.*; the undo went on, so that VMM may still hold it \(README: What an undo leaves\): once it answers, remove it with QMP at .*\/appvm-lynx\.qmp: device_del \{"id":"\1"\}, then, .*netdev_del \{"id":"net-\1"\}; or restart appvm-lynx$/,
         ),
       ]);
       // Undone: no link recorded, no device of ours.

@@ -75,8 +75,8 @@ describeNetns('a device of another kind under a link bridge name', () => {
         const device = port === 'client' ? names.client : names.provider;
         expect(oneLineError(run.stderr)).toBe(
           `spectrum-link: ip link set dev ${device} mtu 1500 master ${names.bridge} up failed: Operation not supported: master ${names.bridge} (ifindex ${String(index)}) is a device of kind ${kind}, not a bridge; ` +
-            "something else made it under this link's bridge name after this run looked (a port joined to it would be its port, not the link's): " +
-            'check what else makes network devices on this host (another spectrum-link with another --state-dir, a network manager), then link again, which replaces it with the bridge',
+            "something else made it under this link's bridge name after this run looked (README: How devices are made): " +
+            'check what else makes network devices on this host (a network manager, another spectrum-link), then link again',
         );
         // Undone: the run's ports gone, the state as before it (the link's id kept by the unlink
         // before, no attach modes); the device under the bridge's name, not the run's, left as it is.

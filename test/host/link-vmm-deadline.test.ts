@@ -109,9 +109,9 @@ describeNetns('link and unlink: a VMM answering each step just in time', () => {
       expect(lines(plain.stderr)).toEqual([
         `spectrum-link: unlink appvm-lynx: the QEMU of appvm-lynx (socket ${sockets}/appvm-lynx.qmp) did not finish removing NIC ${link.clientDevice} within ${2 * timeoutMs} ms (twice --vmm-timeout): ` +
           'check that VMM (overloaded? paused?) or give a larger --vmm-timeout; ' +
-          "so no host device was deleted and appvm-lynx's links stay recorded (a NIC the VMM had already been asked to remove may be gone from the VM: unlink again once it answers): " +
+          "so no host device was deleted and appvm-lynx's links stay recorded (README: A VMM that does not detach): " +
           // The same unlink with --force, with this run's options: its --vmm-timeout too, as a larger one may be what lets the VMM finish.
-          `to delete them whatever the VMM says, run spectrum-link unlink appvm-lynx --force --state-dir ${world().stateDir} --device-prefix sn --qmp-socket ${shellWord(`${sockets}/{vm}.qmp`)} --vmm-timeout ${timeoutMs}`,
+          `to delete them anyway, run spectrum-link unlink appvm-lynx --force --state-dir ${world().stateDir} --device-prefix sn --qmp-socket ${shellWord(`${sockets}/{vm}.qmp`)} --vmm-timeout ${timeoutMs}`,
       ]);
       // Given up (2 --vmm-timeouts) before device_del, with room for start-up; far less than a --vmm-timeout per step.
       expect(elapsed).toBeLessThan(3 * timeoutMs);

@@ -227,9 +227,9 @@ describeNetns('link to another attach mode takes the NIC out of the VMM the stat
       `--attach appvm-lynx=none --attach netvm=netns --qmp-socket ${template} --vmm-timeout 300`;
     expect(refused.stderr).toMatch(
       new RegExp(
-        `^spectrum-link: appvm-lynx's side of appvm-lynx -> netvm \\(id ${link.id}\\) was not attached as none: its NIC ${link.clientDevice} was to come out of the QEMU of appvm-lynx first: QEMU refused device_del: .*; ` +
-          'so nothing was made for it, and it stays as it was, recorded as qemu on that side with its devices .*: ' +
-          `to attach it as none whatever that VMM says, run ${escaped(unlinkLine)}, then ${escaped(linkLine)}\\n$`,
+        `^spectrum-link: appvm-lynx's side of appvm-lynx -> netvm was not attached as none: the QEMU of appvm-lynx did not take out NIC ${link.clientDevice}: QEMU refused device_del: .*; ` +
+          'nothing was made, the link is as it was \\(README: Modes kept and switched\\): ' +
+          `to attach it anyway, run ${escaped(unlinkLine)}, then ${escaped(linkLine)}\\n$`,
       ),
     );
     await unchanged();
@@ -242,7 +242,7 @@ describeNetns('link to another attach mode takes the NIC out of the VMM the stat
     expect(qemu.commands.slice(asked).filter((command) => command === 'device_del' || command === 'netdev_del')).toEqual(['device_del']);
     expect(stalled.code).toBe(1);
     expect(stderrLines(stalled.stderr)).toHaveLength(1);
-    expect(stalled.stderr).toMatch(/was not attached as none: its NIC \S+ was to come out of the QEMU of appvm-lynx first: .*no reply to device_del within 300 ms/);
+    expect(stalled.stderr).toMatch(/was not attached as none: the QEMU of appvm-lynx did not take out NIC \S+: .*no reply to device_del within 300 ms/);
     await unchanged();
 
     // As the line says, run as printed from the root directory without this run's environment:
@@ -266,9 +266,8 @@ describeNetns('link to another attach mode takes the NIC out of the VMM the stat
     expect(lines).toHaveLength(2);
     expect(lines[0]).toMatch(/appvm-catgirl\.qmp/);
     expect(lines[1]).toBe(
-      `spectrum-link: appvm-lynx -> netvm (id ${link.id}) is down: this run took its NIC ${link.clientDevice} out of the QEMU of appvm-lynx (to attach that side as none); ` +
-        "undoing the run puts no NIC back, and its record is as before (appvm-lynx's side qemu, netvm's netns): " +
-        'link appvm-lynx again: without --attach it attaches the link as recorded (the NIC added again), with this run\'s --attach as that asks',
+      `spectrum-link: appvm-lynx -> netvm (id ${link.id}) is down: this run took its NIC ${link.clientDevice} out of the QEMU of appvm-lynx and cannot put it back; ` +
+        'its record is as before (README: What an undo leaves): link appvm-lynx again',
     );
     expect(qemu.devices.has(link.clientDevice)).toBe(false);
     expect(await readFile(join(world.stateDir, 'links.json'), 'utf8')).toBe(state);
@@ -302,7 +301,7 @@ describeNetns('link to another attach mode takes the NIC out of the VMM the stat
       expect(said.error).toEqual(jsonErrorOf(first, 'interrupted', 130, more.map((line) => line.replace(/^spectrum-link: /, ''))));
       expect(stderrLines(run.stderr)).toEqual([
         'spectrum-link: link interrupted by SIGINT: undid what this run had made (its devices, the NICs it hot-plugged, the ids it allocated); links made before it are as they were',
-        expect.stringMatching(new RegExp(`^spectrum-link: link appvm-lynx failed: ${escaped(`appvm-lynx's side of appvm-lynx -> netvm (id ${lynx.id})`)} .*QEMU refused device_del`)),
+        expect.stringMatching(new RegExp(`^spectrum-link: link appvm-lynx failed: ${escaped(`appvm-lynx's side of appvm-lynx -> netvm was not attached as none: the QEMU of appvm-lynx did not take out NIC ${lynx.clientDevice}`)}: QEMU refused device_del`)),
         expect.stringMatching(new RegExp(`^spectrum-link: ${escaped(`appvm-catgirl -> netvm (id ${catgirl.id}) is down: this run took its NIC ${catgirl.clientDevice} out of the QEMU of appvm-catgirl`)}`)),
       ]);
       expect(qemu.devices.has(lynx.clientDevice)).toBe(true);
@@ -322,7 +321,7 @@ describeNetns('link to another attach mode takes the NIC out of the VMM the stat
       ['appvm-catgirl', ['none']],
       ['appvm-lynx', []],
     ]);
-    expect(printed[1]?.error).toMatch(new RegExp(`^appvm-lynx's side of appvm-lynx -> netvm \\(id ${link.id}\\) was not attached as none: .*QEMU refused device_del`));
+    expect(printed[1]?.error).toMatch(new RegExp(`^appvm-lynx's side of appvm-lynx -> netvm was not attached as none: the QEMU of appvm-lynx did not take out NIC ${link.clientDevice}: QEMU refused device_del`));
     expect(stderrLines(result.stderr)).toEqual([expect.stringMatching(new RegExp(`^spectrum-link: link appvm-lynx failed: ${escaped("appvm-lynx's side of appvm-lynx -> netvm")}`))]);
     expect(await linkDevices(link)).toEqual(lynxDevices);
     expect(JSON.parse(await listed())).toEqual(
@@ -363,7 +362,7 @@ describeNetns('link to another attach mode takes the NIC out of the VMM the stat
       expect(stderrLines(refused.stderr)).toEqual([
         expect.stringMatching(
           new RegExp(
-            `^spectrum-link: ${escaped(`appvm-lynx's side of appvm-lynx -> netvm (id ${link.id}) was not attached as qemu through socket ${now}: its NIC ${link.clientDevice} was to come out of the QEMU of appvm-lynx at ${recorded}, the socket recorded, first: QEMU refused device_del`)}`,
+            `^spectrum-link: ${escaped(`appvm-lynx's side of appvm-lynx -> netvm was not attached as qemu through socket ${now}: the QEMU of appvm-lynx at ${recorded} (recorded) did not take out NIC ${link.clientDevice}: QEMU refused device_del`)}`,
           ),
         ),
       ]);
@@ -389,9 +388,8 @@ describeNetns('link to another attach mode takes the NIC out of the VMM the stat
     const refused = await world.link(['link', 'appvm-lynx', '--qmp-socket', join(socketDir, 'none-{vm}')]);
     expect(refused.code).toBe(1);
     expect(stderrLines(refused.stderr)).toEqual([
-      `spectrum-link: appvm-lynx's side of appvm-lynx -> netvm (id ${link.id}) was not moved to socket ${nowhere}: the QEMU of appvm-lynx runs at ${qemu.path}, the socket recorded for its NIC ${link.clientDevice}, ` +
-        `and no QEMU can be reached at ${nowhere}, the path --qmp-socket gives now (nothing is at that path); so no NIC was taken out and nothing was made for it: ` +
-        `run link again with the --qmp-socket that QEMU runs with (giving ${qemu.path}), or, to move the NIC, once a QEMU of appvm-lynx runs at ${nowhere}`,
+      `spectrum-link: appvm-lynx's NIC ${link.clientDevice} (link appvm-lynx -> netvm) was not moved to socket ${nowhere}: no QEMU answers there (nothing is at that path), ` +
+        `and the one at ${qemu.path} holds it; nothing changed (README: Modes kept and switched): give the --qmp-socket appvm-lynx runs with`,
     ]);
     expect(qemu.commands.slice(asked)).toEqual([]);
     expect(qemu.devices.has(link.clientDevice)).toBe(true);
@@ -440,16 +438,14 @@ describeNetns('link to another attach mode takes the NIC out of the VMM the stat
         `cd ${deep} && spectrum-link link appvm-lynx --config-dir ${world.configDir} --state-dir ${world.stateDir} --device-prefix sn --netns-prefix ${world.netnsPrefix} ` +
         "--attach appvm-lynx=qemu --attach netvm=netns --qmp-socket '../../moved/{vm}.qmp'";
       expect(stderrLines(refused.stderr)).toEqual([
-        `spectrum-link: appvm-lynx's side of appvm-lynx -> netvm (id ${link.id}) was not moved to socket ${path}, the path --qmp-socket gives now: ` +
-          `the state cannot record that path (it is ${Buffer.byteLength(path)} bytes long, and a Unix socket path at most 107), so its NIC would be where no record says, ` +
-          `and the socket recorded for it, ${qemu.path}, lost; so no NIC was taken out and nothing was made for it (NIC ${link.clientDevice} stays in the QEMU of appvm-lynx at that socket): ` +
-          `give a --qmp-socket whose path the state can record (absolute, at most 107 bytes, without control characters, '"' or '\\'), or the one that gives ${qemu.path}; ` +
-          `or, if appvm-lynx now runs with its socket at ${path}, run ${unlinkLine}, then ${linkLine}, ` +
-          'which attaches that side there without recording its socket (an unlink finds it only through that --qmp-socket)',
+        `spectrum-link: appvm-lynx's NIC ${link.clientDevice} (link appvm-lynx -> netvm) was not moved to socket ${path}, ` +
+          `a path the state cannot record (it is ${Buffer.byteLength(path)} bytes long, and a Unix socket path at most 107); ` +
+          `it stays at ${qemu.path} (README: Modes kept and switched): give a --qmp-socket the state can record, ` +
+          `or if appvm-lynx runs there, run ${unlinkLine}, then ${linkLine}`,
       ]);
       const keepGoing = await world.link(['link', 'appvm-lynx', '--keep-going', '--json', '--qmp-socket', '../../moved/{vm}.qmp']);
       expect(keepGoing.code, keepGoing.stderr).toBe(2);
-      expect(JSON.parse(keepGoing.stdout)).toMatchObject({ vm: 'appvm-lynx', links: [], badInput: true, error: expect.stringContaining('the state cannot record that path') });
+      expect(JSON.parse(keepGoing.stdout)).toMatchObject({ vm: 'appvm-lynx', links: [], badInput: true, error: expect.stringContaining('a path the state cannot record') });
       expect(qemu.commands.slice(asked)).toEqual([]);
       expect(moved.connections).toBe(0);
       expect(await readFile(stateFile, 'utf8')).toBe(text);

@@ -1,7 +1,7 @@
 // spectrum-link's VMM attach modes end to end: a real QEMU (QMP hot-plug), the spec-exact fake
 // cloud-hypervisor, and `none` (taps plus printed arguments). All inside test namespaces.
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { link as hardLink, mkdir, mkdtemp, readFile, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { type Socket, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -228,7 +228,7 @@ describeNetns('spectrum-link with VMMs', () => {
       expect(refused.code).toBe(1);
       expect(refused.stderr.trim().split('\n')).toHaveLength(1);
       expect(refused.stderr).toMatch(
-        /^spectrum-link: cloud-hypervisor of appvm-catgirl did not detach NIC \S+ \(link appvm-catgirl -> appvm-lynx, id \d+\): .*500.*the host side was removed anyway .*spectrum-link unlink appvm-catgirl --state-dir \S+ --device-prefix sn --attach appvm-catgirl=cloud-hypervisor --ch-socket \S+ detaches it/,
+        /^spectrum-link: cloud-hypervisor of appvm-catgirl did not detach NIC \S+ \(link appvm-catgirl -> appvm-lynx\): .*500.*the host side was removed anyway .*\(README: A VMM that does not detach\): .*spectrum-link unlink appvm-catgirl --state-dir \S+ --device-prefix sn --attach appvm-catgirl=cloud-hypervisor --ch-socket \S+ detaches it/,
       );
       const offered = /(spectrum-link unlink appvm-catgirl .*?) detaches it/.exec(refused.stderr)?.[1] ?? 'false';
       expect(refused.stdout).toMatch(/unlinked appvm-catgirl -> appvm-lynx \(id \d+, kept, VMM detach failed\)/);
@@ -317,6 +317,75 @@ describeNetns('spectrum-link with VMMs', () => {
       expect(await qmp(join(socketDir, 'appvm-lynx.qmp'), (client) => client.execute('qom-list', { path: '/machine/peripheral' }))).toEqual(peripheralsBefore);
     } finally {
       await fake.close();
+      await rm(links, { recursive: true, force: true });
+    }
+  });
+
+  it("does not follow a symlinked directory below a VM's {vm} directory (to another VM's): link fails in one line naming it, nothing reaches that VMM; the {vm} directory itself may be a symlink, a plain subdirectory is fine", async () => {
+    const fake = await FakeCloudHypervisor.start('Running');
+    const own = await FakeCloudHypervisor.start('Running');
+    const links = await mkdtemp(join(tmpdir(), 'spectrum-vmm-subdir-'));
+    try {
+      // appvm-lynx's directory holds its sockets (hard links of its QEMU's and of a cloud-hypervisor's);
+      // appvm-catgirl's user made its `sub` a symlink to appvm-lynx's.
+      await mkdir(join(links, 'appvm-lynx', 'sub'), { recursive: true });
+      await hardLink(join(socketDir, 'appvm-lynx.qmp'), join(links, 'appvm-lynx', 'sub', 'qmp.sock'));
+      await hardLink(fake.socketPath, join(links, 'appvm-lynx', 'sub', 'vmm'));
+      await mkdir(join(links, 'appvm-catgirl'));
+      await symlink(join(links, 'appvm-lynx', 'sub'), join(links, 'appvm-catgirl', 'sub'));
+      const listBefore = (await world.link(['list', '--json'])).stdout;
+      const devicesBefore = [...(await devices(world.host)).keys()].sort();
+      const peripheralsBefore = await qmp(join(socketDir, 'appvm-lynx.qmp'), (client) => client.execute('qom-list', { path: '/machine/peripheral' }));
+      for (const [mode, flag, socket] of [
+        ['cloud-hypervisor', '--ch-socket', join(links, '{vm}', 'sub', 'vmm')],
+        ['qemu', '--qmp-socket', join(links, '{vm}', 'sub', 'qmp.sock')],
+      ] as const) {
+        const result = await world.link(['link', 'appvm-catgirl', '--attach', `appvm-catgirl=${mode}`, '--attach', 'netvm=netns', flag, socket]);
+        expect(result.code).toBe(1);
+        expect(result.stderr.trim().split('\n')).toHaveLength(1);
+        expect(result.stderr).toContain(
+          `${join(links, 'appvm-catgirl', 'sub')} is a symlink (to ${join(links, 'appvm-lynx', 'sub')}) below the VM's directory ${join(links, 'appvm-catgirl')}, which spectrum-link does not follow for VMM sockets`,
+        );
+        expect([...(await devices(world.host)).keys()].sort()).toEqual(devicesBefore);
+        expect((await world.link(['list', '--json'])).stdout).toBe(listBefore);
+      }
+      expect(fake.requests).toEqual([]);
+      expect(fake.heldTapQueues()).toBe(0);
+      expect(await qmp(join(socketDir, 'appvm-lynx.qmp'), (client) => client.execute('qom-list', { path: '/machine/peripheral' }))).toEqual(peripheralsBefore);
+
+      // A plain subdirectory is fine; so is a {vm} directory that is itself a symlink (the host's,
+      // to a directory by VM id). Attached there, the socket recorded is checked as the template's:
+      // its `sub` made a symlink to appvm-lynx's after, unlink (without the option) reaches nothing.
+      const chTemplate = join(links, '{vm}', 'sub', 'vmm');
+      await rm(join(links, 'appvm-catgirl'), { recursive: true });
+      await mkdir(join(links, 'by-id', '7', 'sub'), { recursive: true });
+      await hardLink(own.socketPath, join(links, 'by-id', '7', 'sub', 'vmm'));
+      for (const vmDir of ['plain', 'symlinked'] as const) {
+        await rm(join(links, 'appvm-catgirl'), { recursive: true, force: true });
+        if (vmDir === 'plain') {
+          await mkdir(join(links, 'appvm-catgirl', 'sub'), { recursive: true });
+          await hardLink(own.socketPath, join(links, 'appvm-catgirl', 'sub', 'vmm'));
+        } else await symlink(join(links, 'by-id', '7'), join(links, 'appvm-catgirl'));
+        const linked = await world.link(['link', 'appvm-catgirl', '--attach', 'appvm-catgirl=cloud-hypervisor', '--attach', 'netvm=netns', '--ch-socket', chTemplate]);
+        expect(linked.code, `${vmDir}: ${linked.stderr}`).toBe(0);
+        expect(own.nets).toHaveLength(1);
+        // The VM's user swaps its `sub` for a symlink to appvm-lynx's.
+        const sub = vmDir === 'plain' ? join(links, 'appvm-catgirl', 'sub') : join(links, 'by-id', '7', 'sub');
+        await rename(sub, `${sub}.away`);
+        await symlink(join(links, 'appvm-lynx', 'sub'), sub);
+        const refused = await world.link(['unlink', 'appvm-catgirl']);
+        expect(refused.code).toBe(1);
+        expect(refused.stderr).toContain(`${join(links, 'appvm-catgirl', 'sub')} is a symlink (to ${join(links, 'appvm-lynx', 'sub')}) below the VM's directory ${join(links, 'appvm-catgirl')}`);
+        expect(fake.requests).toEqual([]);
+        await rm(sub);
+        await rename(`${sub}.away`, sub);
+        const unlinked = await world.link(['unlink', 'appvm-catgirl']);
+        expect(unlinked.code, unlinked.stderr).toBe(0);
+        expect(own.nets).toHaveLength(0);
+      }
+    } finally {
+      await fake.close();
+      await own.close();
       await rm(links, { recursive: true, force: true });
     }
   });

@@ -27,6 +27,14 @@ import type { ClientId } from '../../shared/client-id.js';
 import { type VmName, vmName } from '../../host/vm-name.js';
 import { jsonErrorOf, printedChecked, splitJsonError } from '../harness/json-error.js';
 
+/** What a line says itself: its length up to the commands it gives (`, run `), less what it shows (paths, a VMM's reason). */
+const ownLength = (message: string, ...shown: string[]): number => shown.reduce((length, text) => length - text.length, (message.split(', run ')[0] ?? '').length);
+/** The README's text under the heading `#### <heading>`, up to the next heading. */
+async function readmeSection(heading: string): Promise<string> {
+  const readme = await readFile(new URL('../../README.md', import.meta.url), 'utf8');
+  return readme.split(new RegExp(`^#### ${heading}$`, 'm'))[1]?.split(/^#/m)[0] ?? '';
+}
+
 /**
  * The scripted kernel: the host devices it reports; a plan creating one of `refused` fails; the
  * next `undoFailures` undos throw; an undo (of a plan, or of VMs) leaves the devices of `kept`
@@ -1503,7 +1511,7 @@ describe('link whose take-down of a dropped provider fails after its links were 
     const failureLine = expect.stringMatching(new RegExp(`^spectrum-link: linked; then, as no longer among the providers, took down c1 -> netvm2 \\(id ${dropped.id}\\): .*but for NIC ${dropped.providerDevice}, which the QEMU of netvm2 did not detach .*but then cannot write state file `));
     const retryLine = expect.stringMatching(
       new RegExp(
-        `^spectrum-link: QEMU of netvm2 did not detach NIC ${dropped.providerDevice} \\(link c1 -> netvm2, id ${dropped.id}\\): QEMU refused device_del of ${dropped.providerDevice}; .*once the VMM answers, spectrum-link unlink c1 --state-dir \\S+ --device-prefix sn --attach netvm2=qemu detaches it `,
+        `^spectrum-link: QEMU of netvm2 did not detach NIC ${dropped.providerDevice} \\(link c1 -> netvm2\\): QEMU refused device_del of ${dropped.providerDevice}; .*once the VMM answers, spectrum-link unlink c1 --state-dir \\S+ --device-prefix sn --attach netvm2=qemu detaches it `,
       ),
     );
     for (const json of [false, true]) {
@@ -1679,7 +1687,7 @@ describe('link whose take-down of a dropped provider fails after its links were 
         where === 'the lookup of its devices'
           ? 'linked, but taking down c1 -> netvm2 \\(no longer among the providers\\) was not begun: whether their devices exist .* is unknown: '
           : `linked, but taking down c1 -> netvm2 \\(id ${dropped.id}\\), no longer among the providers, stopped part-way: `;
-      const tail = where === 'the lookup of its devices' ? '; so none of them was taken down: ' : '; by then whether it had deleted any of their devices .* is unknown; so the state file still records them as linked: ';
+      const tail = where === 'the lookup of its devices' ? '; so none of them was taken down: ' : '; by then whether it had deleted any of their devices .* is unknown; the state file still records them as linked \\(README: A provider dropped\\): ';
       expect({ code: run.code, stderr: run.stderr }).toEqual({
         code: 70,
         stderr: [
@@ -3135,8 +3143,7 @@ describe('taking links down (unlink, link of a VM that dropped a provider) where
       message:
         `unlink c1: taking down c1 -> netvm (id ${link.id}) stopped part-way: ${kernel.lookupRefused}; ` +
         `by then it had taken NIC ${link.clientDevice} out of the QEMU of c1 and NIC ${link.providerDevice} out of the QEMU of netvm (c1 and netvm no longer have them); it had deleted no device of theirs; ` +
-        `so the state file is as it was, recording those links as it did${forget ? ', their ids not released' : ''}: run spectrum-link unlink c1${forget ? ' --forget' : ''} again, ` +
-        'which takes down what is left (a NIC already out of its VMM, and a device already gone, count as done)',
+        `the state file is as it was${forget ? ', their ids not released' : ''} (README: An unlink stopped part-way): run spectrum-link unlink c1${forget ? ' --forget' : ''} again`,
     });
     expect(detached).toEqual([link.clientDevice, link.providerDevice]);
     expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
@@ -3319,7 +3326,7 @@ describe('a take-down stopped part-way by the kernel (unlink, link of a VM that 
     }
   }
 
-  const again = 'which takes down what is left (a NIC already out of its VMM, and a device already gone, count as done)';
+  const again = '(README: An unlink stopped part-way): run spectrum-link unlink c1';
 
   it('unlink of a link recorded without attach modes whose devices the kernel will not list: that failure after `unlink <vm>:`, nothing taken down; exit 1 (one line) from the bin', async () => {
     const link = (await linkVms([c1], options())).linked.get(c1)![0]!;
@@ -3336,6 +3343,27 @@ describe('a take-down stopped part-way by the kernel (unlink, link of a VM that 
     expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
   });
 
+  it('unlink stopped part-way says what is wrong and what is left in about 200 characters besides what it shows (the kernel\'s words, the links, what it had done), then the unlink to run again; the README section it names says the rest', async () => {
+    const { vmm } = qemuPort();
+    const link = (await linkVms([c1], { ...options(), attach: qemu, vmm })).linked.get(c1)![0]!;
+    kernel.host = new Map(devicesOf(link));
+    kernel.kept.add(link.bridge);
+    const failure = await unlinkVm(c1, { forget: false, force: false }, { ...options(), attach: qemu, vmm }).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    const message = failure instanceof Error ? failure.message : '';
+    const done = /; (by then .*?); the state file/.exec(message)?.[1] ?? '';
+    expect(done).toContain('may still exist');
+    expect(message).toMatch(/\(README: An unlink stopped part-way\): run spectrum-link unlink c1 again$/);
+    const own = message.length - done.length - `c1 -> netvm (id ${link.id})`.length - `removing device ${link.bridge} failed: Device or resource busy`.length - 'spectrum-link unlink c1'.length;
+    expect(own, message).toBeLessThanOrEqual(200);
+    const section = await readmeSection('An unlink stopped part-way');
+    expect(section).toContain('a NIC\nalready out of its VMM');
+    expect(section).toContain('count as done');
+    expect(await readmeSection('A VMM that does not detach')).toContain('may be gone from its VM: unlink again once it answers');
+  });
+
   it('unlink: the kernel refuses a deletion after the NICs came out and other devices went: says them and what may still exist; the state file as it was; the same unlink again takes down the rest', async () => {
     const { vmm, detached } = qemuPort();
     const link = (await linkVms([c1], { ...options(), attach: qemu, vmm })).linked.get(c1)![0]!;
@@ -3349,7 +3377,7 @@ describe('a take-down stopped part-way by the kernel (unlink, link of a VM that 
         `unlink c1: taking down c1 -> netvm (id ${link.id}) stopped part-way: removing device ${link.bridge} failed: Device or resource busy; ` +
         `by then it had taken NIC ${link.clientDevice} out of the QEMU of c1 and NIC ${link.providerDevice} out of the QEMU of netvm (c1 and netvm no longer have them); ` +
         `it had deleted ${link.clientDevice} ${link.providerDevice} (${link.bridge} may still exist); ` +
-        `so the state file is as it was, recording those links as it did: run spectrum-link unlink c1 again, ${again}`,
+        `the state file is as it was ${again} again`,
       released: { deleted: [link.clientDevice, link.providerDevice], failures: [] },
     });
     expect(detached).toEqual([link.clientDevice, link.providerDevice]);
@@ -3376,7 +3404,7 @@ describe('a take-down stopped part-way by the kernel (unlink, link of a VM that 
       message: expect.stringMatching(
         new RegExp(
           `^unlink netvm: taking down c1 -> netvm \\(id ${down!.id}\\), c2 -> netvm \\(id ${up!.id}\\) stopped part-way: removing device ${up!.bridge} failed: Device or resource busy; ` +
-            `by then it had deleted ${up!.clientDevice} ${up!.providerDevice} \\(${up!.bridge} may still exist\\); so the state file is as it was`,
+            `by then it had deleted ${up!.clientDevice} ${up!.providerDevice} \\(${up!.bridge} may still exist\\); the state file is as it was`,
         ),
       ),
       released: { deleted: [up!.clientDevice, up!.providerDevice], existed: [up!.clientDevice, up!.providerDevice, up!.bridge] },
@@ -3528,11 +3556,11 @@ describe('a take-down stopped part-way by the kernel (unlink, link of a VM that 
             `by then it had taken NIC ${link.clientDevice} out of the QEMU of c1 (c1 no longer has it); ` +
             `but not NIC ${link.providerDevice}, which the QEMU of netvm did not detach (QEMU refused device_del of ${link.providerDevice}); ` +
             `it had deleted ${link.providerDevice} ${link.bridge} (${link.clientDevice} may still exist); ` +
-            `so the state file is as it was, recording those links as it did: run spectrum-link unlink c1 --force --state-dir ${stateDir} --device-prefix sn --attach qemu again, ${again}`,
+            `the state file is as it was ${again} --force --state-dir ${stateDir} --device-prefix sn --attach qemu again`,
           expect.stringMatching(
             new RegExp(
-              `^spectrum-link: QEMU of netvm did not detach NIC ${link.providerDevice} \\(link c1 -> netvm, id ${link.id}\\): QEMU refused device_del of ${link.providerDevice}; ` +
-                `the host side was removed anyway \\(tap ${link.providerDevice} and bridge ${link.bridge} deleted: that NIC reaches nothing\\)`,
+              `^spectrum-link: QEMU of netvm did not detach NIC ${link.providerDevice} \\(link c1 -> netvm\\): QEMU refused device_del of ${link.providerDevice}; ` +
+                `the host side was removed anyway \\(tap ${link.providerDevice}, bridge ${link.bridge}\\), but the VMM may still hold the NIC \\(README: A VMM that does not detach\\)`,
             ),
           ),
         ],
@@ -3606,8 +3634,8 @@ describe('a take-down stopped part-way by the kernel (unlink, link of a VM that 
         `spectrum-link: linked, but taking down c1 -> netvm2 (id ${dropped.id}), no longer among the providers, stopped part-way: removing device ${dropped.clientDevice} failed: Device or resource busy; ` +
           `by then it had taken NIC ${dropped.clientDevice} out of the QEMU of c1 (c1 no longer has it); but not NIC ${dropped.providerDevice}, which the QEMU of netvm2 did not detach (${error}); ` +
           `it had deleted ${dropped.providerDevice} ${dropped.bridge} (${dropped.clientDevice} may still exist); ` +
-          `so the state file still records them as linked: run the same link again, which takes down what is left of them (a NIC already out of its VMM, and a device already gone, count as done)`,
-        expect.stringMatching(new RegExp(`^spectrum-link: QEMU of netvm2 did not detach NIC ${dropped.providerDevice} \\(link c1 -> netvm2, id ${dropped.id}\\): ${error}; the host side was removed anyway`)),
+          'the state file still records them as linked (README: A provider dropped): run the same link again',
+        expect.stringMatching(new RegExp(`^spectrum-link: QEMU of netvm2 did not detach NIC ${dropped.providerDevice} \\(link c1 -> netvm2\\): ${error}; the host side was removed anyway`)),
       ],
     });
     const recorded = async (): Promise<unknown> => (await loadState(stateDir)).links.find((link) => link.provider === netvm2)?.attached;
@@ -4019,6 +4047,21 @@ describe('link of a side up as a VMM attached it, to be attached another way', (
     expect(events.filter((event) => event.startsWith('detach'))).toEqual([`detach qemu c2 ${names(ids[1]!).client}`]);
   });
 
+  it('says what is wrong and that the link is as it was in about 200 characters besides the VMM\'s reason, then the commands; the README section it names says the rest', async () => {
+    const { ids } = await linkedAs({ client: 'qemu', provider: 'none' });
+    refuse.add(names(ids[0]!).client);
+    const failure = await linkVms(CLIENTS, { ...options(), attach: parseAttachChoice(['none']), vmm: vmm() }).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    const message = failure instanceof Error ? failure.message : '';
+    const reason = /: (QEMU refused device_del: [^;]*);/.exec(message)?.[1] ?? '';
+    expect(reason).not.toBe('');
+    expect(message).toMatch(/\(README: Modes kept and switched\): to attach it anyway, run spectrum-link unlink c1 --force, then this link again$/);
+    expect(ownLength(message, reason)).toBeLessThanOrEqual(200);
+    expect(await readmeSection('Modes kept and switched')).toContain('a NIC whose removal the VMM had accepted may be\n  gone from the guest: `link` again once it answers');
+  });
+
   it('a VMM refusing stops the run before anything is made, as a plain unlink stops: the link as it was, one line saying so and what to do', async () => {
     const { text, ids } = await linkedAs({ client: 'qemu', provider: 'none' });
     refuse.add(names(ids[0]!).client);
@@ -4027,9 +4070,8 @@ describe('link of a side up as a VMM attached it, to be attached another way', (
       name: 'LinkerError',
       kind: 'vmm-detach-failed',
       message:
-        `c1's side of c1 -> netvm (id ${ids[0]}) was not attached as none: its NIC ${names(ids[0]!).client} was to come out of the QEMU of c1 first: QEMU refused device_del: Bus 'pci.0' does not support hotplugging (GenericError); ` +
-        "so nothing was made for it, and it stays as it was, recorded as qemu on that side with its devices (a NIC the VMM had already been asked to remove may be gone from c1: link again once it answers): " +
-        "to attach it as none whatever that VMM says, run spectrum-link unlink c1 --force, then this link again",
+        `c1's side of c1 -> netvm was not attached as none: the QEMU of c1 did not take out NIC ${names(ids[0]!).client}: QEMU refused device_del: Bus 'pci.0' does not support hotplugging (GenericError); ` +
+        'nothing was made, the link is as it was (README: Modes kept and switched): to attach it anyway, run spectrum-link unlink c1 --force, then this link again',
     });
     expect(events).toEqual([`detach qemu c1 ${names(ids[0]!).client}`]);
     expect(kernel.undone).toBe(0);
@@ -4232,7 +4274,7 @@ describe('link of a side up as a VMM attached it, to be attached another way', (
     expect(outcome.failed[1]?.error).toMatchObject({
       kind: 'vmm-detach-failed',
       message: expect.stringMatching(
-        /^netvm's side of c2 -> netvm \(id \d+\) was not attached as none: its NIC \S+ was to come out of the QEMU of netvm first: the QEMU of netvm did not answer a detach in time earlier in this run \(QMP socket \/run\/vm\/netvm\/qmp\.sock: no reply to device_del within 300 ms\), so it was not asked to remove NIC \S+: check that VMM; so nothing was made for it/,
+        /^netvm's side of c2 -> netvm \was not attached as none: the QEMU of netvm did not take out NIC \S+: the QEMU of netvm did not answer a detach in time earlier in this run \(QMP socket \/run\/vm\/netvm\/qmp\.sock: no reply to device_del within 300 ms\), so it was not asked to remove NIC \S+: check that VMM; nothing was made/,
       ),
     });
   });
@@ -4301,7 +4343,7 @@ describe('link of a side up as a VMM attached it, to be attached another way', (
       () => undefined,
       (error: unknown) => error,
     );
-    expect(failure).toMatchObject({ kind: 'interrupted-undoing', failure: { kind: 'vmm-detach-failed', message: expect.stringContaining(`its NIC ${names(ids[0]!).client} was to come out of the QEMU of c1 first: QEMU refused device_del`) } });
+    expect(failure).toMatchObject({ kind: 'interrupted-undoing', failure: { kind: 'vmm-detach-failed', message: expect.stringContaining(`the QEMU of c1 did not take out NIC ${names(ids[0]!).client}: QEMU refused device_del`) } });
     expect(events).toEqual([`detach qemu c1 ${names(ids[0]!).client}`]);
     expect(kernel.undone).toBe(0);
   });
@@ -4668,12 +4710,14 @@ describe('the VMM socket each side was attached through, recorded', () => {
     await expect(linkVms([c1], { ...options(), attach: parseAttachChoice([]), vmm: vmm() })).rejects.toMatchObject({
       name: 'LinkerError',
       kind: 'vmm-detach-failed',
-      message:
-        `c1's side of c1 -> netvm (id ${id}) was not attached as qemu through socket /run/b/c1.qemu: its NIC ${names(id!).client} was to come out of the QEMU of c1 at /run/a/c1.qemu, the socket recorded, first: ` +
-        "QEMU refused device_del: Bus 'pci.0' does not support hotplugging (GenericError); so nothing was made for it, and it stays as it was, recorded as qemu on that side with its devices " +
-        '(a NIC the VMM had already been asked to remove may be gone from c1: link again once it answers): ' +
-        // The link after that unlink gives c1 the mode this run keeps for it, which the unlink takes away, and netvm its own.
-        'to attach it as qemu through socket /run/b/c1.qemu whatever that VMM says, run spectrum-link unlink c1 --force, then this link again with --attach c1=qemu --attach netvm=cloud-hypervisor',
+      message: expect.stringMatching(
+        new RegExp(
+          `^c1's side of c1 -> netvm was not attached as qemu through socket /run/b/c1\\.qemu: the QEMU of c1 at /run/a/c1\\.qemu \\(recorded\\) did not take out NIC ${names(id!).client}: ` +
+            "QEMU refused device_del: .*; nothing was made, the link is as it was \\(README: Modes kept and switched\\): " +
+            // The link after that unlink gives c1 the mode this run keeps for it, which the unlink takes away, and netvm its own.
+            'to attach it anyway, run spectrum-link unlink c1 --force, then this link again with --attach c1=qemu --attach netvm=cloud-hypervisor$',
+        ),
+      ),
     });
     expect(events).toEqual([`detach qemu c1 ${names(id!).client} at /run/a/c1.qemu`]);
     expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
@@ -4770,13 +4814,29 @@ describe('a side whose socket moved, where a VMM runs at the socket recorded', (
     await expect(refused).rejects.toMatchObject({
       name: 'LinkerError',
       kind: 'vmm-socket-moved',
-      message:
-        `c1's side of c1 -> netvm (id ${id}) was not moved to socket /run/b/c1.qemu: the QEMU of c1 runs at /run/a/c1.qemu, the socket recorded for its NIC ${names(id!).client}, ` +
-        'and no QEMU can be reached at /run/b/c1.qemu, the path --qmp-socket gives now (nothing is at that path); so no NIC was taken out and nothing was made for it: ' +
-        'run link again with the --qmp-socket that QEMU runs with (giving /run/a/c1.qemu), or, to move the NIC, once a QEMU of c1 runs at /run/b/c1.qemu',
+      message: expect.stringMatching(
+        new RegExp(
+          `^c1's NIC ${names(id!).client} \\(link c1 -> netvm\\) was not moved to socket /run/b/c1\\.qemu: no QEMU answers there \\(nothing is at that path\\), ` +
+            'and the one at /run/a/c1\\.qemu holds it; nothing changed \\(README: Modes kept and switched\\): give the --qmp-socket c1 runs with$',
+        ),
+      ),
     });
     expect(events).toEqual(['asked /run/a/c1.qemu', 'asked /run/b/c1.qemu']);
     expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
+  });
+
+  it('says what is wrong, what holds the NIC and the option to give in about 200 characters besides its paths and NIC; the README section it names says the rest', async () => {
+    const [id] = await linkedAtA();
+    running.add('/run/a/c1.qemu');
+    socketDir = '/run/b';
+    const failure = await linkVms([c1], { ...options(), attach: parseAttachChoice([]), vmm: vmm() }).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    const message = failure instanceof Error ? failure.message : '';
+    expect(message).toMatch(/\(README: Modes kept and switched\): give the --qmp-socket c1 runs with$/);
+    expect(ownLength(message, names(id!).client, '/run/a/c1.qemu', '/run/b/c1.qemu', 'nothing is at that path')).toBeLessThanOrEqual(200);
+    expect(await readmeSection('Modes kept and switched')).toContain('once a VMM of the VM runs at the new path, that `link` moves the NIC');
   });
 
   it('no VMM at the socket recorded (the VM restarted elsewhere), or one at both: the side moves, out at the old, in at the new', async () => {
@@ -4861,15 +4921,30 @@ describe('a side kept in its VMM mode whose template now gives a path the state 
       name: 'LinkerError',
       kind: 'vmm-socket-unrecordable',
       message:
-        `c1's side of c1 -> netvm (id ${id}) was not moved to socket ${path}, the path --qmp-socket gives now: the state cannot record that path (it is ${path.length} bytes long, and a Unix socket path at most 107), ` +
-        `so its NIC would be where no record says, and the socket recorded for it, /run/a/c1.qemu, lost; so no NIC was taken out and nothing was made for it (NIC ${names(id!).client} stays in the QEMU of c1 at that socket): ` +
-        `give a --qmp-socket whose path the state can record (absolute, at most 107 bytes, without control characters, '"' or '\\'), or the one that gives /run/a/c1.qemu; ` +
-        `or, if c1 now runs with its socket at ${path}, run spectrum-link unlink c1, then this link again with --attach c1=qemu --attach netvm=netns, ` +
-        'which attaches that side there without recording its socket (an unlink finds it only through that --qmp-socket)',
+        `c1's NIC ${names(id!).client} (link c1 -> netvm) was not moved to socket ${path}, a path the state cannot record (it is ${path.length} bytes long, and a Unix socket path at most 107); ` +
+        'it stays at /run/a/c1.qemu (README: Modes kept and switched): give a --qmp-socket the state can record, ' +
+        `or if c1 runs there, run spectrum-link unlink c1, then this link again with --attach c1=qemu --attach netvm=netns`,
     });
     expect(isLinkUsageError(refused)).toBe(true);
     expect(events).toEqual([]);
     expect(await readFile(join(stateDir, 'links.json'), 'utf8')).toBe(text);
+  });
+
+  it('says what is wrong, where the NIC stays and the option to give in about 200 characters besides its paths, NIC and why the state cannot record one, then the commands for a VM that runs there; the README section it names says the rest', async () => {
+    const [id] = await linkedAtA();
+    dirs.set(c1, LONG);
+    const path = `${LONG}/c1.qemu`;
+    const failure = await linkVms([c1], { ...options(), attach: parseAttachChoice([]), vmm }).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    const message = failure instanceof Error ? failure.message : '';
+    const reason = /a path the state cannot record \(([^)]*)\)/.exec(message)?.[1] ?? '';
+    expect(reason).toContain('bytes long');
+    expect(ownLength(message, names(id!).client, path, '/run/a/c1.qemu', reason)).toBeLessThanOrEqual(200);
+    const section = await readmeSection('Modes kept and switched');
+    expect(section).toContain('longer than 107 bytes once made absolute');
+    expect(section).toContain('attaches it without recording its socket (a later `unlink` finds it only through the option)');
   });
 
   it('a path with a newline (which the state cannot record) is shown escaped: the one line names that very path', async () => {
@@ -4879,8 +4954,8 @@ describe('a side kept in its VMM mode whose template now gives a path the state 
       () => undefined,
       (error: unknown) => error,
     );
-    expect(refused).toMatchObject({ kind: 'vmm-socket-unrecordable', message: expect.stringContaining('was not moved to socket "/run/a\\nb/c1.qemu", the path --qmp-socket gives now') });
-    expect((refused as Error).message).toContain('if c1 now runs with its socket at "/run/a\\nb/c1.qemu", run ');
+    expect(refused).toMatchObject({ kind: 'vmm-socket-unrecordable', message: expect.stringContaining('was not moved to socket "/run/a\\nb/c1.qemu", a path the state cannot record') });
+    expect((refused as Error).message).toContain('if c1 runs there, run ');
     expect((refused as Error).message).not.toContain('\n');
   });
 
@@ -4935,7 +5010,7 @@ describe('a side kept in its VMM mode whose template now gives a path the state 
     // c2 -> c1 comes back with c2's side none: said brought back by that link (first, next to it), not as it was.
     expect(line).toEqual(
       expect.stringMatching(
-        /, then spectrum-link link c1 c2 .*--attach c2=none .*, which attaches that side there without recording its socket \(an unlink finds it only through that --qmp-socket\); that unlink takes down the links c1 provides too, to c[23], c[23]: that link brings back c2 -> c1 too, naming c2; to bring back c3 -> c1 as it was, run spectrum-link link c3 .*--attach c3=qemu --attach c1=qemu /,
+        /, then spectrum-link link c1 c2 .*--attach c2=none [^;]*; that unlink takes down the links c1 provides too, to c[23], c[23]: that link brings back c2 -> c1 too, naming c2; to bring back c3 -> c1 as it was, run spectrum-link link c3 .*--attach c3=qemu --attach c1=qemu /,
       ),
     );
     expect(line).not.toContain('c2 -> c1 as it was');

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type Harness, type Netns, createHarness, describeNetns, trackTempDir } from '../harness/index.js';
-import { type LinkJson, LINK_BIN, ROOT, makeConfigDir, requireBuild } from './link-fixture.js';
+import { type LinkJson, LINK_BIN, ROOT, makeConfigDir, requireBuild, warningMessages } from './link-fixture.js';
 import { FakeCloudHypervisorProcess } from './vmm/fake-cloud-hypervisor-process.js';
 
 const S6_DIR = join(ROOT, 'host', 'service', 's6-rc', 'spectrum-link-boot');
@@ -125,12 +125,12 @@ describe('s6-rc oneshot', () => {
     [129, 129],
     [130, 130],
     [143, 143],
-  ])('up (execlineb) runs link --all --keep-going --attach none with the config dir set: spectrum-link exiting %i, it exits %i', async (code, expected) => {
+  ])('up (execlineb) runs link --all --keep-going with the config dir set: spectrum-link exiting %i, it exits %i', async (code, expected) => {
     const record = join(await tempDir('sn-boot-record-'), 'record');
     const stubs = await stubDir(record, `(exit ${code})`);
     const result = await run('execlineb', ['-P', UP], { ...process.env, SPECTRUM_CONFIG_DIR: '/elsewhere', PATH: `${stubs}:${process.env.PATH ?? ''}` });
     expect(result).toEqual({ code: expected, stdout: '', stderr: '' });
-    expect(await readFile(record, 'utf8')).toBe(`${SPECTRUM_CONFIG_DIR}\nlink --all --keep-going --attach none\n${code}\n`);
+    expect(await readFile(record, 'utf8')).toBe(`${SPECTRUM_CONFIG_DIR}\nlink --all --keep-going\n${code}\n`);
   });
 
   it('up fails with no spectrum-link on PATH', async () => {
@@ -162,7 +162,7 @@ describe('the README and the files', () => {
       expect((await readFile(UNIT, 'utf8')).split('\n')).toContain(line);
     }
     // The exit codes the README says the up takes as done are those its eltest names.
-    expect(section.replace(/\s+/g, ' ')).toContain('(exit 1, 2 or 70, said in the log)');
+    expect(section.replace(/\s+/g, ' ')).toContain('Its exit code is 1, 2 or 70 there (said in the log), but also where the run failed as a whole and linked nothing');
     expect(await readFile(UP, 'utf8')).toContain('eltest ${code} = 1 -o ${code} = 2 -o ${code} = 70');
   });
 });
@@ -206,7 +206,7 @@ describeNetns('the s6-rc up, run in a test namespace', () => {
     hosts += 1;
     const host = await harness.namespace(`host${hosts}`);
     const { result, record } = await runUp(host, configDir, stateDir);
-    expect(record).toEqual([SPECTRUM_CONFIG_DIR, 'link --all --keep-going --attach none', '0']);
+    expect(record).toEqual([SPECTRUM_CONFIG_DIR, 'link --all --keep-going', '0']);
     expect(result.code).toBe(0);
     const links = await list(host, stateDir);
     expect(links.map((link) => ({ vm: link.vm, provider: link.provider, clientAttach: link.clientAttach, providerAttach: link.providerAttach, present: link.present })).sort((a, b) => a.vm.localeCompare(b.vm))).toEqual(
@@ -224,10 +224,81 @@ describeNetns('the s6-rc up, run in a test namespace', () => {
     hosts += 1;
     const host = await harness.namespace(`host${hosts}`);
     const { result, record } = await runUp(host, configDir, stateDir);
-    expect(record).toEqual([SPECTRUM_CONFIG_DIR, 'link --all --keep-going --attach none', '1']);
+    expect(record).toEqual([SPECTRUM_CONFIG_DIR, 'link --all --keep-going', '1']);
     expect(result.code).toBe(0);
     expect(result.stderr).toEqual(expect.stringMatching(/link appvm-broken failed: .*netvmm/));
     expect((await list(host, stateDir)).map((link) => link.vm).sort()).toEqual(['appvm-catgirl', 'appvm-lynx']);
+  });
+
+  it('run again while VMs run (a restart, or a failed systemd unit that a VM unit Wants= starts again), takes no NIC out of their VMMs: their links stay as the per-VM step attached them', async () => {
+    const configDir = await makeConfigDir();
+    dirs.push(configDir);
+    const stateDir = join(await tempDir('sn-boot-state-'), 'state');
+    hosts += 1;
+    const host = await harness.namespace(`host${hosts}`);
+    expect((await runUp(host, configDir, stateDir)).result.code).toBe(0);
+    const runDir = await tempDir('sn-boot-run-');
+    const fakes = new Map<string, FakeCloudHypervisorProcess>();
+    try {
+      for (const vm of ['netvm', 'appvm-lynx']) {
+        const fake = await FakeCloudHypervisorProcess.start(host, 'Created');
+        fakes.set(vm, fake);
+        await mkdir(join(runDir, vm));
+        await link(fake.socketPath, join(runDir, vm, 'vmm'));
+      }
+      const env = { ...process.env, SPECTRUM_CONFIG_DIR: configDir, SPECTRUM_STATE_DIR: stateDir };
+      const started = await host.exec(['node', LINK_BIN, 'link', 'appvm-lynx', '--attach', 'cloud-hypervisor', '--ch-socket', join(runDir, '{vm}', 'vmm')], { enter: 'nsenter', allowFailure: true, timeoutMs: 60_000, env });
+      expect({ code: started.code, stderr: started.stderr }).toEqual({ code: 0, stderr: '' });
+      const before = await list(host, stateDir);
+      const again = await runUp(host, configDir, stateDir);
+      expect(again.result.code).toBe(0);
+      expect(await list(host, stateDir)).toEqual(before);
+      expect(before.find((entry) => entry.vm === 'appvm-lynx')).toMatchObject({ clientAttach: 'cloud-hypervisor', providerAttach: 'cloud-hypervisor', present: true });
+      for (const vm of ['netvm', 'appvm-lynx']) {
+        const paths = ((await fakes.get(vm)?.report())?.requests ?? []).map((request) => request.path.replace(/^.*\//, ''));
+        expect({ vm, paths }).toEqual({ vm, paths: paths.filter((path) => path !== 'vm.remove-device') });
+        expect({ vm, added: paths.filter((path) => path === 'vm.add-net').length }).toEqual({ vm, added: 1 });
+      }
+    } finally {
+      for (const fake of fakes.values()) await fake.close();
+    }
+  });
+
+  it('after a reboot (the state kept, its devices gone) brings the sides the per-VM step attached back as none, saying so, exit 0', async () => {
+    const configDir = await makeConfigDir();
+    dirs.push(configDir);
+    const stateDir = join(await tempDir('sn-boot-state-'), 'state');
+    hosts += 1;
+    const before = await harness.namespace(`host${hosts}`);
+    expect((await runUp(before, configDir, stateDir)).result.code).toBe(0);
+    const runDir = await tempDir('sn-boot-run-');
+    const fakes: FakeCloudHypervisorProcess[] = [];
+    try {
+      for (const vm of ['netvm', 'appvm-lynx']) {
+        const fake = await FakeCloudHypervisorProcess.start(before, 'Created');
+        fakes.push(fake);
+        await mkdir(join(runDir, vm));
+        await link(fake.socketPath, join(runDir, vm, 'vmm'));
+      }
+      const env = { ...process.env, SPECTRUM_CONFIG_DIR: configDir, SPECTRUM_STATE_DIR: stateDir };
+      const started = await before.exec(['node', LINK_BIN, 'link', 'appvm-lynx', '--attach', 'cloud-hypervisor', '--ch-socket', join(runDir, '{vm}', 'vmm')], { enter: 'nsenter', allowFailure: true, timeoutMs: 60_000, env });
+      expect({ code: started.code, stderr: started.stderr }).toEqual({ code: 0, stderr: '' });
+    } finally {
+      for (const fake of fakes) await fake.close();
+    }
+    // The reboot: another host namespace, none of the devices there, the VMMs gone.
+    hosts += 1;
+    const after = await harness.namespace(`host${hosts}`);
+    const { result } = await runUp(after, configDir, stateDir);
+    expect(result.code).toBe(0);
+    const links = await list(after, stateDir);
+    expect(links.map((entry) => ({ vm: entry.vm, clientAttach: entry.clientAttach, providerAttach: entry.providerAttach, present: entry.present })).sort((a, b) => a.vm.localeCompare(b.vm))).toEqual(
+      ['appvm-catgirl', 'appvm-lynx'].map((vm) => ({ vm, clientAttach: 'none', providerAttach: 'none', present: true })),
+    );
+    // One warning per side the per-VM step attached, saying what that step gives it back with.
+    expect(warningMessages(result.stderr).sort()).toEqual(
+      ['appvm-lynx', 'netvm'].map((vm) => expect.stringMatching(new RegExp(`^${vm}'s side of appvm-lynx -> netvm was cloud-hypervisor and is none now .*--attach ${vm}=cloud-hypervisor$`))),
+    );
   });
 
   it("then the README's per-VM step hot-plugs both ends of a VM's link into their cloud-hypervisors, and unlink takes the provider's out", async () => {

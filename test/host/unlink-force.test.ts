@@ -104,8 +104,8 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
     // The same unlink with --force, with this run's options (the world gave it --state-dir; its --device-prefix, the default, named too).
     expect(plain.stderr).toMatch(
       new RegExp(
-        "^spectrum-link: unlink appvm-lynx: QEMU refused device_del: .*does not support hotplugging .*; so no host device was deleted and appvm-lynx's links stay recorded \\(a NIC the VMM had already been asked to remove may be gone from the VM: unlink again once it answers\\): " +
-          `to delete them whatever the VMM says, run ${escaped(`spectrum-link unlink appvm-lynx --force --state-dir ${world.stateDir} --device-prefix sn --qmp-socket ${shellWord(qmpTemplate)}`)}\\n$`,
+        "^spectrum-link: unlink appvm-lynx: QEMU refused device_del: .*does not support hotplugging .*; so no host device was deleted and appvm-lynx's links stay recorded \\(README: A VMM that does not detach\\): " +
+          `to delete them anyway, run ${escaped(`spectrum-link unlink appvm-lynx --force --state-dir ${world.stateDir} --device-prefix sn --qmp-socket ${shellWord(qmpTemplate)}`)}\\n$`,
       ),
     );
     expect(await linkDevicesOf(link)).toHaveLength(3);
@@ -117,9 +117,9 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatch(
       new RegExp(
-        `^spectrum-link: QEMU of appvm-lynx did not detach NIC ${link.clientDevice} \\(link appvm-lynx -> netvm, id ${link.id}\\): QEMU refused device_del: .*; ` +
-          `the host side was removed anyway \\(tap ${link.clientDevice} and bridge ${link.bridge} deleted: that NIC reaches nothing\\), but the VMM may still show a NIC on a deleted tap, ` +
-          `which the next link reports as a conflict: once the VMM answers, remove the NIC with QMP at ${join(socketDir, 'appvm-lynx.qmp')}: device_del \\{"id":"${link.clientDevice}"\\}, ` +
+        `^spectrum-link: QEMU of appvm-lynx did not detach NIC ${link.clientDevice} \\(link appvm-lynx -> netvm\\): QEMU refused device_del: .*; ` +
+          `the host side was removed anyway \\(tap ${link.clientDevice}, bridge ${link.bridge}\\), but the VMM may still hold the NIC ` +
+          `\\(README: A VMM that does not detach\\): once the VMM answers, remove the NIC with QMP at ${join(socketDir, 'appvm-lynx.qmp')}: device_del \\{"id":"${link.clientDevice}"\\}, ` +
           `then, once DEVICE_DELETED says the guest released it, netdev_del \\{"id":"net-${link.clientDevice}"\\}, ` +
           `or ${escaped(`spectrum-link unlink appvm-lynx --state-dir ${world.stateDir} --device-prefix sn --attach appvm-lynx=qemu --qmp-socket ${shellWord(qmpTemplate)}`)} detaches it; or restart appvm-lynx$`,
       ),
@@ -138,7 +138,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
     const relinked = await world.link(['link', 'appvm-lynx', '--attach', 'appvm-lynx=qemu', '--attach', 'netvm=netns', '--qmp-socket', qmpTemplate]);
     expect(relinked.code).toBe(1);
     expect(stderrLines(relinked.stderr)).toHaveLength(1);
-    expect(relinked.stderr).toMatch(new RegExp(`NIC ${link.clientDevice} with MAC .* but not on tap ${link.clientDevice}: nobody holds that tap, .*take the link down \\(unlink\\) and link it again`));
+    expect(relinked.stderr).toMatch(new RegExp(`NIC ${link.clientDevice} with MAC .* but not on tap ${link.clientDevice}: nobody holds that tap, so it was made anew after the NIC's was deleted \\(README: MTU and stale NICs\\); take the link down \\(unlink\\) and link it again, or restart the VM\\n$`));
     expect(await linkDevicesOf(link)).toEqual([]);
 
     // Once QEMU cooperates, the unlink the line names, run as printed, takes the NIC out; then linking works again.
@@ -189,7 +189,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
       `spectrum-link: unlink appvm-lynx: taking down appvm-lynx -> netvm (id ${link.id}) stopped part-way: removing device ${link.bridge} failed: Operation not supported; ` +
         `by then it had taken NIC ${link.clientDevice} out of the QEMU of appvm-lynx (appvm-lynx no longer has it); ` +
         `it had deleted ${link.clientDevice} ${link.providerDevice} (${link.bridge} may still exist); ` +
-        `so the state file is as it was, recording those links as it did: run ${again} again, which takes down what is left (a NIC already out of its VMM, and a device already gone, count as done)`,
+        `the state file is as it was (README: An unlink stopped part-way): run ${again} again`,
     ]);
     // As said: the NIC is out of QEMU, the tap and veth gone, the link still recorded as linked.
     expect(qemu.devices.has(link.clientDevice)).toBe(false);
@@ -224,7 +224,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
         stderr: [
           `spectrum-link: unlink appvm-lynx: taking down appvm-lynx -> netvm (id ${link.id}) stopped part-way: removing device ${link.bridge} failed: Operation not supported; ` +
             `by then it had deleted ${link.clientDevice} ${link.providerDevice} (${link.bridge} may still exist); ` +
-            `so the state file is as it was, recording those links as it did: run ${again} again, which takes down what is left (a NIC already out of its VMM, and a device already gone, count as done)`,
+            `the state file is as it was (README: An unlink stopped part-way): run ${again} again`,
         ],
       },
       // Nothing done: the kernel's line, after `unlink <vm>:` as every unlink failure, saying so.
@@ -289,7 +289,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
     // With the ids forgotten no later unlink reaches that NIC: the line says how to remove it at QEMU's socket, or to restart the VM.
     expect(lines[0]).toMatch(
       new RegExp(
-        `QEMU of appvm-lynx did not detach NIC ${link.clientDevice} .*no reply to device_del within 300 ms.*the host side was removed anyway .*which the next link reports as a conflict: ` +
+        `QEMU of appvm-lynx did not detach NIC ${link.clientDevice} .*no reply to device_del within 300 ms.*the host side was removed anyway .*\\(README: A VMM that does not detach\\): ` +
           `once the VMM answers, remove the NIC with QMP at ${join(socketDir, 'appvm-lynx.qmp')}: device_del \\{"id":"${link.clientDevice}"\\}, then, .*netdev_del \\{"id":"net-${link.clientDevice}"\\}; or restart appvm-lynx$`,
       ),
     );
@@ -376,7 +376,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
     const relinked = await world.link(['link', 'appvm-catgirl', ...args]);
     expect(relinked.code).toBe(1);
     expect(stderrLines(relinked.stderr)).toHaveLength(1);
-    expect(relinked.stderr).toMatch(/has NIC \S+ with MAC .* but not on tap \S+: nobody held that tap, .*take the link down \(unlink\) and link it again/);
+    expect(relinked.stderr).toMatch(/has NIC \S+ with MAC .* but not on tap \S+: nobody held that tap, so it was made anew after the NIC's was deleted \(README: MTU and stale NICs\); take the link down \(unlink\) and link it again\n$/);
     // The unlink the line names, run as printed.
     const retried = await runPrinted(world.host, offeredUnlink(lines[0]!) ?? 'false');
     expect(retried.code, retried.stderr).toBe(0);
@@ -397,7 +397,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
     expect(stderrLines(forced.stderr)).toEqual([
       expect.stringMatching(
         new RegExp(
-          `^spectrum-link: cloud-hypervisor of appvm-catgirl did not detach NIC ${nic} .*answered 500.*the host side was removed anyway.*which the next link reports as a conflict: ` +
+          `^spectrum-link: cloud-hypervisor of appvm-catgirl did not detach NIC ${nic} .*answered 500.*the host side was removed anyway.*\\(README: A VMM that does not detach\\): ` +
             `once the VMM answers, remove the NIC with ch-remote --api-socket ${fake.socketPath} remove-device ${nic} \\(PUT /api/v1/vm\\.remove-device \\{"id":"${nic}"\\} on that socket\\); or restart appvm-catgirl$`,
         ),
       ),
@@ -467,9 +467,9 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
       expect(lines).toHaveLength(1);
       expect(lines[0]).toMatch(
         new RegExp(
-          `^spectrum-link: QEMU of appvm-lynx did not detach NIC ${dropped.clientDevice} \\(link appvm-lynx -> appvm-catgirl, id ${dropped.id}\\): QEMU refused device_del: .*; ` +
-            `the host side was removed anyway \\(tap ${dropped.clientDevice} and bridge ${dropped.bridge} deleted: that NIC reaches nothing\\), but the VMM may still show a NIC on a deleted tap, ` +
-            'which linking appvm-lynx to appvm-catgirl again reports as a conflict: once the VMM answers, ' +
+          `^spectrum-link: QEMU of appvm-lynx did not detach NIC ${dropped.clientDevice} \\(link appvm-lynx -> appvm-catgirl\\): QEMU refused device_del: .*; ` +
+            `the host side was removed anyway \\(tap ${dropped.clientDevice}, bridge ${dropped.bridge}\\), but the VMM may still hold the NIC ` +
+            '\\(README: A VMM that does not detach\\): once the VMM answers, ' +
             `${escaped(`spectrum-link unlink appvm-lynx --state-dir ${world.stateDir} --device-prefix sn --attach appvm-lynx=qemu --qmp-socket ${shellWord(qmpTemplate)}`)} detaches it ` +
             `\\(taking appvm-lynx's other links down too: run ${escaped(
               `spectrum-link link appvm-lynx --config-dir ${world.configDir} --state-dir ${world.stateDir} --device-prefix sn --netns-prefix ${world.netnsPrefix} ` +
@@ -592,7 +592,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
       expect(refused.code, refused.stderr).toBe(1);
       expect(stderrLines(refused.stderr)).toEqual([
         expect.stringMatching(
-          /^spectrum-link: linked, but taking down appvm-lynx -> appvm-catgirl \(no longer among the providers\) was not begun: --qmp-socket ".*" gives VM appvm-catgirl the socket path ".*", \d+ bytes: a Unix socket path has at most 107; use a shorter path; so none of them was taken down \(no NIC detached, no device deleted\)/,
+          /^spectrum-link: linked, but taking down appvm-lynx -> appvm-catgirl \(no longer among the providers\) was not begun: --qmp-socket ".*" gives VM appvm-catgirl the socket path ".*", \d+ bytes: a Unix socket path has at most 107; use a shorter path; none was taken down \(README: A provider dropped\): run the same link again with that option fixed$/,
         ),
       ]);
       expect(catgirl.commands.length).toBe(asked);
@@ -631,10 +631,10 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
     try {
       const undoLine = (nic: string): RegExp =>
         new RegExp(
-          `^spectrum-link: undoing the run, QEMU of appvm-lynx did not detach NIC ${nic} that the run had hot-plugged \\(link appvm-lynx -> netvm, id \\d+\\): .*no reply to device_del within 300 ms.*; ` +
-            `the undo went on, so that VMM may still hold the NIC, on tap ${nic} \\(deleted where this run had made it: .*the next link reports it as a conflict\\): ` +
+          `^spectrum-link: undoing the run, QEMU of appvm-lynx did not detach NIC ${nic} that the run had hot-plugged \\(link appvm-lynx -> netvm\\): .*no reply to device_del within 300 ms.*; ` +
+            'the undo went on, so that VMM may still hold it \\(README: What an undo leaves\\): ' +
             // The state no longer records the NIC: the line says how to remove it, over QMP.
-            `check that VMM, and once it answers remove the NIC with QMP at ${join(socketDir, 'appvm-lynx.qmp')}: device_del \\{"id":"${nic}"\\}, ` +
+            `once it answers, remove it with QMP at ${join(socketDir, 'appvm-lynx.qmp')}: device_del \\{"id":"${nic}"\\}, ` +
             `then, once DEVICE_DELETED says the guest released it, netdev_del \\{"id":"net-${nic}"\\}; or restart appvm-lynx$`,
         );
       const args = ['link', 'appvm-lynx', '--attach', 'appvm-lynx=qemu', '--attach', 'netvm=qemu', '--qmp-socket', qmpTemplate, '--vmm-timeout', '300'];
@@ -678,7 +678,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
         expect.stringMatching(
           new RegExp(
             `^spectrum-link: undoing the run, cloud-hypervisor of appvm-catgirl did not detach NIC ${nic} that the run had hot-plugged .*vm\\.remove-device answered 500.*; the undo went on, .*: ` +
-              `check that VMM, and once it answers remove the NIC with ch-remote --api-socket ${fake.socketPath} remove-device ${nic} \\(PUT /api/v1/vm\\.remove-device \\{"id":"${nic}"\\} on that socket\\); or restart appvm-catgirl$`,
+              `once it answers, remove it with ch-remote --api-socket ${fake.socketPath} remove-device ${nic} \\(PUT /api/v1/vm\\.remove-device \\{"id":"${nic}"\\} on that socket\\); or restart appvm-catgirl$`,
           ),
         ),
       ]);
@@ -718,7 +718,7 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
         expect(stderrLines(run.stderr), extra.join(' ')).toEqual([
           expect.stringMatching(new RegExp(`^spectrum-link: ${extra.length > 0 ? 'link appvm-lynx failed: ' : ''}cloud-hypervisor at .* failed to add NIC snp\\d+ .*no free PCI slot`)),
           `spectrum-link: undoing the run, deleting network namespace ${netns}, which the run had made, failed: Cannot remove namespace file "${file}": Device or resource busy; ` +
-            `the undo went on, so that namespace may be left: check what holds it (findmnt ${file}; ip netns pids ${netns}), then delete it with ip netns delete ${netns} (a later link that needs it uses it as it is)`,
+            `it may be left (README: What an undo leaves): check what holds it (findmnt ${file}; ip netns pids ${netns}), then ip netns delete ${netns}`,
         ]);
         // The rest of the undo was done: no device of the run, its id given back.
         expect([...(await devices(world.host)).keys()].filter((name) => /^sn[bcp]\d+$/.test(name))).toEqual([]);
@@ -757,9 +757,9 @@ describeNetns('unlink --force: a VMM that does not detach cannot keep its VM con
         // The failure undone stays the first line.
         expect.stringMatching(/^spectrum-link: QEMU refused to add NIC snc\d+ .*No free slot on bus pcie\.0/),
         `spectrum-link: undoing the run, the state file could not be written back: cannot write state file ${mountPoint}/links.json (ENOSPC); check the state dir's permissions and free space; ` +
-          `so it still holds this run's records (ids, attach modes) of appvm-lynx -> netvm (id ${id}), though what this run did for them (devices made, NICs hot-plugged) is undone: ` +
+          `it still records appvm-lynx -> netvm (id ${id}) as this run made them, whose devices are deleted (README: What an undo leaves): ` +
           `once it can be written, run spectrum-link link appvm-lynx --config-dir ${world.configDir} --state-dir ${mountPoint} --device-prefix sn --netns-prefix ${world.netnsPrefix} ` +
-          `--attach appvm-lynx=qemu --attach netvm=netns --qmp-socket ${shellWord(qmpTemplate)}, which makes their devices`,
+          `--attach appvm-lynx=qemu --attach netvm=netns --qmp-socket ${shellWord(qmpTemplate)}`,
       ]);
       // The devices are deleted, as said; the tmpfs stayed in that mount namespace.
       expect([...(await devices(world.host)).keys()].filter((name) => /^sn[bcp]\d+$/.test(name))).toEqual([]);

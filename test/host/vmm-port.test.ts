@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseAttachChoice } from '../../host/attach-mode.js';
-import { UNIX_SOCKET_PATH_MAX, qemuBus, sameSocketPath, shownSocket, socketPath, socketTemplate, vmmPort } from '../../host/vmm-port.js';
+import { UNIX_SOCKET_PATH_MAX, qemuBus, recordedVmDir, sameSocketPath, shownSocket, socketPath, socketTemplate, templateVmDir, vmmPort } from '../../host/vmm-port.js';
 import { vmName } from '../../host/vm-name.js';
 import { EXIT } from '../../shared/cli/run-cli.js';
 import { FakeCloudHypervisor } from './vmm/fake-cloud-hypervisor.js';
@@ -438,6 +438,68 @@ describe('where a moved socket leads', () => {
       expect(qemu.connections).toBe(1);
     } finally {
       await qemu.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("the VM's directory in a socket path (below it, no symlink is followed)", () => {
+  it("is the path up to the template's first component with {vm}; none where only the socket's own name has it, or no {vm} at all", () => {
+    expect(templateVmDir('/run/vm/{vm}/qmp.sock', 'netvm')).toBe('/run/vm/netvm');
+    expect(templateVmDir('/run/vm/{vm}/sub/qmp.sock', 'netvm')).toBe('/run/vm/netvm');
+    expect(templateVmDir('/run/vm-{vm}.d/x/{vm}.sock', 'netvm')).toBe('/run/vm-netvm.d');
+    expect(templateVmDir('run/{vm}/qmp.sock', 'netvm')).toBe('run/netvm');
+    expect(templateVmDir('/run/vm/{vm}.sock', 'netvm')).toBeUndefined();
+    expect(templateVmDir('/run/vm/qmp.sock', 'netvm')).toBeUndefined();
+  });
+
+  it("of a recorded socket: the template's where this run's gives that path; else from its first component with the VM's name in it (never fewer components checked than the template's)", () => {
+    expect(recordedVmDir('/run/vm/netvm/sub/qmp.sock', 'netvm', '/run/vm/{vm}/sub/qmp.sock')).toBe('/run/vm/netvm');
+    // Another template this run (the default): the state records none.
+    expect(recordedVmDir('/srv/vms/netvm/sub/qmp.sock', 'netvm', '/run/vm/{vm}/qmp.sock')).toBe('/srv/vms/netvm');
+    // A VM named `vm`: this run's template says which `vm` is the VM's; without it, the first.
+    expect(recordedVmDir('/run/vm/vm/qmp.sock', 'vm', '/run/vm/{vm}/qmp.sock')).toBe('/run/vm/vm');
+    expect(recordedVmDir('/run/vm/vm/qmp.sock', 'vm', '/x/{vm}')).toBe('/run/vm');
+    expect(recordedVmDir('/run/vm/netvm.sock', 'netvm', '/x/{vm}')).toBeUndefined();
+    expect(recordedVmDir('/run/qmp.sock', 'netvm', '/x/{vm}')).toBeUndefined();
+    // A relative template, made absolute as the state records it.
+    const cwd = process.cwd();
+    expect(recordedVmDir(`${cwd}/vms/vm7/sub/qmp.sock`, 'vm7', 'vms/{vm}/sub/qmp.sock')).toBe(`${cwd}/vms/vm7`);
+  });
+
+  it("refuses a socket reached through a symlink below it, at the template's path and at the one recorded, QEMU and cloud-hypervisor alike: the other VM's VMM gets nothing; the VM's directory itself may be a symlink", async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'sn-vmm-port-'));
+    // netvm's VMMs (sockets in its `sub`), and appvm-lynx's `sub` made a symlink to netvm's by its user.
+    await mkdir(join(dir, 'by-id', '3', 'sub'), { recursive: true });
+    await symlink(join(dir, 'by-id', '3'), join(dir, 'netvm'));
+    const qemu = await ScriptedQemu.start(join(dir, 'netvm', 'sub', 'qmp.sock'));
+    const ch = await FakeCloudHypervisor.start('Running');
+    try {
+      await link(ch.socketPath, join(dir, 'netvm', 'sub', 'vmm'));
+      await mkdir(join(dir, 'appvm-lynx'));
+      await symlink(join(dir, 'netvm', 'sub'), join(dir, 'appvm-lynx', 'sub'));
+      const port = vmmPort(parseAttachChoice([]), { qmpSocket: join(dir, '{vm}', 'sub', 'qmp.sock'), chSocket: join(dir, '{vm}', 'sub', 'vmm'), vmmTimeout: '1000' });
+      const other = vmmPort(parseAttachChoice([]), { ...flags, vmmTimeout: '1000' });
+      const nic = { id: 'snc7', tap: 'snc7', mac: '0A:B3:EC:00:00:07' };
+      const said = `${join(dir, 'appvm-lynx', 'sub')} is a symlink (to ${join(dir, 'netvm', 'sub')}) below the VM's directory ${join(dir, 'appvm-lynx')}`;
+      for (const [kind, name] of [['qemu', 'qmp.sock'], ['cloud-hypervisor', 'vmm']] as const) {
+        const recorded = join(dir, 'appvm-lynx', 'sub', name);
+        const asked = qemu.commands.length + ch.requests.length;
+        await expect(port.detach(kind, vmName('appvm-lynx'), nic)).rejects.toMatchObject({ message: expect.stringContaining(said) });
+        await expect(port.detach(kind, vmName('appvm-lynx'), nic, recorded)).rejects.toMatchObject({ message: expect.stringContaining(said) });
+        // Recorded, with another template this run.
+        await expect(other.detach(kind, vmName('appvm-lynx'), nic, recorded)).rejects.toMatchObject({ message: expect.stringContaining(said) });
+        expect(await other.vmmAt?.(kind, vmName('appvm-lynx'), recorded)).toEqual({ running: false, none: false, why: expect.stringContaining(said) });
+        expect(qemu.commands.length + ch.requests.length).toBe(asked);
+        // netvm's own, through its directory that is a symlink: reached.
+        expect(await other.vmmAt?.(kind, vmName('netvm'), join(dir, 'netvm', 'sub', name))).toEqual({ running: true });
+        expect(await port.detach(kind, vmName('netvm'), nic)).toBe('absent');
+      }
+      // Only netvm's own detaches asked anything.
+      expect(qemu.commands.length * ch.requests.length).toBeGreaterThan(0);
+    } finally {
+      await qemu.close();
+      await ch.close();
       await rm(dir, { recursive: true, force: true });
     }
   });

@@ -268,6 +268,9 @@ describe('scripts/setup', () => {
       expect(result.npm).not.toContain(BUILD);
       expect(result.stamp).toEqual(['check']);
       expect(result.stderr).not.toMatch(/usage/);
+      // Its error in one line naming the file, not Node's stack trace (readSync's error names none).
+      expect(result.stderr).not.toMatch(/^\s+at /m);
+      expect(result.stderr).toMatch(/^build-stamp: cannot read \/.*\/unreadable \(EIO\) to hash it$/m);
       expect(result.stderr).toMatch(/^setup: the build stamp's check \(node scripts\/build-stamp\.mjs check\) failed: its error is above$/m);
     });
 

@@ -420,7 +420,7 @@ describeNetns('cloud-hypervisor API client, taps in a namespace', () => {
       expect(heard).toEqual([
         {
           level: 'warn',
-          message: `cloud-hypervisor of VM appvm-lynx at ${socketPath}: cannot tell whether it runs in the taps' network namespace (${options.tapNetnsPath ?? ''}, ${shownNetns(tapsNetns(options.tapNetnsPath))}): its process ${listener} has exited; if not, it reads tap snp42310's MTU by name in its own namespace, so its guest gets on NIC snp42310 the MTU of whatever has that name there (a device's own name or an altname), 1500 where nothing does, not necessarily the link's 9000`,
+          message: `cloud-hypervisor of VM appvm-lynx at ${socketPath}: cannot tell whether it runs in the taps' network namespace (${options.tapNetnsPath ?? ''}, ${shownNetns(tapsNetns(options.tapNetnsPath))}): its process ${listener} has exited; attached, but if not, its guest may get another MTU than the link's 9000 on NIC snp42310 (README: MTU and stale NICs)`,
         },
       ]);
     });
@@ -453,7 +453,7 @@ describeNetns('cloud-hypervisor API client, taps in a namespace', () => {
           level: 'warn',
           message: expect.stringMatching(
             new RegExp(
-              `^cloud-hypervisor of VM appvm-lynx at /\\S+/api\\.sock: cannot tell whether it runs in the taps' network namespace \\(${options.tapNetnsPath}, ${taps.replace(/[[\]]/g, '\\$&')}\\): its process ${result.launcher} has exited; if not, it reads tap snp42310's MTU by name in its own namespace, so its guest gets on NIC snp42310 the MTU of whatever has that name there \\(a device's own name or an altname\\), 1500 where nothing does, not necessarily the link's 9000$`,
+              `^cloud-hypervisor of VM appvm-lynx at /\\S+/api\\.sock: cannot tell whether it runs in the taps' network namespace \\(${options.tapNetnsPath}, ${taps.replace(/[[\]]/g, '\\$&')}\\): its process ${result.launcher} has exited; attached, but if not, its guest may get another MTU than the link's 9000 on NIC snp42310 \\(README: MTU and stale NICs\\)$`,
             ),
           ),
         },

@@ -90,6 +90,90 @@ describe('VmmSocket.find', () => {
     expect(server.connections()).toBe(1);
   });
 
+  describe("below the VM's directory (vmDir: a template's first component with {vm})", () => {
+    /** A connection through the socket found at path, below vmDir. */
+    const reach = async (path: string, vmDir: string): Promise<void> => {
+      const found = VmmSocket.find(path, 'start the VMM', vmDir);
+      try {
+        await new Promise<void>((resolve, reject) => createConnection({ path: found.connectPath }).once('connect', resolve).once('error', reject));
+      } finally {
+        found.close();
+      }
+    };
+    const refusal = (path: string, vmDir: string): VmmSocketError => {
+      try {
+        VmmSocket.find(path, 'start the VMM', vmDir).close();
+      } catch (error) {
+        if (error instanceof VmmSocketError) return error;
+        throw error;
+      }
+      throw new Error(`${path} was found`);
+    };
+
+    it("refuses a symlinked directory below it (to another VM's), saying which and where it leads; nothing connects to the target, no descriptor is left", async () => {
+      mkdirSync(join(dir, 'other', 'sub'), { recursive: true });
+      const other = await listen(join(dir, 'other', 'sub', 'vmm.sock'));
+      mkdirSync(join(dir, 'netvm'));
+      symlinkSync(join(dir, 'other', 'sub'), join(dir, 'netvm', 'sub'));
+      mkdirSync(join(dir, 'netvm', 'real'));
+      await listen(join(dir, 'netvm', 'real', 'vmm.sock'));
+      const before = openFds();
+      const error = refusal(join(dir, 'netvm', 'sub', 'vmm.sock'), join(dir, 'netvm'));
+      expect(error.kind).toBe('symlink-below-vm-dir');
+      expect(error.message).toBe(
+        `${join(dir, 'netvm', 'sub')} is a symlink (to ${join(dir, 'other', 'sub')}) below the VM's directory ${join(dir, 'netvm')}, which spectrum-link does not follow for VMM sockets (whoever may write the VM's directory could point it at another VM's socket): give a socket path with no symlink below the VM's directory (make that a directory of its own)`,
+      );
+      // Deeper down, relative, or leading back into the VM's own directory: refused all the same.
+      mkdirSync(join(dir, 'netvm', 'a'));
+      symlinkSync('../../other/sub', join(dir, 'netvm', 'a', 'b'));
+      expect(refusal(join(dir, 'netvm', 'a', 'b', 'vmm.sock'), join(dir, 'netvm')).message).toMatch(/netvm\/a\/b is a symlink \(to \.\.\/\.\.\/other\/sub\) below/);
+      symlinkSync('real', join(dir, 'netvm', 'alias'));
+      expect(refusal(join(dir, 'netvm', 'alias', 'vmm.sock'), join(dir, 'netvm')).kind).toBe('symlink-below-vm-dir');
+      // A `..` after the symlink leads where the kernel takes it: no more the VM's.
+      expect(refusal(join(dir, 'netvm', 'sub', '..', 'sub', 'vmm.sock'), join(dir, 'netvm')).kind).toBe('symlink-below-vm-dir');
+      expect(other.connections()).toBe(0);
+      expect(openFds()).toBe(before);
+      // The refusal is no VMM missing: a detach does not take the VM as stopped.
+      expect(noVmmThere(error)).toBeUndefined();
+      // With `sub` the VM's directory (the template's {vm} there), it is the host's to make: followed.
+      await reach(join(dir, 'netvm', 'sub', 'vmm.sock'), join(dir, 'netvm', 'sub'));
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(other.connections()).toBe(1);
+    });
+
+    it('takes a VM directory that is a symlink itself (the host\'s, by VM id), a plain subdirectory, and `.`, `..` and `//` within', async () => {
+      mkdirSync(join(dir, 'by-id', '7', 'sub'), { recursive: true });
+      const server = await listen(join(dir, 'by-id', '7', 'sub', 'vmm.sock'));
+      symlinkSync(join(dir, 'by-id', '7'), join(dir, 'netvm'));
+      await reach(join(dir, 'netvm', 'sub', 'vmm.sock'), join(dir, 'netvm'));
+      await reach(`${join(dir, 'netvm')}/./sub//../sub/vmm.sock`, join(dir, 'netvm'));
+      // Directories above the VM's may be symlinks too.
+      symlinkSync(dir, join(dir, 'up'));
+      await reach(join(dir, 'up', 'netvm', 'sub', 'vmm.sock'), join(dir, 'up', 'netvm'));
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(server.connections()).toBe(3);
+      // A symlink at the socket's own name is refused as ever; nothing at the path is a missing socket.
+      symlinkSync('vmm.sock', join(dir, 'by-id', '7', 'sub', 'link.sock'));
+      expect(refusal(join(dir, 'netvm', 'sub', 'link.sock'), join(dir, 'netvm')).kind).toBe('symlink');
+      expect(refusal(join(dir, 'netvm', 'sub', 'none.sock'), join(dir, 'netvm')).kind).toBe('missing');
+      expect(refusal(join(dir, 'gone', 'sub', 'vmm.sock'), join(dir, 'gone')).kind).toBe('missing');
+    });
+
+    it("takes `//` right after the VM's directory (/run/vm/{vm}//qmp.sock), as the kernel does, not as a symlink below it", async () => {
+      mkdirSync(join(dir, 'by-id', '7', 'sub'), { recursive: true });
+      const top = await listen(join(dir, 'by-id', '7', 'vmm.sock'));
+      const deeper = await listen(join(dir, 'by-id', '7', 'sub', 'vmm.sock'));
+      symlinkSync(join(dir, 'by-id', '7'), join(dir, 'netvm'));
+      await reach(`${join(dir, 'netvm')}//vmm.sock`, join(dir, 'netvm'));
+      await reach(`${join(dir, 'netvm')}///sub/vmm.sock`, join(dir, 'netvm'));
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      expect([top.connections(), deeper.connections()]).toEqual([1, 1]);
+      // A symlink below it is refused all the same.
+      symlinkSync(join(dir, 'by-id', '7', 'sub'), join(dir, 'by-id', '7', 'alias'));
+      expect(refusal(`${join(dir, 'netvm')}//alias/vmm.sock`, join(dir, 'netvm')).kind).toBe('symlink-below-vm-dir');
+    });
+  });
+
   it('says what is there instead of a socket, and leaves no descriptor open', () => {
     writeFileSync(join(dir, 'file'), '');
     mkdirSync(join(dir, 'dir'));
