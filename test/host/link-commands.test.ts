@@ -481,6 +481,11 @@ describe('what an undo leaves, said in a line', () => {
     expect(section).toContain('a\n  later link that needs it uses it as it is');
     expect(section).toContain('the `link` (without `--mtu`) that gives them back the MTU\n  they record');
     expect(section).toContain('without `--attach` that attaches the link as recorded (the NIC added again)');
+    // A NIC the undo could not detach (undoDetachLine): its tap is deleted only where the run made
+    // it; on a tap the run found, the NIC keeps its VM on the link.
+    const said = section.replace(/\s+/g, ' ');
+    expect(said).toContain('on its tap: deleted where the run had made it (the NIC then reaches nothing, and the next link reports it as a conflict)');
+    expect(said).toContain('a tap the run found there (a link up as `none`, or one whose VM restarted without its NIC) is not deleted by the undo');
   });
 });
 
