@@ -562,6 +562,9 @@ describe('the unlink a line offers for a NIC a VMM did not give back', () => {
     const said = section.replace(/\s+/g, ' ');
     expect(said).toContain('linking that link again meanwhile (a `link` of its client, not of a provider whose VMM it is; of a provider dropped, once the client names it again) reports it as a conflict');
     expect(said).not.toContain('a `link` of its VM meanwhile');
+    // The section is of a VMM that does not detach: not of every command a line gives, nor of the state dir's probe (headings of their own).
+    expect(said).not.toContain('Every command a line tells the operator to run');
+    expect(said).not.toContain('probes a write in the state dir');
   });
 
   it('the link of the client after that unlink, which takes its other links down too: with this run\'s link options and the modes of those links', () => {
