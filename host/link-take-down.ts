@@ -194,8 +194,8 @@ function foundBefore(error: unknown): readonly string[] | undefined {
 
 /**
  * Whether a take-down deleted (`deleted`) the tap of a NIC its VMM did not detach and its link's
- * bridge: then that NIC reaches nothing, as the line of such a VMM says (where a take-down stopped
- * part-way, only such VMMs get it).
+ * bridge: then that NIC reaches nothing, and the line of such a VMM says its host side was removed
+ * (README "A VMM that does not detach"; where a take-down stopped part-way, only such VMMs get it).
  */
 export function hostSideDeleted(failure: VmmDetachFailure, deleted: readonly string[] | undefined): boolean {
   return deleted !== undefined && deleted.includes(failure.nic) && deleted.includes(failure.link.bridge);

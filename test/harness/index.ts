@@ -30,4 +30,5 @@ export { removeNamespaceSync, reportSignalCleanup, trackNamespacePrefix, trackTe
 export { eventually } from './eventually.js';
 export { netnsSupport, type NetnsSupport } from './support.js';
 export { describeNetns, netnsSuiteMode, type NetnsSuiteMode } from './describe-netns.js';
+export { collectOutput, type Ended } from './child-output.js';
 export { jsonErrorOf, printedChecked, splitJsonError, type JsonError } from './json-error.js';

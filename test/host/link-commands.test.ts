@@ -481,6 +481,11 @@ describe('what an undo leaves, said in a line', () => {
     expect(section).toContain('a\n  later link that needs it uses it as it is');
     expect(section).toContain('the `link` (without `--mtu`) that gives them back the MTU\n  they record');
     expect(section).toContain('without `--attach` that attaches the link as recorded (the NIC added again)');
+    // A NIC the undo could not detach (undoDetachLine): its tap is deleted only where the run made
+    // it; on a tap the run found, the NIC keeps its VM on the link.
+    const said = section.replace(/\s+/g, ' ');
+    expect(said).toContain('on its tap: deleted where the run had made it (the NIC then reaches nothing, and the next link reports it as a conflict)');
+    expect(said).toContain('a tap the run found there (a link up as `none`, or one whose VM restarted without its NIC) is not deleted by the undo');
   });
 });
 
@@ -551,7 +556,15 @@ describe('the unlink a line offers for a NIC a VMM did not give back', () => {
     }
     const readme = await readFile(new URL('../../README.md', import.meta.url), 'utf8');
     const section = readme.split(/^#### A VMM that does not detach$/m)[1]?.split(/^#/m)[0] ?? '';
-    expect(section).toContain('a `link` of its VM meanwhile reports it as a conflict');
+    // The link that reports that NIC: the one that makes its link again, the client's (appvm-lynx's
+    // here, not a link of appvm-catgirl, whose VMM it is), and of a provider dropped (unlistedLine)
+    // only once the client names it again.
+    const said = section.replace(/\s+/g, ' ');
+    expect(said).toContain('linking that link again meanwhile (a `link` of its client, not of a provider whose VMM it is; of a provider dropped, once the client names it again) reports it as a conflict');
+    expect(said).not.toContain('a `link` of its VM meanwhile');
+    // The section is of a VMM that does not detach: not of every command a line gives, nor of the state dir's probe (headings of their own).
+    expect(said).not.toContain('Every command a line tells the operator to run');
+    expect(said).not.toContain('probes a write in the state dir');
   });
 
   it('the link of the client after that unlink, which takes its other links down too: with this run\'s link options and the modes of those links', () => {

@@ -4274,7 +4274,7 @@ describe('link of a side up as a VMM attached it, to be attached another way', (
     expect(outcome.failed[1]?.error).toMatchObject({
       kind: 'vmm-detach-failed',
       message: expect.stringMatching(
-        /^netvm's side of c2 -> netvm \was not attached as none: the QEMU of netvm did not take out NIC \S+: the QEMU of netvm did not answer a detach in time earlier in this run \(QMP socket \/run\/vm\/netvm\/qmp\.sock: no reply to device_del within 300 ms\), so it was not asked to remove NIC \S+: check that VMM; nothing was made/,
+        /^netvm's side of c2 -> netvm was not attached as none: the QEMU of netvm did not take out NIC \S+: the QEMU of netvm did not answer a detach in time earlier in this run \(QMP socket \/run\/vm\/netvm\/qmp\.sock: no reply to device_del within 300 ms\), so it was not asked to remove NIC \S+: check that VMM; nothing was made/,
       ),
     });
   });

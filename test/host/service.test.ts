@@ -199,6 +199,44 @@ describeNetns('the s6-rc up, run in a test namespace', () => {
     return JSON.parse(listed.stdout) as (LinkJson & { present: boolean })[];
   }
 
+  /** A config dir (the examples) and a state dir of their own, for one test. */
+  async function bootWorld(): Promise<{ configDir: string; stateDir: string }> {
+    const configDir = await makeConfigDir();
+    dirs.push(configDir);
+    return { configDir, stateDir: join(await tempDir('sn-boot-state-'), 'state') };
+  }
+
+  /** The fake cloud-hypervisors of netvm and appvm-lynx, each created (vm.create) at <run>/<vm>/vmm. */
+  interface CreatedVmms {
+    readonly runDir: string;
+    readonly fakes: ReadonlyMap<string, FakeCloudHypervisorProcess>;
+    /** spectrum-link with `args` in `host` (their sockets through --ch-socket for a link), asserted to exit 0 saying nothing. */
+    perVm(args: readonly string[]): Promise<void>;
+  }
+
+  /** `body` with the VMMs of netvm and appvm-lynx running in `host` (CreatedVmms), closed after it. */
+  async function withCreatedVmms(host: Netns, world: { configDir: string; stateDir: string }, body: (vmms: CreatedVmms) => Promise<void>): Promise<void> {
+    const runDir = await tempDir('sn-boot-run-');
+    const fakes = new Map<string, FakeCloudHypervisorProcess>();
+    const env = { ...process.env, SPECTRUM_CONFIG_DIR: world.configDir, SPECTRUM_STATE_DIR: world.stateDir };
+    const perVm = async (args: readonly string[]): Promise<void> => {
+      const extra = args[0] === 'link' ? ['--ch-socket', join(runDir, '{vm}', 'vmm')] : [];
+      const result = await host.exec(['node', LINK_BIN, ...args, ...extra], { enter: 'nsenter', allowFailure: true, timeoutMs: 60_000, env });
+      expect({ args, code: result.code, stderr: result.stderr }).toEqual({ args, code: 0, stderr: '' });
+    };
+    try {
+      for (const vm of ['netvm', 'appvm-lynx']) {
+        const fake = await FakeCloudHypervisorProcess.start(host, 'Created');
+        fakes.set(vm, fake);
+        await mkdir(join(runDir, vm));
+        await link(fake.socketPath, join(runDir, vm, 'vmm'));
+      }
+      await body({ runDir, fakes, perVm });
+    } finally {
+      for (const fake of fakes.values()) await fake.close();
+    }
+  }
+
   it('links every VM of the config dir, both sides none, exit 0', async () => {
     const configDir = await makeConfigDir();
     dirs.push(configDir);
@@ -231,61 +269,32 @@ describeNetns('the s6-rc up, run in a test namespace', () => {
   });
 
   it('run again while VMs run (a restart, or a failed systemd unit that a VM unit Wants= starts again), takes no NIC out of their VMMs: their links stay as the per-VM step attached them', async () => {
-    const configDir = await makeConfigDir();
-    dirs.push(configDir);
-    const stateDir = join(await tempDir('sn-boot-state-'), 'state');
+    const world = await bootWorld();
     hosts += 1;
     const host = await harness.namespace(`host${hosts}`);
-    expect((await runUp(host, configDir, stateDir)).result.code).toBe(0);
-    const runDir = await tempDir('sn-boot-run-');
-    const fakes = new Map<string, FakeCloudHypervisorProcess>();
-    try {
-      for (const vm of ['netvm', 'appvm-lynx']) {
-        const fake = await FakeCloudHypervisorProcess.start(host, 'Created');
-        fakes.set(vm, fake);
-        await mkdir(join(runDir, vm));
-        await link(fake.socketPath, join(runDir, vm, 'vmm'));
-      }
-      const env = { ...process.env, SPECTRUM_CONFIG_DIR: configDir, SPECTRUM_STATE_DIR: stateDir };
-      const started = await host.exec(['node', LINK_BIN, 'link', 'appvm-lynx', '--attach', 'cloud-hypervisor', '--ch-socket', join(runDir, '{vm}', 'vmm')], { enter: 'nsenter', allowFailure: true, timeoutMs: 60_000, env });
-      expect({ code: started.code, stderr: started.stderr }).toEqual({ code: 0, stderr: '' });
-      const before = await list(host, stateDir);
-      const again = await runUp(host, configDir, stateDir);
+    expect((await runUp(host, world.configDir, world.stateDir)).result.code).toBe(0);
+    await withCreatedVmms(host, world, async ({ fakes, perVm }) => {
+      await perVm(['link', 'appvm-lynx', '--attach', 'cloud-hypervisor']);
+      const before = await list(host, world.stateDir);
+      const again = await runUp(host, world.configDir, world.stateDir);
       expect(again.result.code).toBe(0);
-      expect(await list(host, stateDir)).toEqual(before);
+      expect(await list(host, world.stateDir)).toEqual(before);
       expect(before.find((entry) => entry.vm === 'appvm-lynx')).toMatchObject({ clientAttach: 'cloud-hypervisor', providerAttach: 'cloud-hypervisor', present: true });
       for (const vm of ['netvm', 'appvm-lynx']) {
         const paths = ((await fakes.get(vm)?.report())?.requests ?? []).map((request) => request.path.replace(/^.*\//, ''));
         expect({ vm, paths }).toEqual({ vm, paths: paths.filter((path) => path !== 'vm.remove-device') });
         expect({ vm, added: paths.filter((path) => path === 'vm.add-net').length }).toEqual({ vm, added: 1 });
       }
-    } finally {
-      for (const fake of fakes.values()) await fake.close();
-    }
+    });
   });
 
   it('after a reboot (the state kept, its devices gone) brings the sides the per-VM step attached back as none, saying so, exit 0', async () => {
-    const configDir = await makeConfigDir();
-    dirs.push(configDir);
-    const stateDir = join(await tempDir('sn-boot-state-'), 'state');
+    const world = await bootWorld();
+    const { configDir, stateDir } = world;
     hosts += 1;
     const before = await harness.namespace(`host${hosts}`);
     expect((await runUp(before, configDir, stateDir)).result.code).toBe(0);
-    const runDir = await tempDir('sn-boot-run-');
-    const fakes: FakeCloudHypervisorProcess[] = [];
-    try {
-      for (const vm of ['netvm', 'appvm-lynx']) {
-        const fake = await FakeCloudHypervisorProcess.start(before, 'Created');
-        fakes.push(fake);
-        await mkdir(join(runDir, vm));
-        await link(fake.socketPath, join(runDir, vm, 'vmm'));
-      }
-      const env = { ...process.env, SPECTRUM_CONFIG_DIR: configDir, SPECTRUM_STATE_DIR: stateDir };
-      const started = await before.exec(['node', LINK_BIN, 'link', 'appvm-lynx', '--attach', 'cloud-hypervisor', '--ch-socket', join(runDir, '{vm}', 'vmm')], { enter: 'nsenter', allowFailure: true, timeoutMs: 60_000, env });
-      expect({ code: started.code, stderr: started.stderr }).toEqual({ code: 0, stderr: '' });
-    } finally {
-      for (const fake of fakes) await fake.close();
-    }
+    await withCreatedVmms(before, world, async ({ perVm }) => perVm(['link', 'appvm-lynx', '--attach', 'cloud-hypervisor']));
     // The reboot: another host namespace, none of the devices there, the VMMs gone.
     hosts += 1;
     const after = await harness.namespace(`host${hosts}`);
@@ -306,30 +315,14 @@ describeNetns('the s6-rc up, run in a test namespace', () => {
     const block = /\n```\n([^`]+)```\n/.exec(section)?.[1] ?? '';
     const commands = block.split('\n').map((line) => line.replace(/#.*$/, '').trim()).filter((line) => line !== '');
     expect(commands).toEqual([expect.stringMatching(/^spectrum-link link appvm-lynx /), 'spectrum-link unlink appvm-lynx']);
-    const configDir = await makeConfigDir();
-    dirs.push(configDir);
-    const stateDir = join(await tempDir('sn-boot-state-'), 'state');
+    const world = await bootWorld();
+    const { configDir, stateDir } = world;
     hosts += 1;
     const host = await harness.namespace(`host${hosts}`);
     expect((await runUp(host, configDir, stateDir)).result.code).toBe(0);
-    // The VMMs of the VM and its provider, created (vm.create), each at <run>/<vm>/vmm.
-    const runDir = await tempDir('sn-boot-run-');
-    const fakes = new Map<string, FakeCloudHypervisorProcess>();
-    try {
-      for (const vm of ['netvm', 'appvm-lynx']) {
-        const fake = await FakeCloudHypervisorProcess.start(host, 'Created');
-        fakes.set(vm, fake);
-        await mkdir(join(runDir, vm));
-        await link(fake.socketPath, join(runDir, vm, 'vmm'));
-      }
-      const env = { ...process.env, SPECTRUM_CONFIG_DIR: configDir, SPECTRUM_STATE_DIR: stateDir };
-      const perVm = async (command: string): Promise<void> => {
-        const [, ...args] = words(command);
-        const extra = args[0] === 'link' ? ['--ch-socket', join(runDir, '{vm}', 'vmm')] : [];
-        const result = await host.exec(['node', LINK_BIN, ...args, ...extra], { enter: 'nsenter', allowFailure: true, timeoutMs: 60_000, env });
-        expect({ command, code: result.code, stderr: result.stderr }).toEqual({ command, code: 0, stderr: '' });
-      };
-      await perVm(commands[0] ?? '');
+    await withCreatedVmms(host, world, async ({ runDir, fakes, perVm }) => {
+      const readme = (command: string): string[] => words(command).slice(1);
+      await perVm(readme(commands[0] ?? ''));
       const lynx = (await list(host, stateDir)).find((entry) => entry.vm === 'appvm-lynx');
       expect(lynx).toMatchObject({ provider: 'netvm', clientAttach: 'cloud-hypervisor', providerAttach: 'cloud-hypervisor', present: true });
       const addNets = async (vm: string): Promise<unknown[]> => ((await fakes.get(vm)?.report())?.requests ?? []).filter((request) => request.path.endsWith('/vm.add-net')).map((request) => request.taps);
@@ -340,11 +333,9 @@ describeNetns('the s6-rc up, run in a test namespace', () => {
       // The VM stopped: its VMM gone (its socket with it), unlink takes the provider's NIC out.
       await fakes.get('appvm-lynx')?.close();
       await rm(join(runDir, 'appvm-lynx', 'vmm'));
-      await perVm(commands[1] ?? '');
+      await perVm(readme(commands[1] ?? ''));
       const removed = ((await fakes.get('netvm')?.report())?.requests ?? []).filter((request) => request.path.endsWith('/vm.remove-device')).map((request) => request.body);
       expect(removed).toEqual([{ id: lynx?.providerDevice }]);
-    } finally {
-      for (const fake of fakes.values()) await fake.close();
-    }
+    });
   });
 });

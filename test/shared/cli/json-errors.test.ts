@@ -2,34 +2,18 @@
 // "exitCode"[, "details"]}}`, its own line after anything the command printed; stderr keeps its
 // one line. Spawns the built bins; spectrum-link runs in a network namespace of its own
 // (`unshare -n`), where it finds no devices, so nothing here looks at the host's.
-import { type ChildProcess, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Ended, collectOutput as collect } from '../../harness/child-output.js';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
 const LINK = `${root}dist/host/spectrum-link.cjs`;
 const NETD = `${root}dist/guest/cli.js`;
 const isRoot = process.getuid?.() === 0;
-
-interface Ended {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function collect(child: ChildProcess): Promise<Ended> {
-  let stdout = '';
-  let stderr = '';
-  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-  return new Promise((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
 
 const link = (args: readonly string[]): Promise<Ended> => collect(spawn('unshare', ['-n', LINK, ...args], { stdio: ['ignore', 'pipe', 'pipe'] }));
 const netd = (args: readonly string[]): Promise<Ended> => collect(spawn(NETD, [...args], { stdio: ['ignore', 'pipe', 'pipe'] }));

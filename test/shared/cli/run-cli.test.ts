@@ -1,13 +1,14 @@
 // How the bins end when their output cannot be written as usual: a slow reader, a reader that went
 // away (`| head`), a full disk. Spawns the built bins; `list` runs in a network namespace of its
 // own (`unshare -n`), where it finds no devices, so nothing here looks at the host's.
-import { type ChildProcess, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Ended, collectOutput as collect } from '../../harness/child-output.js';
 import { oneLine } from '../../../shared/cli/run-cli.js';
 import { quoteText } from '../../../shared/shown-text.js';
 
@@ -21,23 +22,6 @@ const isRoot = process.getuid?.() === 0;
 beforeAll(() => {
   for (const bin of Object.values(bins)) if (!existsSync(bin)) throw new Error(`${bin} is missing: run \`npm run build\` first`);
 });
-
-interface Ended {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function collect(child: ChildProcess): Promise<Ended> {
-  let stdout = '';
-  let stderr = '';
-  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-  return new Promise((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
 
 describe('output through a pipe', () => {
   let stateDir = '';
