@@ -11,9 +11,40 @@ export function bindPrivilegeHint(port: number): string {
   return `binding port ${port} needs CAP_NET_BIND_SERVICE, and the agent needs ${others.join(' and ')} as well: run it as root, or with all three`;
 }
 
+import { readFileSync } from 'node:fs';
+
 export { holdsNetAdmin } from '../shared/net-admin.js';
+
+/** CAP_NET_RAW's bit in a capability set (linux/capability.h). */
+const CAP_NET_RAW_BIT = 13n;
+
+/** Whether a process's effective set holds CAP_NET_RAW, from its /proc/<pid>/status text; undefined where it has no CapEff line. */
+export function holdsNetRaw(status: string): boolean | undefined {
+  const effective = /^CapEff:\s*([0-9a-f]+)$/im.exec(status)?.[1];
+  if (effective === undefined) return undefined;
+  return ((BigInt(`0x${effective}`) >> CAP_NET_RAW_BIT) & 1n) === 1n;
+}
+
+/** Whether this process holds CAP_NET_RAW; undefined where /proc/self/status cannot say. */
+export function selfHoldsNetRaw(): boolean | undefined {
+  try {
+    return holdsNetRaw(readFileSync('/proc/self/status', 'utf8'));
+  } catch {
+    return undefined;
+  }
+}
 
 /** What run says, and exits on, where it starts without CAP_NET_ADMIN: it could do nothing at all. */
 export function noNetAdminLine(): string {
   return `the agent has no CAP_NET_ADMIN (links, addresses, routes, nftables, conntrack: it can do nothing without it): run it as root, or with ${AGENT_CAPABILITIES.slice(0, -1).join(', ')} and ${AGENT_CAPABILITIES.at(-1) ?? ''}`;
+}
+
+/** What run says, and exits on, where it starts without CAP_NET_RAW and serves DHCP: no client would get an address. */
+export function noNetRawLine(): string {
+  return `the agent has no CAP_NET_RAW (DHCP's link sockets: it would serve no client an address; --no-dhcp needs none): run it as root, or with ${AGENT_CAPABILITIES.slice(0, -1).join(', ')} and ${AGENT_CAPABILITIES.at(-1) ?? ''}`;
+}
+
+/** What client says, and exits on, where it runs without CAP_NET_ADMIN: the kernel refuses every address and route it would give. */
+export function clientNoNetAdminLine(): string {
+  return 'client has no CAP_NET_ADMIN (addresses and routes of the client links: the kernel refuses every change without it): run it as root, or with CAP_NET_ADMIN';
 }

@@ -23,6 +23,8 @@ export interface UpstreamLinkInfo {
  */
 export interface ServicesPort {
   linksChanged(links: readonly ProviderLink[], upstreamLink: UpstreamLinkInfo | null): Promise<void>;
+  /** A link, address or route of any link (the uplink's included) changed: where a route to an upstream resolver may have gone. */
+  routesChanged?(): void;
 }
 
 /** Stand-in until DHCP and DNS are plugged in. */

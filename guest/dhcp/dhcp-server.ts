@@ -74,6 +74,8 @@ export interface DhcpServer {
    * kernel does not have, which waits for the next setLinks that names it.
    */
   setLinks(links: readonly DhcpLink[]): Promise<void>;
+  /** The links given whose socket is not open (so not served), by name, with why. */
+  unserved(): ReadonlyMap<string, string>;
   leases(): readonly LeaseInfo[];
   counters(): Readonly<DhcpCounters>;
   close(): Promise<void>;
@@ -126,6 +128,8 @@ class ServedLink implements LinkSocketEvents, TokenBucket, LinkMtuSource {
   socket: LinkSocket | undefined = undefined;
   /** Set while the socket is not open. */
   retry: SocketRetry | undefined = undefined;
+  /** Why the socket is not open (its last open or its failure); unset while it is. */
+  failure: string | undefined = undefined;
   /** When the socket last opened (performance.now()), and its failures since it last stayed open SOCKET_RETRY.maxMs. */
   openedAt = 0;
   flaps = 0;
@@ -281,6 +285,7 @@ export async function startDhcpServer(options: DhcpServerOptions = {}): Promise<
       // (it does so only when its links change).
       counters.socketErrors += 1;
       served.socket = undefined;
+      served.failure = error.message;
       if (closed || servedLinks.get(served.link.ifname) !== served) return;
       // A socket that fails again soon after it was reopened goes on with the backoff (and its
       // log budget), not from the start: else one failing at once every time is reopened, and
@@ -328,12 +333,14 @@ export async function startDhcpServer(options: DhcpServerOptions = {}): Promise<
       served.socket = LinkSocket.open(served.link, served);
     } catch (error) {
       const failure = error instanceof DhcpError ? error : new DhcpError('socket', String(error));
+      served.failure = failure.message;
       const round = previous === undefined ? 0 : previous.round + 1;
       if (failure.kind === 'no-device') served.retry = { round, timer: undefined };
       else retryLater(served, round);
       return failure;
     }
     served.retry = undefined;
+    served.failure = undefined;
     served.openedAt = performance.now();
     return undefined;
   }
@@ -410,6 +417,11 @@ export async function startDhcpServer(options: DhcpServerOptions = {}): Promise<
         if (error !== undefined) failures.push(error.message);
       }
       if (failures.length > 0) throw new DhcpError('socket', `${failures.length} link(s) not served yet (tried again on their own while the link exists): ${failures.join('; ')}`);
+    },
+    unserved() {
+      const unserved = new Map<string, string>();
+      for (const [ifname, served] of servedLinks) if (served.socket === undefined && served.failure !== undefined) unserved.set(ifname, served.failure);
+      return unserved;
     },
     leases() {
       const now = Date.now();

@@ -18,6 +18,7 @@ import {
   fitUdpAnswer,
   heldAnswer,
   inspectQuery,
+  messageEnd,
   isFailureAnswer,
   isResponse,
   rcodeOf,
@@ -295,6 +296,13 @@ export interface DnsForwarder {
    * The link needs accept_local=1: the answers come from an address that is also ours.
    */
   setUpstreamLink(route: UpstreamLinkRoute | null): Promise<void>;
+  /**
+   * Links, addresses or routes changed (the uplink went down, say): each upstream in use is
+   * checked, a moment later (one check for a burst of changes), for a route to it from its
+   * address; one without is listed unreachable at once, and connected again on the reconnect
+   * rounds, rather than found so by the next client's query, which waited its whole time.
+   */
+  routesChanged(): void;
   counters(): DnsForwarderCounters;
   /** Stop serving and release every socket, watcher and timer. Idempotent. */
   close(): Promise<void>;
@@ -339,6 +347,29 @@ const SOCKETS_PER_UPSTREAM = 64;
  * EINVAL: the source is no longer ours; ENODEV: the link a socket is bound to is gone.
  */
 const ROUTE_ERRNOS: ReadonlySet<number> = new Set([19 /* ENODEV */, 22 /* EINVAL */, 99 /* EADDRNOTAVAIL */, 100 /* ENETDOWN */, 101 /* ENETUNREACH */, 113 /* EHOSTUNREACH */]);
+/** The errors of a connect that say the route or our address toward an upstream is gone (as ROUTE_ERRNOS). */
+const ROUTE_CODES: ReadonlySet<string> = new Set(['ENODEV', 'EINVAL', 'EADDRNOTAVAIL', 'ENETDOWN', 'ENETUNREACH', 'EHOSTUNREACH']);
+/** How long after a change of links or routes the upstreams' routes are checked: a burst of changes (a link going takes its routes) is one check. */
+const ROUTE_CHECK_DELAY_MS = 50;
+
+/**
+ * Whether `link`'s upstream has a route from its address now: a socket as its own, connected
+ * (the kernel's route lookup) and closed. Connected sockets keep their route until a send fails.
+ */
+function routed(link: UpstreamLink): boolean {
+  let probe: UdpSocket | undefined;
+  try {
+    probe = UdpSocket.bind(link.upstream.family, link.via?.source ?? '', 0, 0);
+    if (link.via !== undefined) probe.bindToLink({ ifname: link.via.device, ifindex: link.via.ifindex });
+    probe.connect(link.upstream.address, link.upstream.port);
+    return true;
+  } catch (error) {
+    return !(error instanceof UdpError && ROUTE_CODES.has(error.code));
+  } finally {
+    probe?.close();
+  }
+}
+
 /**
  * A listening UDP socket bound again, or an upstream connected again after a socket of it failed,
  * that lasts this long ends its failure streak: the next failure is warned about again, and bound
@@ -645,6 +676,8 @@ class Forwarder implements DnsForwarder {
   readonly #clock: RecoveryClock;
   /** Cancels the pending reconnect (see #scheduleReconnect). */
   #reconnectTimer: (() => void) | undefined;
+  /** Cancels the pending check of the upstreams' routes (see routesChanged). */
+  #routeCheckTimer: (() => void) | undefined;
   /**
    * Cancels the pending rebind of the listening UDP socket after a failure (see #scheduleRebind):
    * while it is set, only it binds that socket again.
@@ -865,6 +898,26 @@ class Forwarder implements DnsForwarder {
       return wanted === undefined || this.#closed !== undefined ? undefined : this.#setUpstreams(wanted.candidates, wanted.source);
     });
     return this.#reloading;
+  }
+
+  routesChanged(): void {
+    if (this.#closed !== undefined || this.#routeCheckTimer !== undefined) return;
+    this.#routeCheckTimer = this.#clock.after(ROUTE_CHECK_DELAY_MS, () => {
+      this.#routeCheckTimer = undefined;
+      this.#reloading = this.#reloading.then(() => this.#checkRoutes());
+    });
+  }
+
+  /** Each upstream in use without a route from its address now is connected again (and, failing, listed unreachable). */
+  async #checkRoutes(): Promise<void> {
+    if (this.#closed !== undefined) return;
+    let lost = false;
+    for (const link of this.#upstreams) {
+      if (needsConnecting(link) || routed(link)) continue;
+      link.broken = true;
+      lost = true;
+    }
+    if (lost) await this.#connectMissingUpstreams();
   }
 
   /**
@@ -1394,8 +1447,9 @@ class Forwarder implements DnsForwarder {
     const firstIndex = this.#firstIndex();
     const first = this.#upstreams[firstIndex];
     if (first === undefined) return;
-    // The datagram is a view into the socket's arena: the pending query keeps a copy.
-    const query = Buffer.from(message);
+    // The datagram is a view into the socket's arena: the pending query keeps a copy, of the
+    // message alone (see queryMessage).
+    const query = Buffer.from(queryMessage(message));
     const entry: PendingQuery = {
       client: remote.copy(),
       room: udpRoomOf(query, verdict.questionEnd),
@@ -2065,7 +2119,7 @@ class Forwarder implements DnsForwarder {
       reply(errorResponse(query, verdict.questionEnd, RCODE.servFail));
       return;
     }
-    const outcome = await this.#askOverTcp(query, verdict.questionEnd, socket, closed);
+    const outcome = await this.#askOverTcp(queryMessage(query), verdict.questionEnd, socket, closed);
     // The client is gone, or the forwarder closing: nobody to answer, and no upstream failed.
     if (outcome === 'gone') return;
     if (outcome !== 'none') {
@@ -2281,6 +2335,8 @@ class Forwarder implements DnsForwarder {
     this.#watcher?.close();
     this.#reconnectTimer?.();
     this.#reconnectTimer = undefined;
+    this.#routeCheckTimer?.();
+    this.#routeCheckTimer = undefined;
     this.#rebindTimer?.();
     this.#rebindTimer = undefined;
     await this.#reloading;
@@ -2311,6 +2367,18 @@ class Forwarder implements DnsForwarder {
  * listening() === false (and the reason in counters().lastBindError) until rebind() succeeds.
  * Throws DnsError for invalid options.
  */
+/**
+ * A query as relayed: up to the end of its message (its question and the records its header
+ * counts, an OPT record), without bytes after it, which belong to no section: stock resolvers
+ * (BIND, unbound) read none of them and answer the query. Relayed as sent, a few bytes of question
+ * padded to 4 KB went upstream at each resend, to an upstream that may ignore it (dnsmasq did),
+ * its client waiting the whole query timeout. Whole where its records run past its bytes.
+ */
+export function queryMessage(query: Buffer): Buffer {
+  const end = messageEnd(query);
+  return end === undefined || end === query.length ? query : query.subarray(0, end);
+}
+
 export async function startDnsForwarder(options: DnsForwarderOptions): Promise<DnsForwarder> {
   const forwarder = new Forwarder(options);
   try {

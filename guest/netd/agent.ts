@@ -19,6 +19,7 @@ import {
   type ServedLinks,
   applyOperation,
   arpFilterOf,
+  arpIgnoreOf,
   describeOperation,
   dirtyLinks,
   disableIpv6Of,
@@ -129,7 +130,7 @@ const SYSCTL_RECHECK_MS = 100;
 
 /** A link's sysctls, read before planning where the view has none (a link just seen), as a plan sets them on a provider link. */
 function linkSysctls(ifindex: number): SysctlKey[] {
-  return [disableIpv6Of(ifindex), arpFilterOf(ifindex)];
+  return [disableIpv6Of(ifindex), arpFilterOf(ifindex), arpIgnoreOf(ifindex)];
 }
 
 /**
@@ -380,6 +381,9 @@ export class NetdAgent {
   }
 
   #noteEvent(event: KernelEvent): void {
+    // The uplink going down takes the routes to the DNS upstreams with it (without a route
+    // notification): the forwarder checks them, rather than the next client's query finding out.
+    if (event.kind !== 'neighbour') this.services?.routesChanged?.();
     if (event.kind === 'link' && event.op !== 'del') {
       this.#seenLinks.add(event.link.ifindex);
       // Before applyEvent: the view has the link as it was.
@@ -1132,7 +1136,8 @@ export class NetdAgent {
       // Said once while it fails the same way (DHCP without CAP_NET_RAW fails at every retry).
       const failure = error instanceof Error ? error.message : String(error);
       if (failure === this.#servicesFailure) this.log.debug({ err: failure }, 'services update failed again; will retry');
-      else this.log.error({ err: error }, 'services update failed; will retry');
+      // A service's own failure (a DHCP socket not opened, a kind of its error) in its one line, no stack: expected, not a bug.
+      else this.log.error({ err: error instanceof Error && 'kind' in error ? failure : error }, 'services update failed; will retry');
       this.#servicesFailure = failure;
       // What they were told before is theirs no more: a failed update is partly made (DNS told of
       // the links as DHCP fails on one, which it keeps to retry), so they are told at the next

@@ -24,7 +24,8 @@ import { NetdAgent } from './agent.js';
 import { type AllowedPair, parseAllowPair } from './allow-pair.js';
 import { ControlServer, DEFAULT_CONTROL_SOCKET, checkControlSocketPath, controlRequest } from './control-socket.js';
 import { NetdError } from './netd-error.js';
-import { noNetAdminLine } from '../capabilities.js';
+import { holdAgentLock } from './agent-lock.js';
+import { clientNoNetAdminLine, noNetAdminLine, noNetRawLine, selfHoldsNetRaw } from '../capabilities.js';
 import { selfHoldsNetAdmin } from '../../shared/net-admin.js';
 import { RtnetlinkKernel } from './rtnetlink.js';
 import { loadRtnlEventsAddon } from './rtnl-events.js';
@@ -175,6 +176,8 @@ export interface RunPorts {
   readonly reaper?: Pick<ConntrackReaper, 'start' | 'stop' | 'status'>;
   /** Extra status (leases, service counters) for `status`. */
   status?(): unknown;
+  /** Links a service does not serve (DHCP's socket not open), by name, with why: shown as the link's error. */
+  unservedLinks?(): ReadonlyMap<string, string>;
   /** Work worth doing once the agent is ready and before clients come (DHCP's warm-up). */
   warmUp?(): Promise<void>;
   close?(): Promise<void>;
@@ -267,6 +270,28 @@ function firewallAuditMs(text: string): number {
  * closed.
  */
 async function providerPorts(options: RunOptions, log: Logger, stop: AbortSignal): Promise<RunPorts> {
+  // Before anything of the namespace is touched (--no-firewall deletes the firewall's tables):
+  // a second agent in it is refused in one line, whatever its control socket and services.
+  const lock = await holdAgentLock();
+  try {
+    const ports = await lockedProviderPorts(options, log, stop);
+    return {
+      ...ports,
+      close: async () => {
+        try {
+          await ports.close?.();
+        } finally {
+          lock.close();
+        }
+      },
+    };
+  } catch (error) {
+    lock.close();
+    throw error;
+  }
+}
+
+async function lockedProviderPorts(options: RunOptions, log: Logger, stop: AbortSignal): Promise<RunPorts> {
   // First: it can fail (no nft-run addon), and then no service has been started.
   const nft = { spawn: spawnNftFromEnv(process.env) };
   const firewall = options.firewall ? new NftablesFirewall(options.clientFlowLimit, options.clientNewFlowRate, log, undefined, undefined, nft) : new NoopFirewall();
@@ -312,6 +337,7 @@ async function providerPorts(options: RunOptions, log: Logger, stop: AbortSignal
     ...(conntrack !== undefined && { conntrack }),
     ...(reaper !== undefined && { reaper }),
     status: () => services.status(),
+    unservedLinks: () => dhcp?.unserved() ?? new Map<string, string>(),
     warmUp: async () => dhcp?.warmUp(),
     close: () => services.close(),
   };
@@ -388,8 +414,18 @@ export function eventBufferFromEnv(env: Readonly<Record<string, string | undefin
  * retrying them (given CAP_NET_BIND_SERVICE alone, nft's refusal its only word). Where the
  * process's status cannot be read, nothing is known: the steps say what they are refused.
  */
-function checkNetAdmin(): void {
+function checkNetAdmin(dhcp: boolean): void {
   if (selfHoldsNetAdmin() === false) throw new NetdError('privilege', noNetAdminLine());
+  // Without CAP_NET_RAW no DHCP link socket opens: the agent ran, serving no client an address.
+  if (dhcp && selfHoldsNetRaw() === false) throw new NetdError('privilege', noNetRawLine());
+}
+
+/** `links` with those a service does not serve (by name, with why) in error, where none was: configured, yet no client gets an address there. */
+export function withUnservedLinks<T extends { readonly name: string; readonly error: string | null }>(links: readonly T[], unserved: ReadonlyMap<string, string>): T[] {
+  return links.map((link) => {
+    const failure = link.error === null ? unserved.get(link.name) : undefined;
+    return failure === undefined ? link : { ...link, error: `DHCP not served (retrying): ${failure}` };
+  });
 }
 
 /** What makes the firewall and services of `run`; `stop` is aborted by a signal meanwhile (see providerPorts). */
@@ -399,7 +435,7 @@ async function runAgent(options: RunOptions, portsFor: PortsFactory): Promise<vo
   checkDnsTimeouts(options);
   const allowedPairs: AllowedPair[] = options.allowPair.map(parseAllowPair);
   if (options.notifyFd !== undefined) checkNotifyFd(options.notifyFd);
-  checkNetAdmin();
+  checkNetAdmin(options.dhcp);
   const eventBufferBytes = eventBufferFromEnv(process.env);
   spawnNftFromEnv(process.env);
   // Before anything is made: without its notification socket the agent cannot follow the kernel.
@@ -438,7 +474,9 @@ async function runAgent(options: RunOptions, portsFor: PortsFactory): Promise<vo
     const listening = ControlServer.listen(options.controlSocket, async (request) => {
       if (typeof request === 'object' && request !== null && 'command' in request && request.command === 'status') {
         if (agent === undefined || !ready) throw new Error(AGENT_STARTING);
-        return { ...(await agent.status()), reaper: ports?.reaper?.status() ?? null, services: ports?.status?.() ?? null };
+        const status = await agent.status();
+        const links = withUnservedLinks(status.links, ports?.unservedLinks?.() ?? new Map<string, string>());
+        return { ...status, links, reaper: ports?.reaper?.status() ?? null, services: ports?.status?.() ?? null };
       }
       throw new Error('unknown request: the agent answers {"command":"status"}');
     });
@@ -569,6 +607,8 @@ export function clientCommand(): Command {
       const watch = options.watch === true;
       // Watching prints nothing on stdout (its log says each reconcile): nothing to give as JSON.
       if (watch && options.json === true) throw new CliError('client: --json is for one run, not --watch (which prints nothing on stdout: its log says each reconcile)', EXIT.usage);
+      // As `run`: without it every change is refused (EPERM), said per address, never why.
+      if (selfHoldsNetAdmin() === false) throw new NetdError('privilege', clientNoNetAdminLine());
       const log = createLogger('spectrum-netd', { level: logLevel(watch ? 'info' : 'warn') });
       // Watching, as `run`: a first SIGINT or SIGTERM stops it at whatever step it is, start-up
       // included (one line, exit 128 + the signal; after it, a clean stop); a second exits at once.

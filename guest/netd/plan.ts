@@ -149,6 +149,12 @@ export const disableIpv6Of = (ifindex: number): SysctlKey => ({ ifindex, templat
  * force from before the link comes up.
  */
 export const arpFilterOf = (ifindex: number): SysctlKey => ({ ifindex, template: 'net/ipv4/conf/{}/arp_filter' });
+/**
+ * Answer an ARP request on a link only for an address on that link: the gateway, 169.254.0.1.
+ * Linux answers by default (arp_ignore 0) for every address of the provider, whatever link it is
+ * on: a client could map the uplink's address and others by ARP, which nothing else tells it.
+ */
+export const arpIgnoreOf = (ifindex: number): SysctlKey => ({ ifindex, template: 'net/ipv4/conf/{}/arp_ignore' });
 /** Take packets whose source is one of our addresses: a chained provider's upstream answers from 169.254.0.1. */
 export const acceptLocalOf = (ifindex: number): SysctlKey => ({ ifindex, template: 'net/ipv4/conf/{}/accept_local' });
 
@@ -286,6 +292,7 @@ export function plan(view: KernelView, options: PlanOptions, knownConfigured: Kn
           wantSysctl(view, wanted, disableIpv6Of(link.ifindex), '1'),
           // Before it comes up as well, so that no client can fill the neighbour table meanwhile.
           wantSysctl(view, wanted, arpFilterOf(link.ifindex), '1'),
+          wantSysctl(view, wanted, arpIgnoreOf(link.ifindex), '1'),
           // Into the guarded group before (or as) it comes up: see PROVIDER_LINK_GROUP.
           wantUp(view, wanted, link.ifindex, PROVIDER_LINK_GROUP),
           wantAddress(view, wanted, { ifindex: link.ifindex, ip: GATEWAY_IP, prefixLength: 32, proto: 0 }),

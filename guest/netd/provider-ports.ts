@@ -332,6 +332,10 @@ export class ProviderServices implements ServicesPort {
     if (dhcp !== undefined) throw dhcp.error;
   }
 
+  routesChanged(): void {
+    this.dns?.routesChanged();
+  }
+
   status(): ServicesStatus {
     return {
       leases: this.dhcp?.leases() ?? [],

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { AGENT_CAPABILITIES, bindPrivilegeHint, holdsNetAdmin, noNetAdminLine } from '../../guest/capabilities.js';
+import { AGENT_CAPABILITIES, bindPrivilegeHint, holdsNetAdmin, holdsNetRaw, noNetAdminLine, noNetRawLine } from '../../guest/capabilities.js';
 
 describe('what a refused privileged bind points at', () => {
   it.each([53, 67])('port %i: the capability the bind needs, and every other one the agent needs', (port) => {
@@ -29,5 +29,22 @@ describe('whether the agent holds CAP_NET_ADMIN (its /proc/self/status)', () => 
   it('the line said names every capability the agent needs', () => {
     const line = noNetAdminLine();
     for (const capability of AGENT_CAPABILITIES) expect(line).toContain(capability);
+  });
+});
+
+describe('whether the agent holds CAP_NET_RAW (its /proc/self/status)', () => {
+  const status = (effective: string): string => `Name:\tnode\nCapEff:\t${effective}\n`;
+  it.each([
+    ['root', '000001ffffffffff', true],
+    ['CAP_NET_RAW alone (bit 13)', '0000000000002000', true],
+    ['CAP_NET_ADMIN and CAP_NET_BIND_SERVICE', '0000000000001400', false],
+  ])('%s: %s', (_case, effective, holds) => {
+    expect(holdsNetRaw(status(effective))).toBe(holds);
+  });
+
+  it('the line said names every capability the agent needs, and --no-dhcp', () => {
+    const line = noNetRawLine();
+    for (const capability of AGENT_CAPABILITIES) expect(line).toContain(capability);
+    expect(line).toContain('--no-dhcp');
   });
 });

@@ -32,6 +32,7 @@ export async function startProbeAsBoundClient(harness: Harness, ns: Netns, clien
 export interface ServerStats {
   readonly leases: LeaseInfo[];
   readonly counters: Record<string, number>;
+  readonly unserved: Record<string, string>;
   readonly maxRssKiB: number;
   readonly pid: number;
 }

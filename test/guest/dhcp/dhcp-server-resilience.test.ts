@@ -110,10 +110,13 @@ describeNetns('DHCP server reopening its link sockets on its own', () => {
       await topology.provider.exec(['prlimit', '--pid', String(pid), `--nofile=${soft}:`]);
     }
     expect(answer).toMatch(new RegExp(`^error 1 link\\(s\\) not served yet .*${linkOf(LATE).ifname}: Too many open files`));
+    // Said for that link while it is not served (status shows it as the link's error), and no more once it is.
+    expect((await server.stats()).unserved).toEqual({ [linkOf(LATE).ifname]: expect.stringMatching(/Too many open files/) });
     const { exit, stderr } = await udhcpc(client(LATE), 8);
     expect(exit, stderr).toMatchObject({ code: 0 });
     expect(await addresses(client(LATE))).toEqual([`${clientIpTextOf(LATE)}/32`]);
     expect(counter(await server.stats(), 'socketRetries')).toBe(before + 1);
+    expect((await server.stats()).unserved).toEqual({});
   });
 
   it('stops trying a link gone from the kernel, until setLinks names it (anew) again', async () => {

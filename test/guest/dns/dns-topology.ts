@@ -151,7 +151,7 @@ export class ForwarderProcess {
     return new ForwarderProcess(child);
   }
 
-  async #command(command: 'counters' | 'rebind' | 'via' | 'fail' | 'rebind-failing' | 'close-failing' | 'advance', argument?: string): Promise<Record<string, unknown>> {
+  async #command(command: 'counters' | 'rebind' | 'via' | 'routes' | 'fail' | 'rebind-failing' | 'close-failing' | 'advance', argument?: string): Promise<Record<string, unknown>> {
     this.#tag += 1;
     this.process.child.stdin?.write(`${command} ${this.#tag}${argument === undefined ? '' : ` ${argument}`}\n`);
     // Up to the newline: with 'm' alone, `$` also matches the end of a line still arriving.
@@ -165,6 +165,11 @@ export class ForwarderProcess {
 
   rebind(): Promise<Record<string, unknown>> {
     return this.#command('rebind');
+  }
+
+  /** routesChanged(): links, addresses or routes changed (the agent's call). */
+  routesChanged(): Promise<Record<string, unknown>> {
+    return this.#command('routes');
   }
 
   /** setUpstreamLink(route): the link to an upstream provider at our own address. */

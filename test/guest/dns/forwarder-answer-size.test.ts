@@ -65,7 +65,7 @@ describeNetns('DNS forwarder fitting UDP answers to what the client takes', () =
     harness = createHarness('dnssize');
     net = await buildTopology(harness);
     await harness.addAddress(net.internet, 'inet0', `${UPSTREAM.address}/24`);
-    upstream = net.internet.spawn([process.execPath, scripted, JSON.stringify({ ...UPSTREAM, port: 53, labels: LABELS })]);
+    upstream = net.internet.spawn([process.execPath, scripted, JSON.stringify({ ...UPSTREAM, port: 53, labels: LABELS, sizes: true })]);
     await upstream.waitForOutput(/^ready$/m);
     // A malformed answer is none: the query gets SERVFAIL at its time, kept short here.
     forwarder = await ForwarderProcess.start(net.provider, { listen: LISTEN, upstreams: [UPSTREAM.address], timeoutMs: 300, queryTimeoutMs: 600 });
@@ -86,6 +86,25 @@ describeNetns('DNS forwarder fitting UDP answers to what the client takes', () =
     expect(reply.length).toBe(sent.length + 16);
     expect(header(reply)).toEqual({ id: 0x1111, tc: false, rcode: 0, qd: 1, an: 1, ns: 0, ar: 0 });
     expect([...reply.subarray(-4)].join('.')).toBe(UPSTREAM.answer);
+  });
+
+  it('relays a query with bytes after its message cut to the message, as answers are, over UDP and TCP: the client gets its answer', async () => {
+    // 4000 bytes of junk after a 12-byte question went upstream as they came, at each resend:
+    // an upstream that ignores such a query (dnsmasq did) left the client SERVFAIL after the query time.
+    const lines = (): string[] => upstream.stdout.split('\n').filter((line) => line.startsWith('query padded '));
+    for (const [id, edns] of [[0x5555, undefined], [0x5556, 1232]] as const) {
+      const sent = query('padded.test.example', id, edns);
+      const reply = await one(Buffer.concat([sent, Buffer.alloc(4000, 0xee)]));
+      expect(header(reply)).toMatchObject({ id, tc: false, rcode: 0, an: 1 });
+      // What went upstream: the message alone (header, question, its OPT record), with the forwarder's own id.
+      expect(lines().at(-1)).toBe(`query padded udp ${sent.length}`);
+    }
+    const padded = Buffer.concat([query('padded.test.example', 0x5557), Buffer.alloc(300, 0xee)]);
+    const framed = Buffer.concat([Buffer.from([padded.length >> 8, padded.length & 0xff]), padded]);
+    const script = `import socket,sys\ns=socket.create_connection(('${LISTEN}',53),timeout=3)\ns.sendall(bytes.fromhex(sys.argv[1]))\nb=b''\nwhile len(b)<2 or len(b)<2+int.from_bytes(b[:2],'big'):\n  c=s.recv(65535)\n  if not c: break\n  b+=c\nprint(b[2:].hex())`;
+    const { stdout } = await net.client.exec(['python3', '-c', script, framed.toString('hex')]);
+    expect(header(Buffer.from(stdout.trim(), 'hex'))).toMatchObject({ id: 0x5557, tc: false, rcode: 0, an: 1 });
+    expect(lines().at(-1)).toBe(`query padded tcp ${padded.length - 300}`);
   });
 
   it('relays an answer larger than 512 bytes to a client without EDNS truncated: header and question, TC set, so that it asks over TCP', async () => {

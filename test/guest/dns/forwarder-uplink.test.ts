@@ -147,4 +147,23 @@ describeNetns('DNS forwarder with an uplink that comes late, goes and comes back
     expect(await answeredWithin(53, '192.0.2.80', RECOVERY_MS)).toBeLessThan(RECOVERY_MS);
     expect(await answeredWithin(5353, '192.0.2.80', RECOVERY_MS)).toBeLessThan(RECOVERY_MS);
   });
+
+  it('lists an upstream unreachable as soon as it is told that links or routes changed (the uplink down), before any query', async () => {
+    // It stayed "in use" until a client's query waited its whole time for it and failed.
+    expect(await fixed.counters()).toMatchObject({ upstreams: [`${UPSTREAM_A}:53`], unreachableUpstreams: [] });
+    const queries = await fixed.counter('queries');
+    const said = logLines(fixed, /no upstream resolvers: answering SERVFAIL/);
+    await net.provider.ip(['link', 'set', 'dev', 'up0', 'down']);
+    try {
+      await fixed.routesChanged();
+      await eventually('the lost route to be listed', async () => ((await fixed.counters())['unreachableUpstreams'] as string[]).length === 1, 1000);
+      expect(await fixed.counters()).toMatchObject({ upstreams: [], unreachableUpstreams: [`${UPSTREAM_A}:53 (ENETUNREACH)`] });
+      expect(await fixed.counter('queries')).toBe(queries);
+      expect(logLines(fixed, /no upstream resolvers: answering SERVFAIL/)).toBe(said + 1);
+    } finally {
+      await net.provider.ip(['link', 'set', 'dev', 'up0', 'up']);
+    }
+    await Promise.all([net.provider.linkActive('up0'), net.internet.linkActive('inet0')]);
+    expect(await answeredWithin(53, '192.0.2.80', RECOVERY_MS)).toBeLessThan(RECOVERY_MS);
+  });
 });

@@ -605,6 +605,47 @@ ${ARP_ANSWERS}`;
     await provider.ip(['link', 'del', 'dev', 'vm12']);
   });
 
+  it("answers a client's ARP for the gateway only, not for the provider's other addresses (its uplink's, another link's)", async () => {
+    // arp_ignore 0: Linux answered for every address of the provider, whatever link it is on, so a
+    // client could map the uplink's address (and others) by ARP, which nothing else tells it.
+    const c14 = await harness.namespace('c14');
+    await provider.ip(['link', 'add', 'up14', 'type', 'veth', 'peer', 'name', 'up14p']);
+    await provider.ip(['addr', 'add', '192.0.2.14/24', 'dev', 'up14']);
+    await provider.ip(['addr', 'add', '198.51.100.14/32', 'dev', 'lo']);
+    try {
+      await clientLink(c14, 'vm14', 14);
+      await eventually('vm14 configured', async () => (await provider.ip(['neigh', 'show', '100.64.0.14'])).stdout.includes('PERMANENT'));
+      await c14.exec(['node', CLI, 'client']);
+      await linkEndsActive(c14, 'vm14');
+      // Requests from the client's own address for each target; prints the targets answered within half a second.
+      const arp = `
+${ARP_SOCKET}for target in sys.argv[1:]:
+    request = struct.pack('>HHBBH', 1, 0x0800, 6, 4, 1) + mac + socket.inet_aton('100.64.0.14') + bytes(6) + socket.inet_aton(target)
+    s.send(b'\\xff' * 6 + mac + b'\\x08\\x06' + request)
+answered = set()
+s.settimeout(0.1)
+deadline = time.monotonic() + 0.5
+while time.monotonic() < deadline:
+    try:
+        frame = s.recv(128)
+    except socket.timeout:
+        continue
+    if struct.unpack('>H', frame[20:22])[0] == 2:
+        answered.add(socket.inet_ntoa(frame[28:32]))
+print(json.dumps(sorted(answered)))
+`;
+      const { stdout } = await c14.exec(['python3', '-c', arp, '169.254.0.1', '192.0.2.14', '198.51.100.14', '127.0.0.1']);
+      expect(JSON.parse(stdout)).toEqual(['169.254.0.1']);
+      expect((await provider.exec(['cat', '/proc/sys/net/ipv4/conf/vm14/arp_ignore'])).stdout.trim()).toBe('1');
+      await c14.ip(['neigh', 'flush', 'dev', 'eth0']);
+      await pingGateway(c14);
+    } finally {
+      await provider.ip(['link', 'del', 'dev', 'vm14']).catch(() => undefined);
+      await provider.ip(['link', 'del', 'dev', 'up14']);
+      await provider.ip(['addr', 'del', '198.51.100.14/32', 'dev', 'lo']);
+    }
+  });
+
   it("drops a client's ARP from any sender but itself before the kernel learns from it, whatever arp_accept says; its own ARP and 0.0.0.0 probes pass, and it leases and pings the gateway", async () => {
     // With arp_accept (on the link or in `all`: the kernel takes the higher), gratuitous ARP and
     // unsolicited replies make neighbour entries for their senders, arp_filter or not: only the

@@ -12,7 +12,7 @@ import { Command } from 'commander';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { NoopFirewall } from '../../../guest/firewall-port.js';
 import { NoopServices } from '../../../guest/services-port.js';
-import { type PortsFactory, clientCommand, formatStatus, runCommand, statusCommand } from '../../../guest/netd/commands.js';
+import { type PortsFactory, clientCommand, formatStatus, runCommand, statusCommand, withUnservedLinks } from '../../../guest/netd/commands.js';
 import { ControlServer } from '../../../guest/netd/control-socket.js';
 import { EXIT, runCli } from '../../../shared/cli/run-cli.js';
 
@@ -647,5 +647,25 @@ describe('spectrum-netd client --json', () => {
     );
     const line = 'client: --json is for one run, not --watch (which prints nothing on stdout: its log says each reconcile)';
     expect(refused).toEqual({ code: 2, stdout: `${JSON.stringify({ error: { kind: 'usage', message: line, exitCode: 2 } })}\n`, stderr: `spectrum-netd: ${line}\n` });
+  });
+
+  it('is said in the README as it is: the refusal prints its error object on stdout, as every --json failure', () => {
+    // The README said the refusal printed nothing on stdout, against its own rule for --json (and what the test above sees).
+    const readme = readFileSync(join(import.meta.dirname, '..', '..', '..', 'README.md'), 'utf8');
+    const paragraph = readme.split('\n- ').find((item) => item.startsWith('`spectrum-netd client ')) ?? '';
+    const sentence = /`--json` is refused with `--watch`[^)]*\)/.exec(paragraph.replace(/\s+/g, ' '))?.[0] ?? '';
+    expect(sentence).toMatch(/exit 2, with the refusal's error object on stdout, as every `--json` failure/);
+  });
+});
+
+describe('a provider link DHCP does not serve, in status', () => {
+  // Its DHCP socket could not be opened (no CAP_NET_RAW, no descriptor left): the link read
+  // "configured", and no client got an address there.
+  const link = (name: string, error: string | null) => ({ name, role: 'provider', id: 1, ip: '100.64.0.1', state: 'configured', note: null, error });
+  it('is shown in error with why; other links, and a link already in error, as they are', () => {
+    const unserved = new Map([['vm1', 'cannot open a DHCP socket on vm1: Operation not permitted'], ['vm3', 'Too many open files']]);
+    const shown = withUnservedLinks([link('vm1', null), link('vm2', null), link('vm3', 'address add failed')], unserved);
+    expect(shown.map((each) => each.error)).toEqual(['DHCP not served (retrying): cannot open a DHCP socket on vm1: Operation not permitted', null, 'address add failed']);
+    expect(formatStatus({ links: shown, counters: {} } as unknown as Parameters<typeof formatStatus>[0])).toContain('error: DHCP not served (retrying): cannot open a DHCP socket on vm1');
   });
 });

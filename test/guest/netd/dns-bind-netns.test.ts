@@ -154,22 +154,4 @@ describeNetns('spectrum-netd run: the DNS forwarder listens once the gateway add
       await agent.kill('SIGTERM');
     }
   });
-
-  it('listens though DHCP cannot open its link sockets (no CAP_NET_RAW): one service failing holds the other back no more', async () => {
-    const provider = await harness.namespace('noraw');
-    const socket = join(dir, 'noraw.sock');
-    await clientLink(provider, 'vm3', 3, 'norawc3');
-    // CAP_NET_RAW dropped from the bounding and inheritable sets: root has it no more after exec.
-    const agent = startAgent(provider, socket, {}, { dhcp: true, before: ['setpriv', '--inh-caps=-net_raw', '--bounding-set=-net_raw'] });
-    try {
-      await agent.waitForOutput(/^\n/, 30_000);
-      await eventually('vm3 configured', async () => (await status(provider, socket)).links.some((link) => link.name === 'vm3' && link.state === 'configured'));
-      // DHCP's failure is said (its sockets are tried again on their own meanwhile).
-      await eventually('the DHCP failure said', () => Promise.resolve(agentLogLines(agent).some((line) => line.msg === 'services update failed; will retry')));
-      await eventually('the DNS forwarder listening', () => listening(provider, socket));
-      expect(await boundInKernel(provider)).toBe(true);
-    } finally {
-      await agent.kill('SIGTERM');
-    }
-  });
 });

@@ -85,9 +85,12 @@ describeNetns('spectrum-netd run and mistaken options', () => {
   // CAP_NET_ADMIN it can do nothing: given CAP_NET_BIND_SERVICE alone it kept running, retrying
   // the firewall (nft's "Operation not permitted" its only word); it is refused at start.
   const NO_NET_ADMIN = 'spectrum-netd: the agent has no CAP_NET_ADMIN (links, addresses, routes, nftables, conntrack: it can do nothing without it): run it as root, or with CAP_NET_ADMIN, CAP_NET_RAW and CAP_NET_BIND_SERVICE\n';
+  const NO_NET_RAW = "spectrum-netd: the agent has no CAP_NET_RAW (DHCP's link sockets: it would serve no client an address; --no-dhcp needs none): run it as root, or with CAP_NET_ADMIN, CAP_NET_RAW and CAP_NET_BIND_SERVICE\n";
   it.each([
     ['no capability', [], NO_NET_ADMIN],
     ['CAP_NET_BIND_SERVICE alone', ['net_bind_service'], NO_NET_ADMIN],
+    // It ran, serving no client an address: every link "configured", a log line with a JS stack its only word.
+    ['CAP_NET_ADMIN and CAP_NET_BIND_SERVICE (no CAP_NET_RAW)', ['net_admin', 'net_bind_service'], NO_NET_RAW],
     [
       'CAP_NET_ADMIN and CAP_NET_RAW (no CAP_NET_BIND_SERVICE)',
       ['net_admin', 'net_raw'],
@@ -109,6 +112,59 @@ describeNetns('spectrum-netd run and mistaken options', () => {
       .finally(() => rmSync(own, { recursive: true, force: true }));
     expect(result.code, result.stderr).toBe(1);
     expect(result.stderr).toEqual(line);
+  });
+
+  it('refuses a second agent in the same network namespace in one line, whatever its control socket and services; once the first stops, one starts', async () => {
+    // With --no-dhcp and another control socket it ran beside the first: each took the other's
+    // firewall for tampering and "restored" it at its audits.
+    const ns = await harness.namespace('twoagents');
+    const args = (name: string): string[] => ['node', CLI, 'run', '--no-dhcp', '--no-dns', '--control-socket', join(dir, `${name}.sock`)];
+    const first = ns.spawn(args('first'), { enter: 'nsenter' });
+    try {
+      const status = await ns.exec(['node', CLI, 'status', '--wait', '10', '--control-socket', join(dir, 'first.sock')], { enter: 'nsenter', allowFailure: true, timeoutMs: 20_000 });
+      expect(status.code, status.stderr).toBe(0);
+      const second = await ns.exec([...args('second'), '--no-firewall'], { enter: 'nsenter', allowFailure: true, timeoutMs: 15_000 });
+      expect(second.code, second.stderr).toBe(1);
+      expect(second.stderr).toBe('spectrum-netd: another spectrum-netd run is running in this network namespace (it holds @spectrum-netd-agent): one agent per provider; stop it first\n');
+      // It touched nothing: the first agent's table stands, and the second left no control socket.
+      expect((await ns.exec(['nft', 'list', 'tables'])).stdout).toContain('inet spectrum_netd');
+      expect(existsSync(join(dir, 'second.sock'))).toBe(false);
+      // Another namespace's agent is none of its business.
+      const other = await harness.namespace('otheragent');
+      const elsewhere = other.spawn(args('elsewhere'), { enter: 'nsenter' });
+      try {
+        const answered = await other.exec(['node', CLI, 'status', '--wait', '10', '--control-socket', join(dir, 'elsewhere.sock')], { enter: 'nsenter', allowFailure: true, timeoutMs: 20_000 });
+        expect(answered.code, answered.stderr).toBe(0);
+      } finally {
+        await elsewhere.kill('SIGTERM', 3000);
+      }
+    } finally {
+      await first.kill('SIGTERM', 3000);
+    }
+    const next = ns.spawn(args('second'), { enter: 'nsenter' });
+    try {
+      const status = await ns.exec(['node', CLI, 'status', '--wait', '10', '--control-socket', join(dir, 'second.sock')], { enter: 'nsenter', allowFailure: true, timeoutMs: 20_000 });
+      expect(status.code, status.stderr).toBe(0);
+    } finally {
+      await next.kill('SIGTERM', 3000);
+    }
+  });
+
+  it('`client` without CAP_NET_ADMIN fails at once in one line naming it, exit 1, with or without --json', async () => {
+    // It tried, and said two log lines and two error lines ending "Request rejected: EPERM", no
+    // word of the capability (and, where nothing needed changing, "configured", exit 0).
+    const ns = await harness.namespace('clientcap');
+    await ns.exec(['ip', 'link', 'add', 'eth0', 'address', '0a:b3:ec:00:a5:47', 'type', 'veth', 'peer', 'name', 'xb']);
+    const drop = ['setpriv', '--bounding-set', '-net_admin', '--inh-caps', '-net_admin'];
+    const plain = await ns.exec([...drop, 'node', CLI, 'client'], { enter: 'nsenter', allowFailure: true, timeoutMs: 15_000 });
+    expect(plain.code, plain.stderr).toBe(1);
+    expect(plain.stderr).toBe('spectrum-netd: client has no CAP_NET_ADMIN (addresses and routes of the client links: the kernel refuses every change without it): run it as root, or with CAP_NET_ADMIN\n');
+    expect(plain.stdout).toBe('');
+    const json = await ns.exec([...drop, 'node', CLI, 'client', '--json'], { enter: 'nsenter', allowFailure: true, timeoutMs: 15_000 });
+    expect(json.code, json.stderr).toBe(1);
+    expect(JSON.parse(json.stdout)).toMatchObject({ error: { kind: 'privilege', message: expect.stringMatching(/^client has no CAP_NET_ADMIN /) } });
+    // Nothing was changed: the link has no address.
+    expect((await ns.ip(['-4', '-o', 'addr', 'show', 'dev', 'eth0'])).stdout).toBe('');
   });
 
   it('a SIGTERM while the agent starts (its first reconcile under way) stops it: one line, exit 143, its control socket removed', async () => {

@@ -7,6 +7,7 @@ import {
   acceptLocalOf,
   applyOperation,
   arpFilterOf,
+  arpIgnoreOf,
   dirtyLinks,
   disableIpv6Of,
   isRemoval,
@@ -32,6 +33,7 @@ describe('planner', () => {
     view.sysctls.set(sysctlKeyId(IP_FORWARD), '0');
     view.sysctls.set(sysctlKeyId(disableIpv6Of(7)), '0');
     view.sysctls.set(sysctlKeyId(arpFilterOf(7)), '0');
+    view.sysctls.set(sysctlKeyId(arpIgnoreOf(7)), '0');
     const result = plan(view, providerOptions);
     expect(result.unknownSysctls).toEqual([]);
     expect(result.operations).toEqual<Operation[]>([
@@ -39,6 +41,8 @@ describe('planner', () => {
       { kind: 'sysctl', key: disableIpv6Of(7), value: '1' },
       // ARP answered only for the link's own client: see arpFilterOf.
       { kind: 'sysctl', key: arpFilterOf(7), value: '1' },
+      // ARP answered for the gateway only, not the provider's other addresses: see arpIgnoreOf.
+      { kind: 'sysctl', key: arpIgnoreOf(7), value: '1' },
       // Into the firewall's guarded group in the same request that brings it up.
       { kind: 'link-up', ifindex: 7, group: PROVIDER_LINK_GROUP },
       { kind: 'address-add', address: { ifindex: 7, ip: '169.254.0.1', prefixLength: 32, proto: 0 } },
