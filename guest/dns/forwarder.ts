@@ -2363,22 +2363,23 @@ class Forwarder implements DnsForwarder {
 }
 
 /**
- * Start the forwarder. Never fails because the listen address is missing: it then reports
- * listening() === false (and the reason in counters().lastBindError) until rebind() succeeds.
- * Throws DnsError for invalid options.
- */
-/**
  * A query as relayed: up to the end of its message (its question and the records its header
  * counts, an OPT record), without bytes after it, which belong to no section: stock resolvers
  * (BIND, unbound) read none of them and answer the query. Relayed as sent, a few bytes of question
  * padded to 4 KB went upstream at each resend, to an upstream that may ignore it (dnsmasq did),
- * its client waiting the whole query timeout. Whole where its records run past its bytes.
+ * its client waiting the whole query timeout. One whose records run past its bytes is none
+ * (inspectQuery answers it FORMERR): it is not forwarded.
  */
 export function queryMessage(query: Buffer): Buffer {
   const end = messageEnd(query);
   return end === undefined || end === query.length ? query : query.subarray(0, end);
 }
 
+/**
+ * Start the forwarder. Never fails because the listen address is missing: it then reports
+ * listening() === false (and the reason in counters().lastBindError) until rebind() succeeds.
+ * Throws DnsError for invalid options.
+ */
 export async function startDnsForwarder(options: DnsForwarderOptions): Promise<DnsForwarder> {
   const forwarder = new Forwarder(options);
   try {

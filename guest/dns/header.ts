@@ -127,6 +127,9 @@ export function inspectQuery(message: Uint8Array): QueryVerdict {
   // A query has nothing in its answer and authority sections.
   if (u16(message, 6) !== 0 || u16(message, 8) !== 0) return { kind: 'answer', rcode: RCODE.formErr, questionEnd };
   if (message.length > MAX_QUERY_LENGTH) return { kind: 'answer', rcode: RCODE.formErr, questionEnd };
+  // Its records run past its bytes (cut short, or an additional count that lies): relayed whole,
+  // a question padded with junk under an ARCOUNT of 1 went upstream as it came, at each resend.
+  if (messageEnd(message) === undefined) return { kind: 'answer', rcode: RCODE.formErr, questionEnd };
   const qtype = u16(message, questionEnd - 4);
   // Zone transfers are for secondaries, not for clients behind a provider; our TCP relay also
   // expects one response per query.

@@ -55,8 +55,10 @@ describe('DNS header', () => {
 
   it('forwards every well-formed query, with the question ending where it was encoded', () => {
     fc.assert(
-      fc.property(anyId, anyName, anyQtype, fc.uint8Array({ maxLength: 40 }), (id, labels, qtype, extra) => {
-        const query = encodeQuery(id, labels, qtype, 0x0100, Buffer.from(extra), extra.length > 0 ? 1 : 0);
+      fc.property(anyId, anyName, anyQtype, fc.option(fc.integer({ min: 0, max: 65_535 })), fc.uint8Array({ maxLength: 40 }), (id, labels, qtype, edns, trailing) => {
+        // An OPT record where given, and bytes after the message (cut before it goes upstream).
+        const opt = edns === null ? Buffer.alloc(0) : Buffer.from([0, 0, 41, edns >> 8, edns & 0xff, 0, 0, 0, 0, 0, 0]);
+        const query = encodeQuery(id, labels, qtype, 0x0100, Buffer.concat([opt, Buffer.from(trailing)]), edns === null ? 0 : 1);
         const end = encodeQuery(id, labels, qtype).length;
         expect(inspectQuery(query)).toEqual({ kind: 'forward', questionEnd: end });
       }),
@@ -89,6 +91,20 @@ describe('DNS header', () => {
     expect(inspectQuery(encodeQuery(1, www).subarray(0, 20))).toMatchObject({ kind: 'answer', rcode: RCODE.formErr });
     expect(inspectQuery(encodeQuery(1, www, 252))).toMatchObject({ kind: 'answer', rcode: RCODE.refused });
     expect(inspectQuery(encodeQuery(1, www, 251))).toMatchObject({ kind: 'answer', rcode: RCODE.refused });
+  });
+
+  it('answers FORMERR a query whose records run past its bytes (cut short, or counts that lie), rather than relaying it whole', () => {
+    // ARCOUNT 1 over 4000 bytes that are no record: messageEnd finds no end, and the query went
+    // upstream as it came, junk and all, at each resend (what the cut of bytes after a message was to stop).
+    const www = [Buffer.from('www'), Buffer.from('example')];
+    const bare = encodeQuery(1, www);
+    const junk = encodeQuery(1, www, 1, 0x0100, Buffer.alloc(4000, 0xee), 1);
+    expect(inspectQuery(junk)).toEqual({ kind: 'answer', rcode: RCODE.formErr, questionEnd: bare.length });
+    const opt = Buffer.from([0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0]);
+    expect(inspectQuery(encodeQuery(1, www, 1, 0x0100, opt, 2))).toEqual({ kind: 'answer', rcode: RCODE.formErr, questionEnd: bare.length });
+    expect(inspectQuery(encodeQuery(1, www, 1, 0x0100, opt.subarray(0, 10), 1))).toEqual({ kind: 'answer', rcode: RCODE.formErr, questionEnd: bare.length });
+    // Counted right, with bytes after it: forwarded (the forwarder cuts them).
+    expect(inspectQuery(encodeQuery(1, www, 1, 0x0100, Buffer.concat([opt, Buffer.alloc(4000, 0xee)]), 1))).toEqual({ kind: 'forward', questionEnd: bare.length });
   });
 
   it('forwards no query longer than MAX_QUERY_LENGTH (it would be kept whole while pending): FORMERR, question kept', () => {
