@@ -11,28 +11,15 @@ export function bindPrivilegeHint(port: number): string {
   return `binding port ${port} needs CAP_NET_BIND_SERVICE, and the agent needs ${others.join(' and ')} as well: run it as root, or with all three`;
 }
 
-import { readFileSync } from 'node:fs';
+import { holdsCapability, selfHoldsCapability } from '../shared/net-admin.js';
 
 export { holdsNetAdmin } from '../shared/net-admin.js';
 
-/** CAP_NET_RAW's bit in a capability set (linux/capability.h). */
-const CAP_NET_RAW_BIT = 13n;
-
 /** Whether a process's effective set holds CAP_NET_RAW, from its /proc/<pid>/status text; undefined where it has no CapEff line. */
-export function holdsNetRaw(status: string): boolean | undefined {
-  const effective = /^CapEff:\s*([0-9a-f]+)$/im.exec(status)?.[1];
-  if (effective === undefined) return undefined;
-  return ((BigInt(`0x${effective}`) >> CAP_NET_RAW_BIT) & 1n) === 1n;
-}
+export const holdsNetRaw = (status: string): boolean | undefined => holdsCapability(status, 'CAP_NET_RAW');
 
 /** Whether this process holds CAP_NET_RAW; undefined where /proc/self/status cannot say. */
-export function selfHoldsNetRaw(): boolean | undefined {
-  try {
-    return holdsNetRaw(readFileSync('/proc/self/status', 'utf8'));
-  } catch {
-    return undefined;
-  }
-}
+export const selfHoldsNetRaw = (): boolean | undefined => selfHoldsCapability('CAP_NET_RAW');
 
 /** What run says, and exits on, where it starts without CAP_NET_ADMIN: it could do nothing at all. */
 export function noNetAdminLine(): string {
