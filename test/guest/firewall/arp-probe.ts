@@ -6,10 +6,14 @@ mac = bytes.fromhex(open('/sys/class/net/eth0/address').read().strip().replace('
 `;
 
 /**
- * Python: the end of such a script: prints, as a sorted JSON array, the target addresses of the
- * ARP replies that come within half a second (the sender addresses of the requests answered).
+ * Python: the end of such a script: prints, as a sorted JSON array, an address of each ARP reply
+ * that comes within half a second: its sender address (`'sender'`, the address asked for) or its
+ * target address (`'target'`, the sender address of the request answered).
  */
-export const ARP_ANSWERS = `answered = set()
+export function arpAnswers(address: 'sender' | 'target'): string {
+  // In the frame: 14 bytes of Ethernet header, then ARP's 8, its sender (6 + 4) and target (6 + 4).
+  const at = address === 'sender' ? 28 : 38;
+  return `answered = set()
 s.settimeout(0.1)
 deadline = time.monotonic() + 0.5
 while time.monotonic() < deadline:
@@ -18,9 +22,13 @@ while time.monotonic() < deadline:
     except socket.timeout:
         continue
     if struct.unpack('>H', frame[20:22])[0] == 2:
-        answered.add(socket.inet_ntoa(frame[38:42]))
+        answered.add(socket.inet_ntoa(frame[${at}:${at + 4}]))
 print(json.dumps(sorted(answered)))
 `;
+}
+
+/** arpAnswers('target'): the sender addresses of the requests answered. */
+export const ARP_ANSWERS = arpAnswers('target');
 
 /**
  * A Python script that sends ARP from eth0 of the namespace it runs in, as a hostile client would:

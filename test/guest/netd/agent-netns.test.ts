@@ -7,7 +7,7 @@ import { parseCountersJson } from '../../../guest/firewall/counters.js';
 import { parseTableListing } from '../../../guest/firewall/ruleset.js';
 import { PROVIDER_LINK_GROUP } from '../../../shared/scheme.js';
 import { type Harness, type Netns, type NetnsProcess, createHarness, describeNetns, removeNamespaceSync } from '../../harness/index.js';
-import { ARP_ANSWERS, ARP_PROBE, ARP_PROBE_PACKETS_PER_SENDER, ARP_SOCKET } from '../firewall/arp-probe.js';
+import { ARP_ANSWERS, ARP_PROBE, ARP_PROBE_PACKETS_PER_SENDER, ARP_SOCKET, arpAnswers } from '../firewall/arp-probe.js';
 import { withoutFlowElements } from '../firewall/provider-world.js';
 import { eventually, udhcpc } from '../provider-world.js';
 
@@ -622,18 +622,7 @@ ${ARP_ANSWERS}`;
 ${ARP_SOCKET}for target in sys.argv[1:]:
     request = struct.pack('>HHBBH', 1, 0x0800, 6, 4, 1) + mac + socket.inet_aton('100.64.0.14') + bytes(6) + socket.inet_aton(target)
     s.send(b'\\xff' * 6 + mac + b'\\x08\\x06' + request)
-answered = set()
-s.settimeout(0.1)
-deadline = time.monotonic() + 0.5
-while time.monotonic() < deadline:
-    try:
-        frame = s.recv(128)
-    except socket.timeout:
-        continue
-    if struct.unpack('>H', frame[20:22])[0] == 2:
-        answered.add(socket.inet_ntoa(frame[28:32]))
-print(json.dumps(sorted(answered)))
-`;
+${arpAnswers('sender')}`;
       const { stdout } = await c14.exec(['python3', '-c', arp, '169.254.0.1', '192.0.2.14', '198.51.100.14', '127.0.0.1']);
       expect(JSON.parse(stdout)).toEqual(['169.254.0.1']);
       expect((await provider.exec(['cat', '/proc/sys/net/ipv4/conf/vm14/arp_ignore'])).stdout.trim()).toBe('1');
